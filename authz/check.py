@@ -1,0 +1,62 @@
+"""What the decision core takes in and gives back: plain data, no transport types."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["CheckInput", "Decision", "allow", "deny"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckInput:
+    """One request to authorize.
+
+    ``path`` is the raw request target as sent (query included, not decoded). ``headers`` has
+    lower-case names; a repeated header arrives joined with ``,`` (as Envoy does).
+    """
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    source_principal: str = ""
+
+
+# eq=False: decisions are compared and hashed by identity, so adapters can cache the wire form
+# of a decision object (denials and per-token allows are reused, not rebuilt).
+@dataclass(frozen=True, slots=True, eq=False)
+class Decision:
+    allowed: bool
+    status: int
+    reason: str
+    # Allowed: headers to set on the upstream request (overwriting client values) and to remove.
+    headers_to_set: tuple[tuple[str, str], ...] = ()
+    headers_to_remove: tuple[str, ...] = ()
+    # Denied: headers and JSON body of the response sent to the client.
+    response_headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    claims: Mapping[str, Any] | None = field(default=None, repr=False)
+
+
+_ERRORS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 503: "unavailable"}
+_BEARER_CHALLENGE = 'Bearer realm="doma-gateway", error="invalid_token"'
+
+
+def deny(status: int, reason: str) -> Decision:
+    """A denial with a JSON body ``{"error", "reason"}``; 401s carry a Bearer challenge."""
+    body = json.dumps({"error": _ERRORS.get(status, "denied"), "reason": reason}).encode()
+    headers: tuple[tuple[str, str], ...] = (("content-type", "application/json"),)
+    if status == 401:
+        headers += (("www-authenticate", _BEARER_CHALLENGE),)
+    return Decision(False, status, reason, response_headers=headers, body=body)
+
+
+def allow(
+    reason: str,
+    headers_to_set: tuple[tuple[str, str], ...],
+    headers_to_remove: tuple[str, ...],
+    claims: Mapping[str, Any] | None = None,
+) -> Decision:
+    return Decision(True, 200, reason, headers_to_set, headers_to_remove, claims=claims)

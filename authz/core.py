@@ -1,0 +1,133 @@
+"""The decision core: one :class:`CheckInput` in, one :class:`Decision` out.
+
+Pure with respect to transports: no gRPC, protobuf, HTTP client or Redis here. Keys and
+revocation arrive through ports, so the gRPC server, an HTTP check endpoint and the edge
+gateway's in-process auth all decide the same way.
+
+Identity headers (the targets of ``claims_to_headers``) are never trusted from the client: every
+decision removes each one it does not set, in both its dash and underscore spellings, because
+many backends fold ``x_user_id`` into ``x-user-id``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from cachetools import LRUCache
+
+from authz.bypass import BypassRules
+from authz.check import CheckInput, Decision, allow, deny
+from authz.paths import normalize
+from authz.settings import AuthSettings
+from authz.tokens import TokenError, TokenVerifier, VerifiedToken, bearer_token
+
+__all__ = ["DENY_STATUS", "Authorizer"]
+
+# Every deny reason and its HTTP status; the reason doubles as a metric label.
+DENY_STATUS: dict[str, int] = {
+    "invalid_path": 400,
+    "missing_token": 401,
+    "multiple_authorization_headers": 401,
+    "unsupported_authorization_scheme": 401,
+    "token_too_large": 401,
+    "malformed_token": 401,
+    "unknown_issuer": 401,
+    "unknown_key": 401,
+    "algorithm_not_allowed": 401,
+    "invalid_signature": 401,
+    "token_expired": 401,
+    "token_not_yet_valid": 401,
+    "invalid_issued_at": 401,
+    "invalid_audience": 401,
+    "invalid_issuer": 401,
+    "missing_claim": 401,
+    "invalid_claim_value": 401,
+    "invalid_token": 401,
+}
+_MAX_HEADER_VALUE = 4096
+
+
+class Authorizer:
+    """Decides checks for one :class:`AuthSettings`."""
+
+    def __init__(self, settings: AuthSettings, verifier: TokenVerifier):
+        self.settings = settings
+        self._verifier = verifier
+        self._bypass = BypassRules(settings.bypass)
+        self._mappings = tuple((m.claim, m.header) for m in settings.claims_to_headers)
+        self._denials = {reason: deny(status, reason) for reason, status in DENY_STATUS.items()}
+        every_spelling = tuple(_spellings(header) for _, header in self._mappings)
+        self._bypass_decision = allow("bypass", (), tuple(h for names in every_spelling for h in names))
+        # Allow decisions per verified token, so a repeated token reuses one object end to end.
+        self._allowed: LRUCache[int, tuple[VerifiedToken, Decision]] = LRUCache(
+            max(settings.token_cache_size, 1)
+        )
+
+    def denial(self, reason: str) -> Decision:
+        return self._denials[reason]
+
+    async def decide(self, request: CheckInput) -> Decision:
+        path = normalize(request.path)
+        if path.invalid is not None:
+            return self._denials["invalid_path"]
+        if path.ambiguous is None and self._bypass.matches(path.path):
+            return self._bypass_decision
+
+        header = request.headers.get("authorization")
+        if header is None:
+            return self._denials["missing_token"]
+        try:
+            token = bearer_token(header, self.settings.max_token_bytes)
+            verified = await self._verifier.verify(token)
+        except TokenError as exc:
+            return self._denials[exc.reason]
+        return self._allow(verified)
+
+    def _allow(self, verified: VerifiedToken) -> Decision:
+        cached = self._allowed.get(id(verified))
+        if cached is not None and cached[0] is verified:
+            return cached[1]
+        to_set: list[tuple[str, str]] = []
+        to_remove: list[str] = []
+        for claim, header in self._mappings:
+            value = _header_value(verified.claims.get(claim))
+            if value is _INVALID:
+                return self._denials["invalid_claim_value"]
+            dash, *others = _spellings(header)
+            if value is None:
+                to_remove.extend((dash, *others))
+            else:
+                to_set.append((dash, value))
+                to_remove.extend(others)
+        decision = allow("ok", tuple(to_set), tuple(to_remove), verified.claims)
+        self._allowed[id(verified)] = (verified, decision)
+        return decision
+
+
+_INVALID = "\x00invalid"
+
+
+def _header_value(value: Any) -> str | None:
+    """A claim as a header value; ``_INVALID`` when it could smuggle a line break or is huge."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, bool | int | float):
+        text = json.dumps(value)
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        text = ",".join(value)
+    else:
+        text = json.dumps(value, separators=(",", ":"), sort_keys=True)
+    if len(text) > _MAX_HEADER_VALUE or any(c in text for c in "\r\n\x00"):
+        return _INVALID
+    return text
+
+
+def _spellings(header: str) -> tuple[str, ...]:
+    """The header's name and, when it has dashes, its underscore spelling."""
+    underscore = header.replace("-", "_")
+    return (header,) if underscore == header else (header, underscore)
+

@@ -1,0 +1,217 @@
+"""Public keys for token verification, and the cache that keeps them fresh.
+
+Parsing is pure. Fetching is a port (:class:`KeyFetcher`): a JWKS URL, a JWKS file or a PEM key
+each implement it. :class:`KeyCache` owns the policy every source shares: keep the last good key
+set, refresh on schedule, and refetch on an unknown ``kid`` at most once per interval, one fetch
+at a time (single-flight), remembering kids that were still unknown afterwards (negative cache).
+A token's ``kid``, ``jku`` or ``x5u`` never chooses *where* keys come from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt import PyJWK
+from jwt.exceptions import PyJWKError
+
+from authz.errors import KeySourceError
+
+__all__ = [
+    "FetchedKeys",
+    "KeyCache",
+    "KeyFetcher",
+    "KeyParseError",
+    "KeySet",
+    "PublicKey",
+    "parse_jwks",
+    "parse_pem",
+]
+
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
+_ASYMMETRIC_KTY = frozenset({"RSA", "EC", "OKP"})
+
+
+class KeyParseError(KeySourceError):
+    """Key material is not a usable public key."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationKey:
+    key: PublicKey
+    # The JWK's own "alg", when it pins one; None lets any allowed algorithm of its type use it.
+    algorithm: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    """Keys by ``kid``; ``unnamed`` holds keys without a kid (tried only for tokens without one)."""
+
+    by_kid: dict[str, VerificationKey] = field(default_factory=dict)
+    unnamed: tuple[VerificationKey, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.by_kid) + len(self.unnamed)
+
+    def candidates(self, kid: str | None) -> tuple[VerificationKey, ...]:
+        if kid is not None:
+            key = self.by_kid.get(kid)
+            return (key,) if key else ()
+        return self.unnamed or tuple(self.by_kid.values())
+
+
+def parse_jwks(data: bytes) -> KeySet:
+    """A JWKS document as a :class:`KeySet`. Symmetric and encryption keys are ignored."""
+    try:
+        document = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise KeyParseError("JWKS is not valid JSON") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise KeyParseError("JWKS must be an object with a 'keys' list")
+    by_kid: dict[str, VerificationKey] = {}
+    unnamed: list[VerificationKey] = []
+    for index, jwk in enumerate(document["keys"]):
+        if not isinstance(jwk, dict):
+            raise KeyParseError(f"JWKS key #{index} is not an object")
+        if jwk.get("kty") not in _ASYMMETRIC_KTY or jwk.get("use", "sig") != "sig":
+            continue
+        try:
+            key = VerificationKey(PyJWK(jwk).key, jwk.get("alg"))
+        except (PyJWKError, ValueError, TypeError) as exc:
+            raise KeyParseError(f"JWKS key #{index} is not a usable public key ({type(exc).__name__})") from exc
+        kid = jwk.get("kid")
+        if isinstance(kid, str):
+            by_kid[kid] = key
+        else:
+            unnamed.append(key)
+    if not by_kid and not unnamed:
+        raise KeyParseError("JWKS holds no asymmetric signing key")
+    return KeySet(by_kid, tuple(unnamed))
+
+
+def parse_pem(data: bytes, key_id: str | None) -> KeySet:
+    """One PEM public key as a :class:`KeySet` (named ``key_id`` when given)."""
+    try:
+        key: Any = load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise KeyParseError("not a PEM public key") from exc
+    if not isinstance(key, PublicKey):
+        raise KeyParseError(f"unsupported public key type {type(key).__name__}")
+    verification = VerificationKey(key)
+    if key_id:
+        return KeySet({key_id: verification})
+    return KeySet(unnamed=(verification,))
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedKeys:
+    keys: KeySet
+    # Seconds the source says these keys stay fresh (e.g. Cache-Control max-age); None: unknown.
+    max_age: float | None = None
+
+
+class KeyFetcher(Protocol):
+    """Loads the current key set from wherever the issuer publishes it."""
+
+    async def fetch(self) -> FetchedKeys: ...
+
+
+class KeyCache:
+    """The key set of one issuer: last good keys, scheduled refresh, guarded unknown-kid refetch."""
+
+    def __init__(
+        self,
+        issuer: str,
+        fetcher: KeyFetcher,
+        *,
+        min_ttl: float,
+        max_ttl: float,
+        default_ttl: float,
+        refetch_min_interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.issuer = issuer
+        self._fetcher = fetcher
+        self._min_ttl, self._max_ttl, self._default_ttl = min_ttl, max_ttl, default_ttl
+        self._refetch_min_interval = refetch_min_interval
+        self._clock = clock
+        self.keys: KeySet | None = None
+        self.loaded_at: float | None = None
+        self.expires_at: float = 0.0
+        self.last_attempt: float = float("-inf")
+        self.failures = 0
+        self.fetches = 0
+        self._unknown_kids: set[str] = set()
+        self._inflight: asyncio.Future[KeySet | None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.keys is not None
+
+    def age(self) -> float | None:
+        """Seconds since the key set in use was fetched; None before the first success."""
+        return None if self.loaded_at is None else self._clock() - self.loaded_at
+
+    def ttl_for(self, max_age: float | None) -> float:
+        ttl = self._default_ttl if max_age is None else max_age
+        return min(max(ttl, self._min_ttl), self._max_ttl)
+
+    async def refresh(self) -> KeySet | None:
+        """Fetch now (joining a fetch already under way). Keeps the last good keys on failure."""
+        if self._inflight is not None:
+            return await asyncio.shield(self._inflight)
+        future = self._inflight = asyncio.get_running_loop().create_future()
+        try:
+            keys = await self._fetch_once()
+        except BaseException:
+            # Waiters get the last good keys; the exception belongs to the caller that fetched.
+            future.set_result(self.keys)
+            raise
+        finally:
+            self._inflight = None
+        future.set_result(keys)
+        return keys
+
+    async def _fetch_once(self) -> KeySet | None:
+        self.last_attempt = self._clock()
+        self.fetches += 1
+        try:
+            fetched = await self._fetcher.fetch()
+        except KeySourceError:
+            self.failures += 1
+            return self.keys
+        now = self._clock()
+        self.keys, self.loaded_at = fetched.keys, now
+        self.expires_at = now + self.ttl_for(fetched.max_age)
+        self._unknown_kids.clear()
+        return self.keys
+
+    async def keys_for_kid(self, kid: str) -> KeySet | None:
+        """Keys after making sure ``kid`` was looked for, within the refetch rate limit."""
+        keys = self.keys
+        if keys is not None and kid in keys.by_kid:
+            return keys
+        if kid in self._unknown_kids:
+            return keys
+        if self._inflight is None and self._clock() - self.last_attempt < self._refetch_min_interval:
+            return keys
+        keys = await self.refresh()
+        if keys is None or kid not in keys.by_kid:
+            self._unknown_kids.add(kid)
+            # A flood of random kids must not grow memory without bound.
+            if len(self._unknown_kids) > 1024:
+                self._unknown_kids.clear()
+        return keys
+
+    def next_refresh_in(self) -> float:
+        """Seconds until the scheduled refresh; failures retry sooner, bounded by ``min_ttl``."""
+        now = self._clock()
+        if self.keys is None or self.failures and self.last_attempt > (self.loaded_at or 0):
+            return min(max(1.0, self._refetch_min_interval), self._min_ttl or 1.0)
+        return max(self.expires_at - now, 0.0)

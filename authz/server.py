@@ -1,0 +1,82 @@
+"""The ext-authz gRPC server process: startup, serving and a bounded graceful shutdown.
+
+Health (``grpc.health.v1``) is NOT_SERVING until every issuer's keys are loaded, and again as soon
+as shutdown begins, so a load balancer stops sending before the listener closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from authz.grpc_check import AuthorizationServicer
+
+__all__ = ["AuthzServer"]
+
+log = logging.getLogger("doma.authz.server")
+_SERVICES = ("", "envoy.service.auth.v3.Authorization")
+
+
+class AuthzServer:
+    def __init__(
+        self,
+        servicer: AuthorizationServicer,
+        *,
+        listen: str,
+        ready: asyncio.Event,
+        grace: float = 10.0,
+        background: Callable[[], Awaitable[None]] | None = None,
+    ):
+        self._servicer = servicer
+        self._listen = listen
+        self._ready = ready
+        self._grace = grace
+        self._background = background
+        self._health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_concurrent_streams", 1000),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ]
+        )
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(self._servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        for service in _SERVICES:
+            await self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.port = server.add_insecure_port(self._listen)
+        if not self.port:
+            raise OSError(f"cannot listen on {self._listen}")
+        await server.start()
+        self._server = server
+        if self._background is not None:
+            self._tasks.append(asyncio.create_task(self._background()))
+        self._tasks.append(asyncio.create_task(self._serve_when_ready()))
+
+    async def _serve_when_ready(self) -> None:
+        await self._ready.wait()
+        for service in _SERVICES:
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra={"event": "serving"})
+
+    async def shutdown(self) -> None:
+        """Health NOT_SERVING first, then stop accepting and drain in-flight checks."""
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(self._grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

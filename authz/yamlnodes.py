@@ -1,0 +1,194 @@
+"""Reading YAML while keeping every value's position, so config errors point at the line.
+
+``yaml.compose`` keeps the marks that ``yaml.safe_load`` throws away. :class:`Node` wraps one
+composed node and offers typed accessors that raise :class:`ConfigError` with
+``file:line:column`` and, for unknown keys, the keys that would have been valid.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+
+from authz.errors import ConfigError
+
+__all__ = ["Mapping", "Node", "load_documents"]
+
+_N = TypeVar("_N", int, float)
+
+
+class Node:
+    """One YAML node plus the file it came from."""
+
+    __slots__ = ("file", "raw")
+
+    def __init__(self, raw: yaml.Node, file: str):
+        self.raw = raw
+        self.file = file
+
+    # -- errors ---------------------------------------------------------------
+    def error(self, message: str) -> ConfigError:
+        mark = self.raw.start_mark
+        return ConfigError(message, file=self.file, line=mark.line + 1, column=mark.column + 1)
+
+    @property
+    def line(self) -> int:
+        return int(self.raw.start_mark.line) + 1
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    # -- scalars --------------------------------------------------------------
+    def _scalar(self, what: str) -> str:
+        if not isinstance(self.raw, yaml.ScalarNode):
+            raise self.error(f"expected {what}, got a {_kind(self.raw)}")
+        return str(self.raw.value)
+
+    def is_null(self) -> bool:
+        return isinstance(self.raw, yaml.ScalarNode) and self.raw.tag.endswith(":null")
+
+    def str(self) -> str:
+        if self.is_null():
+            raise self.error("expected a string, got nothing")
+        return self._scalar("a string")
+
+    def int(self, *, minimum: int | None = None, maximum: int | None = None) -> int:
+        text = self._scalar("an integer")
+        if not self.raw.tag.endswith(":int"):
+            raise self.error(f"expected an integer, got {text!r}")
+        value = int(text.replace("_", ""), 0)
+        return self._in_range(value, minimum, maximum)
+
+    def float(self, *, minimum: float | None = None, maximum: float | None = None) -> float:
+        text = self._scalar("a number")
+        if not (self.raw.tag.endswith(":int") or self.raw.tag.endswith(":float")):
+            raise self.error(f"expected a number, got {text!r}")
+        value = float(text.replace("_", ""))
+        return self._in_range(value, minimum, maximum)
+
+    def bool(self) -> bool:
+        text = self._scalar("true or false")
+        if not self.raw.tag.endswith(":bool"):
+            raise self.error(f"expected true or false, got {text!r}")
+        return text.lower() in ("true", "yes", "on")
+
+    def choice(self, choices: tuple[str, ...]) -> str:
+        value = self.str()
+        if value not in choices:
+            raise self.error(f"{value!r} is not one of: {', '.join(choices)}")
+        return value
+
+    def _in_range(self, value: _N, minimum: _N | None, maximum: _N | None) -> _N:
+        if minimum is not None and value < minimum:
+            raise self.error(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise self.error(f"must be at most {maximum}, got {value}")
+        return value
+
+    # -- collections ----------------------------------------------------------
+    def items(self) -> list[Node]:
+        if not isinstance(self.raw, yaml.SequenceNode):
+            raise self.error(f"expected a list, got a {_kind(self.raw)}")
+        return [Node(child, self.file) for child in self.raw.value]
+
+    def str_list(self) -> tuple[str, ...]:
+        if isinstance(self.raw, yaml.ScalarNode) and not self.is_null():
+            return (self.str(),)
+        return tuple(item.str() for item in self.items())
+
+    def mapping(self, allowed: tuple[str, ...]) -> Mapping:
+        """This node as a mapping whose keys must be among ``allowed``."""
+        if not isinstance(self.raw, yaml.MappingNode):
+            raise self.error(f"expected a mapping, got a {_kind(self.raw)}")
+        return Mapping(self, allowed)
+
+
+class Mapping:
+    """A YAML mapping with known keys; unknown and duplicate keys are errors."""
+
+    __slots__ = ("_keys", "_values", "node")
+
+    def __init__(self, node: Node, allowed: tuple[str, ...]):
+        self.node = node
+        self._values: dict[str, Node] = {}
+        self._keys: dict[str, Node] = {}
+        for key_raw, value_raw in node.raw.value:
+            key = Node(key_raw, node.file)
+            name = key.str()
+            if name not in allowed:
+                raise key.error(_unknown_key(name, allowed))
+            if name in self._values:
+                raise key.error(f"duplicate key {name!r} (first at line {self._keys[name].line})")
+            self._keys[name] = key
+            self._values[name] = Node(value_raw, node.file)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def get(self, name: str) -> Node | None:
+        """The value node, or None when the key is absent or explicitly null."""
+        value = self._values.get(name)
+        if value is None or value.is_null():
+            return None
+        return value
+
+    def require(self, name: str) -> Node:
+        value = self.get(name)
+        if value is None:
+            raise self.node.error(f"missing required key {name!r}")
+        return value
+
+    def key(self, name: str) -> Node:
+        return self._keys[name]
+
+    def error(self, message: str) -> ConfigError:
+        return self.node.error(message)
+
+
+def _unknown_key(name: str, allowed: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, allowed, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown key {name!r}{hint} (known: {', '.join(allowed)})"
+
+
+def _kind(raw: yaml.Node) -> str:
+    if isinstance(raw, yaml.MappingNode):
+        return "mapping"
+    if isinstance(raw, yaml.SequenceNode):
+        return "list"
+    return f"scalar {raw.value!r}"
+
+
+def load_documents(path: Path) -> list[Node]:
+    """The YAML files at ``path`` (a file, or every ``*.yaml``/``*.yml`` in a directory, sorted)."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        if not files:
+            raise ConfigError("no *.yaml files in this directory", file=str(path))
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ConfigError("no such file or directory", file=str(path))
+    documents = []
+    for file in files:
+        try:
+            text = file.read_text(encoding="utf-8")
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+            raise ConfigError(str(exc.problem), file=str(file), line=line, column=column) from exc
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read: {exc}", file=str(file)) from exc
+        if root is not None:
+            documents.append(Node(root, str(file)))
+    return documents
+

@@ -1,0 +1,34 @@
+"""``HOST:PORT`` command-line addresses."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["HostPort", "host_port"]
+
+
+class HostPort(tuple[str, int]):
+    __slots__ = ()
+
+    def __new__(cls, host: str, port: int) -> HostPort:
+        return super().__new__(cls, (host, port))
+
+    @property
+    def host(self) -> str:
+        return self[0]
+
+    @property
+    def port(self) -> int:
+        return self[1]
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def host_port(text: str) -> HostPort:
+    """Parse ``HOST:PORT`` or ``[V6]:PORT`` (an argparse type)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    return HostPort(host, int(port))

@@ -1,0 +1,113 @@
+"""Wires and runs ``doma-gateway authz``: the only place that knows every concrete authz class."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from prometheus_client import CollectorRegistry, start_http_server
+
+from authz.core import Authorizer
+from authz.grpc_check import AuthorizationServicer
+from authz.key_sources import build_key_cache, keep_keys_fresh
+from authz.keys import KeyCache
+from authz.loader import load_auth_settings
+from authz.metrics import AuthzMetrics
+from authz.server import AuthzServer
+from authz.settings import AuthSettings
+from authz.tokens import TokenVerifier
+from doma_gateway.addresses import HostPort
+
+__all__ = ["AuthzOptions", "AuthzStack", "build_authz", "run_authz"]
+
+log = logging.getLogger("doma.authz")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthzOptions:
+    routes: Path
+    listen: HostPort
+    metrics: HostPort | None
+    grace: float = 10.0
+
+
+@dataclass(slots=True)
+class AuthzStack:
+    """The wired core, shared by every adapter in one process."""
+
+    settings: AuthSettings
+    key_caches: dict[str, KeyCache]
+    authorizer: Authorizer
+    verifier: TokenVerifier
+    registry: CollectorRegistry
+    metrics: AuthzMetrics
+    http: httpx.AsyncClient
+    keys_ready: asyncio.Event
+
+    async def keep_keys_fresh(self) -> None:
+        await keep_keys_fresh(self.key_caches.values(), self.keys_ready)
+
+
+def build_authz(settings: AuthSettings) -> AuthzStack:
+    # Redirects are not followed: a JWKS endpoint that moves is a configuration change.
+    http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+    key_caches = {issuer.issuer: build_key_cache(issuer, http) for issuer in settings.issuers}
+    verifier = TokenVerifier(settings.issuers, key_caches, cache_size=settings.token_cache_size)
+    registry = CollectorRegistry()
+    return AuthzStack(
+        settings=settings,
+        key_caches=key_caches,
+        authorizer=Authorizer(settings, verifier),
+        verifier=verifier,
+        registry=registry,
+        metrics=AuthzMetrics(registry, verifier, key_caches),
+        http=http,
+        keys_ready=asyncio.Event(),
+    )
+
+
+async def run_authz(options: AuthzOptions) -> int:
+    stack = build_authz(load_auth_settings(options.routes))
+    server = AuthzServer(
+        AuthorizationServicer(stack.authorizer, stack.metrics),
+        listen=str(options.listen),
+        ready=stack.keys_ready,
+        grace=options.grace,
+        background=stack.keep_keys_fresh,
+    )
+    await server.start()
+    metrics_address = None
+    if options.metrics is not None:
+        http_server, _ = start_http_server(
+            options.metrics.port, addr=options.metrics.host, registry=stack.registry
+        )
+        metrics_address = str(HostPort(options.metrics.host, http_server.server_port))
+    announce(
+        "listening",
+        grpc=str(HostPort(options.listen.host, server.port or 0)),
+        metrics=metrics_address,
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down", extra={"event": "shutdown", "grace_seconds": options.grace})
+    await server.shutdown()
+    with contextlib.suppress(Exception):
+        await stack.http.aclose()
+    announce("stopped")
+    return 0
+
+
+def announce(event: str, **fields: object) -> None:
+    """A machine-readable line on stdout (tests and the demo wait for these)."""
+    print(json.dumps({"event": event, **fields}), file=sys.stdout, flush=True)

@@ -1,0 +1,107 @@
+"""``doma-gateway``: the command line.
+
+Configuration errors print ``file:line:column: message`` on stderr and exit 1, without a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from authz.errors import ConfigError
+from authz.loader import load_auth_settings
+from doma_gateway.addresses import host_port
+from doma_gateway.logs import configure_logging
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="doma-gateway", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    authz = commands.add_parser("authz", help="run the Envoy ext-authz gRPC server")
+    authz.add_argument("--routes", type=Path, default=Path("routes"), help="routes YAML file or directory")
+    authz.add_argument("--listen", type=host_port, default=host_port("0.0.0.0:9000"), metavar="HOST:PORT")
+    authz.add_argument(
+        "--metrics", type=host_port, default=host_port("127.0.0.1:9090"), metavar="HOST:PORT",
+        help="Prometheus /metrics listener (loopback by default)",
+    )
+    authz.add_argument("--no-metrics", action="store_true", help="do not start the metrics listener")
+    authz.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
+                       help="how long shutdown waits for in-flight checks")
+
+    check = commands.add_parser("check", help="validate a routes file or directory and print a summary")
+    check.add_argument("routes", type=Path)
+
+    demo = commands.add_parser("demo", help="run Envoy + authz + a demo upstream on loopback")
+    demo.add_argument("--port", type=int, default=8080, help="Envoy's listener port")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        if args.command == "authz":
+            return _run(_authz(args))
+        if args.command == "check":
+            return _check(args.routes)
+        if args.command == "demo":
+            from doma_gateway.demo import run_demo
+
+            return _run(run_demo(args.port))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
+def _authz(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from doma_gateway.authz_process import AuthzOptions, run_authz
+
+    return run_authz(
+        AuthzOptions(
+            routes=args.routes,
+            listen=args.listen,
+            metrics=None if args.no_metrics else args.metrics,
+            grace=args.grace,
+        )
+    )
+
+
+def _run(coroutine) -> int:  # type: ignore[no-untyped-def]
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
+        return asyncio.run(coroutine)  # type: ignore[no-any-return]
+    return uvloop.run(coroutine)  # type: ignore[no-any-return]
+
+
+def _check(path: Path) -> int:
+    settings = load_auth_settings(path)
+    print(f"auth: {settings.source}")
+    for issuer in settings.issuers:
+        print(
+            f"  issuer {issuer.issuer}  audiences={','.join(issuer.audiences)}  "
+            f"keys={issuer.keys.kind}  algorithms={','.join(issuer.algorithms)}  "
+            f"leeway={issuer.leeway:g}s"
+        )
+    for mapping in settings.claims_to_headers:
+        print(f"  claim {mapping.claim} -> {mapping.header}")
+    for pattern in settings.bypass:
+        print(f"  bypass {pattern}")
+    print("ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suite: keys and tokens, real processes, Envoy."""
