@@ -147,6 +147,7 @@ class KeyCache:
         self.last_attempt: float = float("-inf")
         self.failures = 0
         self.fetches = 0
+        self.last_fetch_failed = False
         self._unknown_kids: set[str] = set()
         self._inflight: asyncio.Future[KeySet | None] | None = None
 
@@ -185,7 +186,9 @@ class KeyCache:
             fetched = await self._fetcher.fetch()
         except KeySourceError:
             self.failures += 1
+            self.last_fetch_failed = True
             return self.keys
+        self.last_fetch_failed = False
         now = self._clock()
         self.keys, self.loaded_at = fetched.keys, now
         self.expires_at = now + self.ttl_for(fetched.max_age)
@@ -212,6 +215,6 @@ class KeyCache:
     def next_refresh_in(self) -> float:
         """Seconds until the scheduled refresh; failures retry sooner, bounded by ``min_ttl``."""
         now = self._clock()
-        if self.keys is None or self.failures and self.last_attempt > (self.loaded_at or 0):
+        if self.keys is None or self.last_fetch_failed:
             return min(max(1.0, self._refetch_min_interval), self._min_ttl or 1.0)
         return max(self.expires_at - now, 0.0)

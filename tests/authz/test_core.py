@@ -1,0 +1,95 @@
+"""Decisions of the core: identity headers, bypass rules and deny bodies."""
+
+import json
+
+import pytest
+
+from authz.check import CheckInput
+from tests.authz.helpers import build_core
+
+
+def request(path="/api/v1/scan/x", token=None, **headers):
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
+    return CheckInput("GET", path, headers)
+
+
+async def test_allowed_request_sets_identity_and_removes_every_other_spelling():
+    core = await build_core()
+    decision = await core.authorizer.decide(request(token=core.key.token(sub="alice")))
+    assert decision.allowed and decision.reason == "ok"
+    assert decision.headers_to_set == (("x-user-id", "alice"),)
+    # Never list a header that is set: Envoy applies removals after it sets headers.
+    assert "x-user-id" not in decision.headers_to_remove
+    assert set(decision.headers_to_remove) == {"x_user_id", "x-user-email", "x_user_email"}
+
+
+async def test_claim_present_sets_its_header():
+    core = await build_core()
+    decision = await core.authorizer.decide(request(token=core.key.token(email="a@example.com")))
+    assert ("x-user-email", "a@example.com") in decision.headers_to_set
+
+
+async def test_bypass_removes_every_identity_header_and_needs_no_token():
+    core = await build_core()
+    decision = await core.authorizer.decide(request("/api/v1/scan/health", **{"x-user-id": "admin"}))
+    assert decision.allowed and decision.reason == "bypass"
+    assert set(decision.headers_to_remove) == {"x-user-id", "x_user_id", "x-user-email", "x_user_email"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/scan/x/../health",
+        "/api/v1/scan/x/%2e%2e/health",
+        "/api/v1//scan/health",
+        "/api/v1/scan/health;x=1",
+        "/api/v1/scan/health#x",
+        "/api/v1/scan/x%2f..%2fhealth",
+        "/api/v1/scan%5chealth",
+        "/api/v1/scan/x?/api/v1/scan/health",
+        "/api/v1/scan/%252e%252e/health",
+        "/API/v1/scan/health",
+    ],
+)
+async def test_ambiguous_or_imitating_paths_never_bypass(path):
+    core = await build_core()
+    decision = await core.authorizer.decide(request(path))
+    assert not decision.allowed and decision.reason == "missing_token"
+
+
+async def test_nul_in_path_is_a_bad_request():
+    core = await build_core()
+    decision = await core.authorizer.decide(request("/api/v1/scan/health%00"))
+    assert (decision.status, decision.reason) == (400, "invalid_path")
+
+
+async def test_denial_is_json_with_reason_and_bearer_challenge_without_the_token():
+    core = await build_core()
+    token = core.key.token(aud="elsewhere")
+    decision = await core.authorizer.decide(request(token=token))
+    assert decision.status == 401
+    assert json.loads(decision.body) == {"error": "unauthorized", "reason": "invalid_audience"}
+    assert ("www-authenticate", 'Bearer realm="doma-gateway", error="invalid_token"') in decision.response_headers
+    assert token.encode() not in decision.body
+    assert all(token not in value for _, value in decision.response_headers)
+
+
+async def test_claim_with_a_line_break_is_refused():
+    core = await build_core()
+    decision = await core.authorizer.decide(request(token=core.key.token(sub="alice\r\nx-admin: 1")))
+    assert (decision.status, decision.reason) == (401, "invalid_claim_value")
+
+
+async def test_non_string_claims_become_header_values():
+    core = await build_core(claims_to_headers=(("roles", "x-user-roles"), ("age", "x-age")))
+    decision = await core.authorizer.decide(request(token=core.key.token(roles=["a", "b"], age=3)))
+    assert dict(decision.headers_to_set) == {"x-user-roles": "a,b", "x-age": "3"}
+
+
+async def test_repeated_token_reuses_one_decision_object():
+    core = await build_core()
+    token = core.key.token()
+    first = await core.authorizer.decide(request(token=token))
+    second = await core.authorizer.decide(request(token=token))
+    assert first is second
