@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test check proto bench bench-authz clean
+.PHONY: run test check proto bench bench-authz bench-tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,14 @@ check: $(VENV)/.dev
 
 bench: bench-authz
 
-bench-authz: $(VENV)/.dev
+# wrk drives the load and a private nginx is the upstream; a fresh Debian machine has neither.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+bench-tools:
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
+
+bench-authz: $(VENV)/.dev bench-tools
 	$(BIN)/python -m bench.authz $(BENCH_ARGS)
 
 clean:

@@ -1,0 +1,421 @@
+"""``python -m bench.authz``: wrk → Envoy → ext_authz → nginx, every case side by side in one run.
+
+Cases (see ``bench/README.md``): (a) Envoy alone, (b) Envoy + a no-op Python grpc.aio ext_authz,
+(c) Envoy's native jwt_authn, (d) doma-gateway authz with a repeated token, (e) doma-gateway
+authz verifying RS256 on every request. Each case: a warmup, then a fixed measured run with the
+same wrk connections and threads; a case whose responses are not all 2xx fails loudly.
+Loopback only; every process is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench.cases import CASES, Case, PythonServer, doma_command, noop_command
+from bench.envoy import Envoy, bootstrap
+from bench.processes import Pinning
+from bench.profile import format_summary, record, summarise
+from bench.upstream import Nginx
+from bench.wrk import WrkResult, run_wrk
+from doma_gateway.envoy_bootstrap import envoy_binary
+from tests.support.tokens import AUDIENCE, ISSUER, SigningKey, jwks
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PATH = "/api/v1/scan/results"
+
+_ROUTES = """\
+auth:
+  issuers:
+    - issuer: {issuer}
+      audiences: [{audience}]
+      jwks_file: {jwks}
+  claims_to_headers:
+    sub: x-user-id
+  bypass:
+    - /api/v1/*/health
+  token:
+    cache_size: {cache_size}
+"""
+
+
+class CaseFailed(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.authz", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per case")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warmup seconds per case")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (every case)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (every case)")
+    parser.add_argument("--cases", default="a,b,c,d,e", help="comma-separated keys or labels")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin Envoy and the server to CPUs"
+    )
+    parser.add_argument(
+        "--profile", type=float, default=0.0, metavar="SECONDS",
+        help="after the table, profile the doma cases under load with py-spy for this long",
+    )  # fmt: skip
+    parser.add_argument(
+        "--native", action="store_true", help="py-spy --native (Cython/C frames too)"
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS / "authz.json")
+    return parser
+
+
+def _selected(spec: str) -> list[Case]:
+    wanted = {part.strip() for part in spec.split(",") if part.strip()}
+    chosen = [case for case in CASES if case.key in wanted or case.label in wanted]
+    unknown = wanted - {c.key for c in chosen} - {c.label for c in chosen}
+    if unknown:
+        known = ", ".join(f"{c.key}={c.label}" for c in CASES)
+        raise SystemExit(f"unknown case(s) {', '.join(sorted(unknown))} (known: {known})")
+    return chosen
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _get(url: str, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - loopback only
+    try:
+        with urllib.request.urlopen(request, timeout=2) as reply:  # noqa: S310
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def _preflight(case: Case, url: str, headers: dict[str, str]) -> None:
+    """The token gets a 200 and, when the case enforces auth, no token gets a 401."""
+    deadline = time.monotonic() + 10
+    status = 0
+    while time.monotonic() < deadline:
+        status = _get(url, headers)
+        if status == 200:
+            break
+        time.sleep(0.1)
+    if status != 200:
+        raise CaseFailed(f"a request with the token got {status}, not 200")
+    if case.enforces and (status := _get(url, {})) != 401:
+        raise CaseFailed(
+            f"a request without a token got {status}, not 401: auth is not in the path"
+        )
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path):
+        self.args = args
+        self.workdir = workdir
+        self.pinning = Pinning.default(enabled=not args.no_pin)
+        self.key = SigningKey()
+        self.token = self.key.token(sub="bench-user", exp=int(time.time()) + 3600)
+        self.headers = {"authorization": f"Bearer {self.token}"}
+        jwks_file = workdir / "jwks.json"
+        jwks_file.write_bytes(jwks(self.key))
+        self.routes: dict[str, Path] = {}
+        for name, cache_size in (("doma", 10_000), ("doma-fresh", 0)):
+            path = workdir / f"routes-{name}.yaml"
+            path.write_text(
+                _ROUTES.format(
+                    issuer=ISSUER, audience=AUDIENCE, jwks=jwks_file, cache_size=cache_size
+                )
+            )
+            self.routes[name] = path
+        self.upstream = Nginx(workdir).start()
+
+    def close(self) -> None:
+        self.upstream.stop()
+
+    def _server(self, name: str) -> PythonServer:
+        argv = noop_command() if name == "noop" else doma_command(self.routes[name])
+        return PythonServer(name, argv, self.pinning.authz_cpu, self.workdir).start()
+
+    def _envoy(self, case: Case, authz_port: int) -> Envoy:
+        envoy = Envoy(self.workdir, self.pinning.envoy_cpu)
+        config = bootstrap(
+            case.envoy,
+            listen_port=envoy.port,
+            admin_port=envoy.admin_port,
+            upstream_port=self.upstream.port,
+            authz_port=authz_port,
+            jwt={
+                "issuer": ISSUER,
+                "audience": AUDIENCE,
+                "jwks": jwks(self.key).decode(),
+                "claim_header": ("sub", "x-user-id"),
+            },
+        )
+        return envoy.start(config, case.label)
+
+    def _load(self, envoy: Envoy, seconds: float) -> WrkResult:
+        return run_wrk(
+            f"http://127.0.0.1:{envoy.port}{PATH}",
+            seconds=seconds,
+            connections=self.args.connections,
+            threads=self.args.threads,
+            headers=self.headers,
+            workdir=self.workdir,
+        )
+
+    def run_case(self, case: Case) -> dict[str, Any]:
+        server = self._server(case.server) if case.server else None
+        envoy: Envoy | None = None
+        try:
+            envoy = self._envoy(case, server.port if server else 0)
+            _preflight(case, f"http://127.0.0.1:{envoy.port}{PATH}", self.headers)
+            if self.args.warmup > 0:
+                self._load(envoy, self.args.warmup)
+            prefixes = (
+                "http.edge.ext_authz.",
+                "http.edge.jwt_authn.",
+                "cluster.upstream.upstream_rq_",
+            )
+            stats_before = envoy.stats(*prefixes)
+            cache_before = server.token_cache() if server else {}
+            pids = {"envoy": envoy.pid, **({"authz": server.pid} if server else {})}
+            cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+            started = time.monotonic()
+            result = self._load(envoy, self.args.duration)
+            elapsed = time.monotonic() - started
+            cpu = {
+                f"{name}_cpu_percent": round(
+                    100 * (_cpu_seconds(pid) - cpu_before[name]) / elapsed, 1
+                )
+                for name, pid in pids.items()
+            }
+            stats = {k: v - stats_before.get(k, 0) for k, v in envoy.stats(*prefixes).items()}
+            cache = {
+                k: v - cache_before.get(k, 0)
+                for k, v in (server.token_cache() if server else {}).items()
+            }
+            rss = {"authz_rss_mb": round(_rss_mb(server.pid), 1)} if server else {}
+        finally:
+            if envoy is not None:
+                envoy.stop()
+            if server is not None:
+                server.stop()
+        outcome = {
+            "case": case.key,
+            "label": case.label,
+            "about": case.about,
+            "rps": round(result.rps, 1),
+            "requests": result.requests,
+            "p50_ms": round(result.p50_ms, 3),
+            "p90_ms": round(result.p90_ms, 3),
+            "p99_ms": round(result.p99_ms, 3),
+            "max_ms": round(result.max_ms, 3),
+            "non_2xx": result.non_2xx,
+            "socket_errors": result.socket_errors,
+            **cpu,
+            **rss,
+            "envoy_stats": {k: v for k, v in sorted(stats.items()) if v},
+            "token_cache": cache,
+        }
+        _verify(case, outcome, stats)
+        return outcome
+
+    def profile(self, case: Case, seconds: float) -> dict[str, Any]:
+        """Sample the case's server with py-spy while wrk loads it; not part of the table."""
+        assert case.server is not None
+        server = self._server(case.server)
+        envoy: Envoy | None = None
+        output = self.args.output.parent / f"authz-profile-{case.label}.txt"
+        try:
+            envoy = self._envoy(case, server.port)
+            _preflight(case, f"http://127.0.0.1:{envoy.port}{PATH}", self.headers)
+            self._load(envoy, 1)
+            spy = record(server.pid, seconds, output, native=self.args.native)
+            result = self._load(envoy, seconds + 1)
+            _, errors = spy.communicate(timeout=seconds + 30)
+            if spy.returncode != 0:
+                raise RuntimeError(f"py-spy failed: {errors.strip()[-500:]}")
+        finally:
+            if envoy is not None:
+                envoy.stop()
+            server.stop()
+        summary = summarise(output)
+        print(
+            format_summary(f"{case.label} at {result.rps:,.0f} req/s (sampled)", summary),
+            flush=True,
+        )
+        return {
+            "case": case.key,
+            "collapsed_stacks": str(output),
+            "rps_while_sampled": round(result.rps, 1),
+            **summary,
+        }
+
+
+def _verify(case: Case, outcome: dict[str, Any], stats: dict[str, int]) -> None:
+    problems = []
+    if outcome["requests"] == 0:
+        problems.append("no requests completed")
+    if outcome["non_2xx"]:
+        problems.append(f"{outcome['non_2xx']} responses with status >= 400")
+    if outcome["socket_errors"]:
+        problems.append(f"{outcome['socket_errors']} socket errors or timeouts")
+    for name in (
+        "http.edge.ext_authz.denied",
+        "http.edge.ext_authz.error",
+        "http.edge.jwt_authn.denied",
+    ):
+        if stats.get(name):
+            problems.append(f"{name} = {stats[name]}")
+    checks = stats.get("http.edge.ext_authz.ok", 0) + stats.get("http.edge.jwt_authn.allowed", 0)
+    if case.envoy != "none" and checks < outcome["requests"] * 0.9:
+        problems.append(f"Envoy counted {checks} allowed checks for {outcome['requests']} requests")
+    if case.server == "doma-fresh" and outcome["token_cache"].get("hit"):
+        problems.append(
+            f"the fresh-token case hit the token cache {outcome['token_cache']['hit']:g} times"
+        )
+    if problems:
+        outcome["failed"] = "; ".join(problems)
+
+
+def _ratio(cases: dict[str, dict[str, Any]], top: str, bottom: str) -> float | None:
+    if top in cases and bottom in cases and cases[bottom].get("rps") and "failed" not in cases[top]:
+        return round(cases[top]["rps"] / cases[bottom]["rps"], 3)
+    return None
+
+
+RATIOS = (
+    ("ours/(b) no-op grpc", "d", "b"),
+    ("ours/(c) jwt_authn", "d", "c"),
+    ("fresh/(b) no-op grpc", "e", "b"),
+    ("ours/(a) envoy alone", "d", "a"),
+)
+
+
+_COLUMNS = (("case", "<16"), ("req/s", ">9"), ("p50 ms", ">8"), ("p99 ms", ">8"))
+_COLUMNS += (("non-2xx", ">8"), ("envoy cpu", ">10"), ("authz cpu", ">10"), ("authz rss", ">10"))
+
+
+def _cells(key: str, row: dict[str, Any]) -> tuple[str, ...]:
+    name = f"({key}) {row['label']}"
+    if "rps" not in row:
+        return (name, "FAILED", "", "", "", "", "", "")
+    authz_cpu = f"{row['authz_cpu_percent']:.0f}%" if "authz_cpu_percent" in row else "-"
+    rss = f"{row['authz_rss_mb']:.0f} MB" if "authz_rss_mb" in row else "-"
+    return (
+        name,
+        f"{row['rps']:,.0f}",
+        f"{row['p50_ms']:.2f}",
+        f"{row['p99_ms']:.2f}",
+        str(row["non_2xx"]),
+        f"{row['envoy_cpu_percent']:.0f}%",
+        authz_cpu,
+        rss,
+    )
+
+
+def _table(cases: dict[str, dict[str, Any]]) -> str:
+    def line(cells: tuple[str, ...]) -> str:
+        return " ".join(f"{cell:{spec}}" for cell, (_, spec) in zip(cells, _COLUMNS, strict=True))
+
+    header = line(tuple(title for title, _ in _COLUMNS))
+    lines = [header, "-" * len(header)]
+    for key, row in cases.items():
+        failed = f"  FAILED: {row['failed']}" if "failed" in row else ""
+        lines.append(line(_cells(key, row)).rstrip() + failed)
+    return "\n".join(lines)
+
+
+def _envoy_version() -> str:
+    with contextlib.suppress(Exception):
+        done = subprocess.run(
+            [envoy_binary(), "--version"], capture_output=True, text=True, timeout=10
+        )
+        return done.stdout.strip().rpartition("version: ")[2].split("/")[1]
+    return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    selected = _selected(args.cases)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="doma-bench-") as tmp:
+        bench = Bench(args, Path(tmp))
+        print(f"layout: {bench.pinning.describe()}", flush=True)
+        print(
+            f"load: wrk -t{args.threads} -c{args.connections}, {args.warmup:g} s warmup + "
+            f"{args.duration:g} s per case, GET {PATH} with one RS256 token",
+            flush=True,
+        )
+        cases: dict[str, dict[str, Any]] = {}
+        profiles: list[dict[str, Any]] = []
+        try:
+            for case in selected:
+                print(f"({case.key}) {case.label}: {case.about} ...", flush=True)
+                try:
+                    cases[case.key] = bench.run_case(case)
+                except (CaseFailed, RuntimeError, TimeoutError, OSError) as exc:
+                    cases[case.key] = {"case": case.key, "label": case.label, "failed": str(exc)}
+                if "failed" in cases[case.key]:
+                    print(f"    FAILED: {cases[case.key]['failed']}", file=sys.stderr, flush=True)
+            if args.profile > 0:
+                for case in selected:
+                    if case.server in ("doma", "doma-fresh"):
+                        profiles.append(bench.profile(case, args.profile))
+        finally:
+            bench.close()
+    ratios = {name: _ratio(cases, top, bottom) for name, top, bottom in RATIOS}
+    print()
+    print(_table(cases))
+    for name, value in ratios.items():
+        if value is not None:
+            print(f"{name:<24} {value:.2f}x")
+    report = {
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "layout": bench.pinning.describe(),
+            "python": platform.python_version(),
+            "envoy": _envoy_version(),
+            "load_average": os.getloadavg(),
+        },
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "connections": args.connections,
+            "threads": args.threads,
+            "path": PATH,
+        },
+        "cases": cases,
+        "ratios": ratios,
+        "profiles": profiles,
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.output} ({report['wall_seconds']:g} s)")
+    return 1 if any("failed" in row for row in cases.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

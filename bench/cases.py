@@ -1,0 +1,125 @@
+"""The cases of the authz benchmark and the servers behind them.
+
+Every case is wrk → Envoy (one worker, its own CPU) → nginx, with a different auth step in
+Envoy. The Python servers run as real subprocesses on the other CPU.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.processes import pinned, start, stop, wait_for_event
+
+__all__ = ["CASES", "Case", "PythonServer", "doma_command", "noop_command"]
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    key: str
+    label: str
+    # "none", "ext_authz" or "jwt_authn": the auth filter in Envoy.
+    envoy: str
+    # The Python ext_authz server behind Envoy, if any: "noop", "doma" or "doma-fresh".
+    server: str | None
+    about: str
+    # Whether a request without a token must be refused (proves the filter is in the path).
+    enforces: bool
+
+
+CASES: tuple[Case, ...] = (
+    Case("a", "envoy", "none", None, "Envoy alone, no auth filter: the ceiling", enforces=False),
+    Case(
+        "b", "noop-grpc", "ext_authz", "noop",
+        "Envoy + a no-op Python grpc.aio ext_authz (always OK): the Python gRPC floor",
+        enforces=False,
+    ),
+    Case(
+        "c", "jwt_authn", "jwt_authn", None,
+        "Envoy's native jwt_authn, local_jwks inline, same token, its JWT cache on",
+        enforces=True,
+    ),
+    Case(
+        "d", "doma", "ext_authz", "doma",
+        "doma-gateway authz, repeated token (verified-token cache warm)",
+        enforces=True,
+    ),
+    Case(
+        "e", "doma-fresh", "ext_authz", "doma-fresh",
+        "doma-gateway authz with auth.token.cache_size: 0 (RS256 verified on every request)",
+        enforces=True,
+    ),
+)  # fmt: skip
+
+
+def noop_command() -> list[str]:
+    return [sys.executable, "-m", "bench.noop_authz", "--listen", "127.0.0.1:0"]
+
+
+def doma_command(routes: Path) -> list[str]:
+    script = Path(sys.executable).parent / "doma-gateway"
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "doma_gateway.cli"]
+    return [
+        *base,
+        "authz",
+        "--routes",
+        str(routes),
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ]
+
+
+class PythonServer:
+    """An ext_authz server subprocess, pinned, that announces ``{"event": "listening"}``."""
+
+    def __init__(self, name: str, argv: list[str], cpu: int | None, workdir: Path):
+        self.name = name
+        self._argv = pinned(cpu, argv)
+        self._log = workdir / f"{name}.log"
+        self._process: subprocess.Popen[str] | None = None
+        self.port = 0
+        self.metrics_url: str | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    def start(self) -> PythonServer:
+        self._process = start(self._argv, self._log, capture_stdout=True)
+        try:
+            listening = wait_for_event(self._process, "listening", timeout=30.0)
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"{self.name}: {exc}; see {self._log}") from exc
+        self.port = int(str(listening["grpc"]).rpartition(":")[2])
+        if listening.get("metrics"):
+            self.metrics_url = f"http://{listening['metrics']}/metrics"
+        return self
+
+    def token_cache(self) -> dict[str, float]:
+        """``doma_authz_token_cache_lookups`` by result, read from the server's /metrics."""
+        if self.metrics_url is None:
+            return {}
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as reply:  # noqa: S310 - loopback
+            text = reply.read().decode()
+        found: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("doma_authz_token_cache_lookups_total{"):
+                labels, _, value = line.rpartition(" ")
+                result = labels.split('result="', 1)[1].split('"', 1)[0]
+                found[result] = float(value)
+        return found
+
+    def stop(self) -> None:
+        stop(self._process)
+        self._process = None
+
+
+ServerFactory = Callable[[str], PythonServer]

@@ -1,0 +1,51 @@
+"""The authz benchmark harness runs end to end in a short mode and reports verified numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is missing (make bench-tools)"),
+    pytest.mark.skipif(
+        shutil.which("nginx") is None and not os.access("/usr/sbin/nginx", os.X_OK),
+        reason="nginx is missing (make bench-tools)",
+    ),
+]
+
+
+def test_short_run_measures_envoy_alone_and_doma_authz_with_only_2xx(tmp_path: Path) -> None:
+    output = tmp_path / "authz.json"
+    argv = [
+        sys.executable, "-m", "bench.authz", "--duration", "1", "--warmup", "0",
+        "--connections", "4", "--cases", "a,d", "--output", str(output),
+    ]  # fmt: skip
+    done = subprocess.run(
+        argv,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(output.read_text())
+    envoy, doma = report["cases"]["a"], report["cases"]["d"]
+    for case in (envoy, doma):
+        assert "failed" not in case
+        assert case["requests"] > 0
+        assert case["non_2xx"] == 0
+    # Every request went through our server, and a repeated token was verified once at most.
+    assert doma["envoy_stats"]["http.edge.ext_authz.ok"] >= doma["requests"]
+    assert doma["token_cache"]["miss"] == 0
+    assert report["ratios"]["ours/(a) envoy alone"] > 0
+    assert "(d) doma" in done.stdout
