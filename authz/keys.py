@@ -148,7 +148,8 @@ class KeyCache:
         self.failures = 0
         self.fetches = 0
         self.last_fetch_failed = False
-        self._unknown_kids: set[str] = set()
+        # kid -> when it was last found missing; such kids wait out refetch_min_interval.
+        self._unknown_kids: dict[str, float] = {}
         self._inflight: asyncio.Future[KeySet | None] | None = None
 
     @property
@@ -200,16 +201,17 @@ class KeyCache:
         keys = self.keys
         if keys is not None and kid in keys.by_kid:
             return keys
-        if kid in self._unknown_kids:
+        now = self._clock()
+        if now - self._unknown_kids.get(kid, float("-inf")) < self._refetch_min_interval:
             return keys
-        if self._inflight is None and self._clock() - self.last_attempt < self._refetch_min_interval:
+        if self._inflight is None and now - self.last_attempt < self._refetch_min_interval:
             return keys
         keys = await self.refresh()
         if keys is None or kid not in keys.by_kid:
-            self._unknown_kids.add(kid)
             # A flood of random kids must not grow memory without bound.
-            if len(self._unknown_kids) > 1024:
+            if len(self._unknown_kids) >= 1024:
                 self._unknown_kids.clear()
+            self._unknown_kids[kid] = self._clock()
         return keys
 
     def next_refresh_in(self) -> float:

@@ -57,16 +57,16 @@ def start_envoy(config: dict[str, Any], workdir: Path, *, concurrency: int = 1,
                 log_level: str = "warning") -> subprocess.Popen[bytes]:
     path = workdir / "envoy.yaml"
     path.write_text(yaml.safe_dump(config))
-    log = (workdir / "envoy.log").open("wb")
-    return subprocess.Popen(
-        [
-            envoy_binary(), "-c", str(path), "--use-dynamic-base-id",
-            "--concurrency", str(concurrency), "--log-level", log_level,
-            "--disable-hot-restart",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with (workdir / "envoy.log").open("wb") as log:
+        return subprocess.Popen(
+            [
+                envoy_binary(), "-c", str(path), "--use-dynamic-base-id",
+                "--concurrency", str(concurrency), "--log-level", log_level,
+                "--disable-hot-restart",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def wait_ready(process: subprocess.Popen[bytes], admin_port: int, timeout: float = 20.0) -> None:

@@ -40,15 +40,21 @@ async def test_unknown_kid_refetch_is_rate_limited():
     assert fetcher.calls == 1
 
 
-async def test_still_unknown_kid_is_negatively_cached_until_the_next_fetch():
+async def test_still_unknown_kid_waits_out_the_interval_then_may_refetch():
     fetcher, clock = FakeFetcher(jwks(SigningKey())), [100.0]
     cache = cache_for(fetcher, clock)
     await cache.refresh()
     clock[0] += 10
     await cache.keys_for_kid("bogus")
-    clock[0] += 10
+    assert fetcher.calls == 2
+    clock[0] += 1
     await cache.keys_for_kid("bogus")
-    assert fetcher.calls == 2  # the second lookup of the same bogus kid fetched nothing
+    assert fetcher.calls == 2  # negatively cached: no fetch, no waiting
+    late = SigningKey(kid="bogus")
+    fetcher.document = jwks(late)
+    clock[0] += 5
+    keys = await cache.keys_for_kid("bogus")
+    assert fetcher.calls == 3 and keys is not None and "bogus" in keys.by_kid
 
 
 async def test_concurrent_unknown_kids_share_one_fetch():

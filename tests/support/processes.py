@@ -26,6 +26,7 @@ class ServerProcess:
     listening: dict[str, object]
     stderr_lines: list[str] = field(default_factory=list)
     stdout_lines: queue.Queue[str] = field(default_factory=queue.Queue)
+    pumps: list[threading.Thread] = field(default_factory=list)
 
     def address(self, name: str) -> tuple[str, int]:
         host, _, port = str(self.listening[name]).rpartition(":")
@@ -60,6 +61,11 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        for thread in self.pumps:
+            thread.join(2)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
         return self.process.returncode
 
 
@@ -80,8 +86,12 @@ def start(args: Sequence[str], *, timeout: float = 20.0, env: dict[str, str] | N
     )
     server = ServerProcess(process, {})
     assert process.stdout is not None and process.stderr is not None
-    threading.Thread(target=_pump, args=(process.stdout, server.stdout_lines.put), daemon=True).start()
-    threading.Thread(target=_pump, args=(process.stderr, server.stderr_lines.append), daemon=True).start()
+    server.pumps = [
+        threading.Thread(target=_pump, args=(process.stdout, server.stdout_lines.put), daemon=True),
+        threading.Thread(target=_pump, args=(process.stderr, server.stderr_lines.append), daemon=True),
+    ]
+    for thread in server.pumps:
+        thread.start()
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
