@@ -12,7 +12,6 @@ many backends fold ``x_user_id`` into ``x-user-id``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from cachetools import LRUCache
@@ -59,7 +58,9 @@ class Authorizer:
         self._mappings = tuple((m.claim, m.header) for m in settings.claims_to_headers)
         self._denials = {reason: deny(status, reason) for reason, status in DENY_STATUS.items()}
         every_spelling = tuple(_spellings(header) for _, header in self._mappings)
-        self._bypass_decision = allow("bypass", (), tuple(h for names in every_spelling for h in names))
+        self._bypass_decision = allow(
+            "bypass", (), tuple(h for names in every_spelling for h in names)
+        )
         # Allow decisions per verified token, so a repeated token reuses one object end to end.
         self._allowed: LRUCache[int, tuple[VerifiedToken, Decision]] = LRUCache(
             max(settings.token_cache_size, 1)
@@ -130,4 +131,3 @@ def _spellings(header: str) -> tuple[str, ...]:
     """The header's name and, when it has dashes, its underscore spelling."""
     underscore = header.replace("-", "_")
     return (header,) if underscore == header else (header, underscore)
-

@@ -69,7 +69,7 @@ def check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
     return external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=code, message=decision.reason),
         denied_response=external_auth_pb2.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=decision.status),  # type: ignore[arg-type]
+            status=http_status_pb2.HttpStatus(code=decision.status),
             headers=[
                 base_pb2.HeaderValueOption(
                     header=base_pb2.HeaderValue(key=name, value=value), append_action=_OVERWRITE
@@ -89,7 +89,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         self._responses: LRUCache[Decision, external_auth_pb2.CheckResponse] = LRUCache(16_384)
         self._internal_error = check_response(deny(503, "internal_error"))
 
-    async def Check(  # noqa: N802 - the gRPC method name
+    async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         started = time.perf_counter()
@@ -105,4 +105,3 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         if self._metrics is not None:
             self._metrics.observe("grpc", decision, time.perf_counter() - started)
         return response
-

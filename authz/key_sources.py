@@ -116,7 +116,9 @@ async def keep_keys_fresh(caches: Iterable[KeyCache], ready: asyncio.Event) -> N
             failures = cache.failures
             await cache.refresh()
             if cache.failures > failures:
-                log.warning("key refresh failed", extra={"issuer": cache.issuer, "keys_kept": cache.ready})
+                log.warning(
+                    "key refresh failed", extra={"issuer": cache.issuer, "keys_kept": cache.ready}
+                )
             if all(c.ready for c in caches):
                 ready.set()
             await asyncio.sleep(cache.next_refresh_in())
@@ -124,4 +126,3 @@ async def keep_keys_fresh(caches: Iterable[KeyCache], ready: asyncio.Event) -> N
     async with asyncio.TaskGroup() as group:
         for cache in caches:
             group.create_task(loop(cache))
-

@@ -34,7 +34,9 @@ __all__ = [
     "parse_pem",
 ]
 
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
+PublicKey = (
+    rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
+)
 _ASYMMETRIC_KTY = frozenset({"RSA", "EC", "OKP"})
 
 
@@ -84,7 +86,9 @@ def parse_jwks(data: bytes) -> KeySet:
         try:
             key = VerificationKey(PyJWK(jwk).key, jwk.get("alg"))
         except (PyJWKError, ValueError, TypeError) as exc:
-            raise KeyParseError(f"JWKS key #{index} is not a usable public key ({type(exc).__name__})") from exc
+            raise KeyParseError(
+                f"JWKS key #{index} is not a usable public key ({type(exc).__name__})"
+            ) from exc
         kid = jwk.get("kid")
         if isinstance(kid, str):
             by_kid[kid] = key

@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import yaml
+
 from authz.bypass import validate_glob
 from authz.errors import ConfigError
 from authz.keys import KeyParseError, parse_jwks, parse_pem
@@ -90,7 +92,9 @@ def parse_auth_section(node: Node) -> AuthSettings:
     seen: dict[str, int] = {}
     for item, issuer in zip(issuers_node.items(), issuers, strict=True):
         if issuer.issuer in seen:
-            raise item.error(f"issuer {issuer.issuer!r} is listed twice (first at line {seen[issuer.issuer]})")
+            raise item.error(
+                f"issuer {issuer.issuer!r} is listed twice (first at line {seen[issuer.issuer]})"
+            )
         seen[issuer.issuer] = item.line
 
     token = auth.get("token")
@@ -120,10 +124,12 @@ def _issuer(node: Node) -> IssuerSettings:
     if not audiences:
         raise audiences_node.error("at least one audience is required")
 
-    algorithms = ("RS256",)
+    algorithms: tuple[str, ...] = ("RS256",)
     if (n := issuer.get("algorithms")) is not None:
         algorithms = n.str_list()
-        for item, algorithm in zip(n.items() if n.raw.id == "sequence" else [n], algorithms, strict=True):
+        for item, algorithm in zip(
+            n.items() if isinstance(n.raw, yaml.SequenceNode) else [n], algorithms, strict=True
+        ):
             if algorithm not in ASYMMETRIC_ALGORITHMS:
                 raise item.error(
                     f"algorithm {algorithm!r} is not allowed; only asymmetric algorithms are "
@@ -135,7 +141,7 @@ def _issuer(node: Node) -> IssuerSettings:
     leeway = 30.0
     if (n := issuer.get("leeway_seconds")) is not None:
         leeway = n.float(minimum=0, maximum=MAX_LEEWAY_SECONDS)
-    required = ("exp",)
+    required: tuple[str, ...] = ("exp",)
     if (n := issuer.get("required_claims")) is not None:
         required = tuple(dict.fromkeys(("exp", *n.str_list())))
 
@@ -154,7 +160,9 @@ def _key_source(issuer: Mapping) -> KeySourceSettings:
     present = [kind for kind in _KEY_SOURCES if kind in issuer]
     if len(present) != 1:
         which = "none" if not present else " and ".join(present)
-        raise issuer.error(f"exactly one key source is required ({', '.join(_KEY_SOURCES)}); got {which}")
+        raise issuer.error(
+            f"exactly one key source is required ({', '.join(_KEY_SOURCES)}); got {which}"
+        )
     kind = present[0]
     node = issuer.require(kind)
     value = node.str()
@@ -165,7 +173,9 @@ def _key_source(issuer: Mapping) -> KeySourceSettings:
     if kind == "jwks_url":
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise node.error(f"jwks_url must be an http:// or https:// URL with a host, got {value!r}")
+            raise node.error(
+                f"jwks_url must be an http:// or https:// URL with a host, got {value!r}"
+            )
         return KeySourceSettings("jwks_url", value)
     if kind == "public_key":
         _check_key(node, lambda: parse_pem(value.encode(), None))
@@ -216,7 +226,7 @@ def _jwks_cache(node: Node | None) -> JwksCachePolicy:
 def _claims_to_headers(node: Node | None) -> tuple[ClaimHeader, ...]:
     if node is None:
         return ()
-    if node.raw.id != "mapping":
+    if not isinstance(node.raw, yaml.MappingNode):
         raise node.error("expected a mapping of claim: header-name")
     result: list[ClaimHeader] = []
     headers: dict[str, int] = {}
@@ -224,7 +234,9 @@ def _claims_to_headers(node: Node | None) -> tuple[ClaimHeader, ...]:
         claim_node, header_node = Node(key_raw, node.file), Node(value_raw, node.file)
         header = header_node.str().lower()
         if not _HEADER_NAME.match(header):
-            raise header_node.error(f"{header!r} is not a valid header name (lower-case letters, digits, '-')")
+            raise header_node.error(
+                f"{header!r} is not a valid header name (lower-case letters, digits, '-')"
+            )
         if header in _RESERVED_HEADERS:
             raise header_node.error(f"{header!r} is reserved and cannot carry a claim")
         if header in headers:

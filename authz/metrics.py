@@ -86,7 +86,9 @@ class _CoreCollector(Collector):
             "Key-set fetches that failed (the last good keys were kept).",
             labels=["issuer"],
         )
-        keys = GaugeMetricFamily("doma_authz_jwks_keys", "Keys currently loaded.", labels=["issuer"])
+        keys = GaugeMetricFamily(
+            "doma_authz_jwks_keys", "Keys currently loaded.", labels=["issuer"]
+        )
         for issuer, key_cache in self._key_caches.items():
             current_age = key_cache.age()
             age.add_metric([issuer], -1.0 if current_age is None else current_age)

@@ -48,7 +48,7 @@ def normalize(target: str) -> RequestPath:
 def _normalize(target: str) -> RequestPath:
     # Hot path: the common clean target is decided by a few C-level scans.
     ambiguous: str | None = None
-    raw_path, sep, query = target.partition("?")
+    raw_path, _, query = target.partition("?")
     if "#" in raw_path or "#" in query:
         ambiguous = "fragment"
         raw_path = raw_path.partition("#")[0]

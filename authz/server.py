@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
@@ -31,7 +32,7 @@ class AuthzServer:
         listen: str,
         ready: asyncio.Event,
         grace: float = 10.0,
-        background: Callable[[], Awaitable[None]] | None = None,
+        background: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ):
         self._servicer = servicer
         self._listen = listen

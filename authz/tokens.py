@@ -96,7 +96,9 @@ class TokenVerifier:
         self._issuers = {issuer.issuer: issuer for issuer in issuers}
         self._key_caches = key_caches
         self._clock = clock
-        self._cache: LRUCache[bytes, VerifiedToken] | None = LRUCache(cache_size) if cache_size else None
+        self._cache: LRUCache[bytes, VerifiedToken] | None = (
+            LRUCache(cache_size) if cache_size else None
+        )
         self._jwt = jwt.PyJWT()
         self.cache_hits = 0
         self.cache_misses = 0

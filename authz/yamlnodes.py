@@ -7,6 +7,7 @@ composed node and offers typed accessors that raise :class:`ConfigError` with
 
 from __future__ import annotations
 
+import builtins
 import difflib
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,58 +27,62 @@ class Node:
 
     __slots__ = ("file", "raw")
 
-    def __init__(self, raw: yaml.Node, file: str):
+    def __init__(self, raw: yaml.Node, file: builtins.str):
         self.raw = raw
         self.file = file
 
     # -- errors ---------------------------------------------------------------
-    def error(self, message: str) -> ConfigError:
+    def error(self, message: builtins.str) -> ConfigError:
         mark = self.raw.start_mark
         return ConfigError(message, file=self.file, line=mark.line + 1, column=mark.column + 1)
 
     @property
-    def line(self) -> int:
-        return int(self.raw.start_mark.line) + 1
+    def line(self) -> builtins.int:
+        return builtins.int(self.raw.start_mark.line) + 1
 
     @property
-    def where(self) -> str:
+    def where(self) -> builtins.str:
         return f"{self.file}:{self.line}"
 
     # -- scalars --------------------------------------------------------------
-    def _scalar(self, what: str) -> str:
+    def _scalar(self, what: builtins.str) -> builtins.str:
         if not isinstance(self.raw, yaml.ScalarNode):
             raise self.error(f"expected {what}, got a {_kind(self.raw)}")
-        return str(self.raw.value)
+        return builtins.str(self.raw.value)
 
-    def is_null(self) -> bool:
+    def is_null(self) -> builtins.bool:
         return isinstance(self.raw, yaml.ScalarNode) and self.raw.tag.endswith(":null")
 
-    def str(self) -> str:
+    def str(self) -> builtins.str:
         if self.is_null():
             raise self.error("expected a string, got nothing")
         return self._scalar("a string")
 
-    def int(self, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    def int(
+        self, *, minimum: builtins.int | None = None, maximum: builtins.int | None = None
+    ) -> builtins.int:
         text = self._scalar("an integer")
         if not self.raw.tag.endswith(":int"):
             raise self.error(f"expected an integer, got {text!r}")
-        value = int(text.replace("_", ""), 0)
+        value = builtins.int(text.replace("_", ""), 0)
         return self._in_range(value, minimum, maximum)
 
-    def float(self, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    def float(
+        self, *, minimum: builtins.float | None = None, maximum: builtins.float | None = None
+    ) -> builtins.float:
         text = self._scalar("a number")
         if not (self.raw.tag.endswith(":int") or self.raw.tag.endswith(":float")):
             raise self.error(f"expected a number, got {text!r}")
-        value = float(text.replace("_", ""))
+        value = builtins.float(text.replace("_", ""))
         return self._in_range(value, minimum, maximum)
 
-    def bool(self) -> bool:
+    def bool(self) -> builtins.bool:
         text = self._scalar("true or false")
         if not self.raw.tag.endswith(":bool"):
             raise self.error(f"expected true or false, got {text!r}")
         return text.lower() in ("true", "yes", "on")
 
-    def choice(self, choices: tuple[str, ...]) -> str:
+    def choice(self, choices: tuple[builtins.str, ...]) -> builtins.str:
         value = self.str()
         if value not in choices:
             raise self.error(f"{value!r} is not one of: {', '.join(choices)}")
@@ -96,12 +101,12 @@ class Node:
             raise self.error(f"expected a list, got a {_kind(self.raw)}")
         return [Node(child, self.file) for child in self.raw.value]
 
-    def str_list(self) -> tuple[str, ...]:
+    def str_list(self) -> tuple[builtins.str, ...]:
         if isinstance(self.raw, yaml.ScalarNode) and not self.is_null():
             return (self.str(),)
         return tuple(item.str() for item in self.items())
 
-    def mapping(self, allowed: tuple[str, ...]) -> Mapping:
+    def mapping(self, allowed: tuple[builtins.str, ...]) -> Mapping:
         """This node as a mapping whose keys must be among ``allowed``."""
         if not isinstance(self.raw, yaml.MappingNode):
             raise self.error(f"expected a mapping, got a {_kind(self.raw)}")
@@ -191,4 +196,3 @@ def load_documents(path: Path) -> list[Node]:
         if root is not None:
             documents.append(Node(root, str(file)))
     return documents
-

@@ -22,21 +22,39 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="doma-gateway", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     authz = commands.add_parser("authz", help="run the Envoy ext-authz gRPC server")
-    authz.add_argument("--routes", type=Path, default=Path("routes"), help="routes YAML file or directory")
-    authz.add_argument("--listen", type=host_port, default=host_port("0.0.0.0:9000"), metavar="HOST:PORT")
     authz.add_argument(
-        "--metrics", type=host_port, default=host_port("127.0.0.1:9090"), metavar="HOST:PORT",
+        "--routes", type=Path, default=Path("routes"), help="routes YAML file or directory"
+    )
+    authz.add_argument(
+        "--listen", type=host_port, default=host_port("0.0.0.0:9000"), metavar="HOST:PORT"
+    )
+    authz.add_argument(
+        "--metrics",
+        type=host_port,
+        default=host_port("127.0.0.1:9090"),
+        metavar="HOST:PORT",
         help="Prometheus /metrics listener (loopback by default)",
     )
-    authz.add_argument("--no-metrics", action="store_true", help="do not start the metrics listener")
-    authz.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
-                       help="how long shutdown waits for in-flight checks")
+    authz.add_argument(
+        "--no-metrics", action="store_true", help="do not start the metrics listener"
+    )
+    authz.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long shutdown waits for in-flight checks",
+    )
 
-    check = commands.add_parser("check", help="validate a routes file or directory and print a summary")
+    check = commands.add_parser(
+        "check", help="validate a routes file or directory and print a summary"
+    )
     check.add_argument("routes", type=Path)
 
     demo = commands.add_parser("demo", help="run Envoy + authz + a demo upstream on loopback")

@@ -19,8 +19,8 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from authz.loader import load_auth_settings
 from authz.grpc_check import AuthorizationServicer
+from authz.loader import load_auth_settings
 from authz.server import AuthzServer
 from doma_gateway.authz_process import build_authz
 from doma_gateway.echo import EchoServer
@@ -56,14 +56,23 @@ def _free_port() -> int:
 def _write_keys(workdir: Path) -> rsa.RSAPrivateKey:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
-    (workdir / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": KID, "use": "sig", "alg": "RS256"}]}))
+    (workdir / "jwks.json").write_text(
+        json.dumps({"keys": [{**jwk, "kid": KID, "use": "sig", "alg": "RS256"}]})
+    )
     (workdir / "routes.yaml").write_text(ROUTES)
     return private
 
 
 def _token(private: rsa.RSAPrivateKey, **claims: object) -> str:
     now = int(time.time())
-    payload = {"iss": ISSUER, "aud": AUDIENCE, "sub": "demo-user", "iat": now, "exp": now + 3600, **claims}
+    payload = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "demo-user",
+        "iat": now,
+        "exp": now + 3600,
+        **claims,
+    }
     return jwt.encode(payload, private, algorithm="RS256", headers={"kid": KID})
 
 
@@ -87,7 +96,10 @@ async def run_demo(port: int) -> int:
             EXT_AUTHZ_BOOTSTRAP,
             listen_port=port,
             admin_port=admin_port,
-            clusters={"doma-authz": ("127.0.0.1", authz.port or 0), "upstream": ("127.0.0.1", upstream.port)},
+            clusters={
+                "doma-authz": ("127.0.0.1", authz.port or 0),
+                "upstream": ("127.0.0.1", upstream.port),
+            },
         )
         envoy = start_envoy(config, workdir)
         try:

@@ -53,15 +53,22 @@ def envoy_binary() -> str:
     return found
 
 
-def start_envoy(config: dict[str, Any], workdir: Path, *, concurrency: int = 1,
-                log_level: str = "warning") -> subprocess.Popen[bytes]:
+def start_envoy(
+    config: dict[str, Any], workdir: Path, *, concurrency: int = 1, log_level: str = "warning"
+) -> subprocess.Popen[bytes]:
     path = workdir / "envoy.yaml"
     path.write_text(yaml.safe_dump(config))
     with (workdir / "envoy.log").open("wb") as log:
         return subprocess.Popen(
             [
-                envoy_binary(), "-c", str(path), "--use-dynamic-base-id",
-                "--concurrency", str(concurrency), "--log-level", log_level,
+                envoy_binary(),
+                "-c",
+                str(path),
+                "--use-dynamic-base-id",
+                "--concurrency",
+                str(concurrency),
+                "--log-level",
+                log_level,
                 "--disable-hot-restart",
             ],
             stdout=log,
@@ -76,7 +83,7 @@ def wait_ready(process: subprocess.Popen[bytes], admin_port: int, timeout: float
         if process.poll() is not None:
             raise RuntimeError(f"envoy exited with code {process.returncode}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as reply:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as reply:
                 if reply.status == 200:
                     return
         except OSError:

@@ -52,7 +52,10 @@ class Core:
 async def build_core(
     *keys: SigningKey,
     bypass: tuple[str, ...] = ("/api/v1/*/health",),
-    claims_to_headers: tuple[tuple[str, str], ...] = (("sub", "x-user-id"), ("email", "x-user-email")),
+    claims_to_headers: tuple[tuple[str, str], ...] = (
+        ("sub", "x-user-id"),
+        ("email", "x-user-email"),
+    ),
     issuer_settings: IssuerSettings | None = None,
     cache_size: int = 100,
 ) -> Core:
@@ -60,8 +63,13 @@ async def build_core(
     fetcher = FakeFetcher(jwks(*keys))
     clock = [1000.0]
     key_cache = KeyCache(
-        ISSUER, fetcher, min_ttl=60, max_ttl=3600, default_ttl=300,
-        refetch_min_interval=5, clock=lambda: clock[0],
+        ISSUER,
+        fetcher,
+        min_ttl=60,
+        max_ttl=3600,
+        default_ttl=300,
+        refetch_min_interval=5,
+        clock=lambda: clock[0],
     )
     await key_cache.refresh()
     issuer_settings = issuer_settings or issuer()

@@ -14,7 +14,8 @@ SEED = BypassRules(
 
 
 @pytest.mark.parametrize(
-    "path", ["/api/v1/auth/kakao/callback", "/api/v1/auth/.well-known/jwks.json", "/api/v1/scan/health"]
+    "path",
+    ["/api/v1/auth/kakao/callback", "/api/v1/auth/.well-known/jwks.json", "/api/v1/scan/health"],
 )
 def test_seed_bypass_paths_match(path):
     assert SEED.matches(path)

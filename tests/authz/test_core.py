@@ -32,9 +32,16 @@ async def test_claim_present_sets_its_header():
 
 async def test_bypass_removes_every_identity_header_and_needs_no_token():
     core = await build_core()
-    decision = await core.authorizer.decide(request("/api/v1/scan/health", **{"x-user-id": "admin"}))
+    decision = await core.authorizer.decide(
+        request("/api/v1/scan/health", **{"x-user-id": "admin"})
+    )
     assert decision.allowed and decision.reason == "bypass"
-    assert set(decision.headers_to_remove) == {"x-user-id", "x_user_id", "x-user-email", "x_user_email"}
+    assert set(decision.headers_to_remove) == {
+        "x-user-id",
+        "x_user_id",
+        "x-user-email",
+        "x_user_email",
+    }
 
 
 @pytest.mark.parametrize(
@@ -70,14 +77,19 @@ async def test_denial_is_json_with_reason_and_bearer_challenge_without_the_token
     decision = await core.authorizer.decide(request(token=token))
     assert decision.status == 401
     assert json.loads(decision.body) == {"error": "unauthorized", "reason": "invalid_audience"}
-    assert ("www-authenticate", 'Bearer realm="doma-gateway", error="invalid_token"') in decision.response_headers
+    assert (
+        "www-authenticate",
+        'Bearer realm="doma-gateway", error="invalid_token"',
+    ) in decision.response_headers
     assert token.encode() not in decision.body
     assert all(token not in value for _, value in decision.response_headers)
 
 
 async def test_claim_with_a_line_break_is_refused():
     core = await build_core()
-    decision = await core.authorizer.decide(request(token=core.key.token(sub="alice\r\nx-admin: 1")))
+    decision = await core.authorizer.decide(
+        request(token=core.key.token(sub="alice\r\nx-admin: 1"))
+    )
     assert (decision.status, decision.reason) == (401, "invalid_claim_value")
 
 

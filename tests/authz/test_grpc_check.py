@@ -60,7 +60,9 @@ def check_request(method, path, headers, raw=False):
     if raw:
         for name, values in headers.items():
             for value in values:
-                http.header_map.headers.append(base_pb2.HeaderValue(key=name, raw_value=value.encode()))
+                http.header_map.headers.append(
+                    base_pb2.HeaderValue(key=name, raw_value=value.encode())
+                )
     else:
         for name, values in headers.items():
             http.headers[name] = ",".join(values)
@@ -99,5 +101,7 @@ async def test_recorded_case(stub, case, raw):
 
 async def test_health_is_serving_once_keys_are_loaded(stub):
     _, health = stub
-    reply = await health.Check(health_pb2.HealthCheckRequest(service="envoy.service.auth.v3.Authorization"))
+    reply = await health.Check(
+        health_pb2.HealthCheckRequest(service="envoy.service.auth.v3.Authorization")
+    )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -1,4 +1,4 @@
-"""Key sets: last good keys kept, unknown-kid refetch single-flight, rate-limited, negative-cached."""
+"""Key sets: last good keys kept; unknown-kid refetch single-flight, rate-limited, negative-cached."""
 
 import asyncio
 
@@ -99,7 +99,11 @@ async def test_url_fetcher_reads_max_age():
 @respx.mock
 @pytest.mark.parametrize(
     "response",
-    [httpx.Response(500), httpx.Response(200, content=b"not json"), httpx.Response(200, json={"keys": []})],
+    [
+        httpx.Response(500),
+        httpx.Response(200, content=b"not json"),
+        httpx.Response(200, json={"keys": []}),
+    ],
 )
 async def test_url_fetcher_failures_are_key_source_errors(response):
     respx.get("http://keys.test/jwks.json").mock(return_value=response)

@@ -52,7 +52,12 @@ def test_bad_url_is_refused(tmp_path):
 
 
 def test_missing_issuer_is_refused(tmp_path):
-    error = error_of(write(tmp_path, GOOD.replace("    - issuer: https://issuer.test\n      audiences", "    - audiences")))
+    error = error_of(
+        write(
+            tmp_path,
+            GOOD.replace("    - issuer: https://issuer.test\n      audiences", "    - audiences"),
+        )
+    )
     assert "missing required key 'issuer'" in error.message and error.line == 3
 
 

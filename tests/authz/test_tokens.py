@@ -38,7 +38,9 @@ async def test_expiry_within_leeway_is_accepted():
 
 async def test_token_not_yet_valid_is_refused():
     core = await build_core()
-    assert await reason_of(core, core.key.token(nbf=int(time.time()) + 600)) == "token_not_yet_valid"
+    assert (
+        await reason_of(core, core.key.token(nbf=int(time.time()) + 600)) == "token_not_yet_valid"
+    )
 
 
 async def test_wrong_issuer_is_refused():
@@ -58,10 +60,15 @@ async def test_missing_exp_is_refused():
 
 async def test_alg_none_is_refused():
     core = await build_core()
-    header = base64.urlsafe_b64encode(json.dumps({"alg": "none", "kid": core.key.kid}).encode()).rstrip(b"=")
+    header = base64.urlsafe_b64encode(
+        json.dumps({"alg": "none", "kid": core.key.kid}).encode()
+    ).rstrip(b"=")
     good = core.key.token()
     payload = good.split(".")[1]
-    assert await reason_of(core, f"{header.decode()}.{payload}.") in ("malformed_token", "algorithm_not_allowed")
+    assert await reason_of(core, f"{header.decode()}.{payload}.") in (
+        "malformed_token",
+        "algorithm_not_allowed",
+    )
     unsigned = jwt.encode({"iss": "https://issuer.test", "sub": "x"}, None, algorithm="none")
     assert await reason_of(core, unsigned + "x") in ("malformed_token", "algorithm_not_allowed")
 
@@ -73,7 +80,8 @@ async def test_hs256_signed_with_the_public_key_is_refused():
     claims = {"iss": "https://issuer.test", "aud": "doma-api", "sub": "mallory", "exp": now + 600}
     header = {"alg": "HS256", "kid": core.key.kid, "typ": "JWT"}
     segments = [
-        base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=") for part in (header, claims)
+        base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=")
+        for part in (header, claims)
     ]
     import hashlib
     import hmac
@@ -108,7 +116,9 @@ async def test_tampered_payload_is_refused():
 @pytest.mark.parametrize("kid_field", ["jku", "x5u"])
 async def test_key_urls_in_the_token_are_never_fetched(kid_field):
     core = await build_core()
-    token = core.key.token(headers={"kid": "attacker-kid", kid_field: "http://127.0.0.1:1/evil.json"})
+    token = core.key.token(
+        headers={"kid": "attacker-kid", kid_field: "http://127.0.0.1:1/evil.json"}
+    )
     calls = core.fetcher.calls
     assert await reason_of(core, token) == "unknown_key"
     # The only fetch allowed is the issuer's own configured source, not the token's URL.

@@ -74,7 +74,10 @@ class Edge:
             EXT_AUTHZ_BOOTSTRAP,
             listen_port=self.port,
             admin_port=self.admin_port,
-            clusters={"doma-authz": ("127.0.0.1", authz_port), "upstream": ("127.0.0.1", upstream.port)},
+            clusters={
+                "doma-authz": ("127.0.0.1", authz_port),
+                "upstream": ("127.0.0.1", upstream.port),
+            },
         )
         self.envoy = start_envoy(config, tmp)
         wait_ready(self.envoy, self.admin_port)
@@ -82,9 +85,13 @@ class Edge:
     def stats(self) -> dict[str, int]:
         from urllib.request import urlopen
 
-        with urlopen(f"http://127.0.0.1:{self.admin_port}/stats?filter=ext_authz") as reply:  # noqa: S310
+        with urlopen(f"http://127.0.0.1:{self.admin_port}/stats?filter=ext_authz") as reply:
             lines = reply.read().decode().splitlines()
-        return {name: int(value) for name, _, value in (line.partition(": ") for line in lines) if value.isdigit()}
+        return {
+            name: int(value)
+            for name, _, value in (line.partition(": ") for line in lines)
+            if value.isdigit()
+        }
 
     def close(self) -> None:
         self.envoy.terminate()
@@ -110,7 +117,15 @@ def authz(tmp_path_factory, jwks_server):
     tmp = tmp_path_factory.mktemp("authz")
     (tmp / "routes.yaml").write_text(routes_for(jwks_server.url))
     server = processes.start(
-        ["authz", "--routes", str(tmp / "routes.yaml"), "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]
+        [
+            "authz",
+            "--routes",
+            str(tmp / "routes.yaml"),
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+        ]
     )
     wait_serving(server.port("grpc"))
     yield server
@@ -177,11 +192,17 @@ def test_metrics_count_checks_by_reason_and_token_cache_hits(edge, authz):
     from urllib.request import urlopen
 
     host, port = authz.address("metrics")
-    with urlopen(f"http://{host}:{port}/metrics") as reply:  # noqa: S310
+    with urlopen(f"http://{host}:{port}/metrics") as reply:
         text = reply.read().decode()
     assert 'doma_authz_checks_total{reason="ok",result="allowed",transport="grpc"}' in text
-    assert 'doma_authz_checks_total{reason="missing_token",result="denied",transport="grpc"}' in text
-    hits = next(line for line in text.splitlines() if line.startswith('doma_authz_token_cache_lookups_total{result="hit"}'))
+    assert (
+        'doma_authz_checks_total{reason="missing_token",result="denied",transport="grpc"}' in text
+    )
+    hits = next(
+        line
+        for line in text.splitlines()
+        if line.startswith('doma_authz_token_cache_lookups_total{result="hit"}')
+    )
     assert float(hits.split()[-1]) >= 2
     assert "doma_authz_jwks_age_seconds" in text
     assert token.partition(" ")[2] not in text
@@ -202,7 +223,14 @@ def test_envoy_fails_closed_when_authz_is_unreachable(tmp_path, upstream):
 def test_envoy_denies_while_authz_is_down_and_recovers(tmp_path, jwks_server, upstream):
     (tmp_path / "routes.yaml").write_text(routes_for(jwks_server.url))
     port = free_port()
-    args = ["authz", "--routes", str(tmp_path / "routes.yaml"), "--listen", f"127.0.0.1:{port}", "--no-metrics"]
+    args = [
+        "authz",
+        "--routes",
+        str(tmp_path / "routes.yaml"),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--no-metrics",
+    ]
     server = processes.start(args)
     wait_serving(port)
     edge = Edge(tmp_path, port, upstream)
@@ -228,7 +256,16 @@ def test_health_is_not_serving_until_keys_load(tmp_path):
     keys = JwksServer(jwks(KEY))
     keys.status = 503
     (tmp_path / "routes.yaml").write_text(routes_for(keys.url))
-    server = processes.start(["authz", "--routes", str(tmp_path / "routes.yaml"), "--listen", "127.0.0.1:0", "--no-metrics"])
+    server = processes.start(
+        [
+            "authz",
+            "--routes",
+            str(tmp_path / "routes.yaml"),
+            "--listen",
+            "127.0.0.1:0",
+            "--no-metrics",
+        ]
+    )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port('grpc')}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
@@ -245,7 +282,16 @@ def test_health_is_not_serving_until_keys_load(tmp_path):
 def test_sigterm_drains_and_exits_within_the_grace_period(tmp_path, jwks_server):
     (tmp_path / "routes.yaml").write_text(routes_for(jwks_server.url))
     server = processes.start(
-        ["authz", "--routes", str(tmp_path / "routes.yaml"), "--listen", "127.0.0.1:0", "--no-metrics", "--grace", "3"]
+        [
+            "authz",
+            "--routes",
+            str(tmp_path / "routes.yaml"),
+            "--listen",
+            "127.0.0.1:0",
+            "--no-metrics",
+            "--grace",
+            "3",
+        ]
     )
     wait_serving(server.port("grpc"))
     started = time.monotonic()

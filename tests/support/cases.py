@@ -65,7 +65,11 @@ def load_cases(key: SigningKey) -> list[Case]:
         expect = entry["expect"]
         cases.append(
             Case(
-                entry["name"], entry.get("method", "GET"), entry["path"], headers, expect,
+                entry["name"],
+                entry.get("method", "GET"),
+                entry["path"],
+                headers,
+                expect,
                 entry.get("envoy", expect),
             )
         )

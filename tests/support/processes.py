@@ -74,7 +74,9 @@ def _pump(stream, sink) -> None:  # type: ignore[no-untyped-def]
         sink(line)
 
 
-def start(args: Sequence[str], *, timeout: float = 20.0, env: dict[str, str] | None = None) -> ServerProcess:
+def start(
+    args: Sequence[str], *, timeout: float = 20.0, env: dict[str, str] | None = None
+) -> ServerProcess:
     """Run ``doma-gateway ARGS`` and wait for its ``listening`` line on stdout."""
     process = subprocess.Popen(
         [sys.executable, "-m", "doma_gateway.cli", *args],
@@ -88,7 +90,9 @@ def start(args: Sequence[str], *, timeout: float = 20.0, env: dict[str, str] | N
     assert process.stdout is not None and process.stderr is not None
     server.pumps = [
         threading.Thread(target=_pump, args=(process.stdout, server.stdout_lines.put), daemon=True),
-        threading.Thread(target=_pump, args=(process.stderr, server.stderr_lines.append), daemon=True),
+        threading.Thread(
+            target=_pump, args=(process.stderr, server.stderr_lines.append), daemon=True
+        ),
     ]
     for thread in server.pumps:
         thread.start()
