@@ -10,6 +10,7 @@ import time
 
 import grpc
 import pytest
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from doma_gateway.echo import EchoServer
@@ -279,8 +280,9 @@ def test_health_is_not_serving_until_keys_load(tmp_path):
         keys.close()
 
 
-def test_sigterm_drains_and_exits_within_the_grace_period(tmp_path, jwks_server):
-    (tmp_path / "routes.yaml").write_text(routes_for(jwks_server.url))
+def test_sigterm_drains_in_flight_checks_and_exits_within_the_grace_period(tmp_path):
+    keys = JwksServer(jwks(KEY))
+    (tmp_path / "routes.yaml").write_text(routes_for(keys.url, refetch=0.0))
     server = processes.start(
         [
             "authz",
@@ -293,16 +295,35 @@ def test_sigterm_drains_and_exits_within_the_grace_period(tmp_path, jwks_server)
             "3",
         ]
     )
-    wait_serving(server.port("grpc"))
-    started = time.monotonic()
     try:
-        server.process.send_signal(signal.SIGTERM)
+        wait_serving(server.port("grpc"))
+        # An unknown kid makes the check wait on a slow JWKS fetch: it is in flight at SIGTERM.
+        keys.delay = 1.0
+        request = check_request(SigningKey().token())
+        with grpc.insecure_channel(f"127.0.0.1:{server.port('grpc')}") as channel:
+            check = external_auth_pb2_grpc.AuthorizationStub(channel).Check.future(
+                request, timeout=5
+            )
+            time.sleep(0.3)
+            started = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            reply = check.result()
+            assert json.loads(reply.denied_response.body)["reason"] == "unknown_key"
         assert server.process.wait(10) == 0
         assert time.monotonic() - started < 4
         assert server.wait_event("stopped", timeout=2)["event"] == "stopped"
     finally:
         server.stop()
+        keys.close()
     assert "Traceback" not in server.stderr()
+
+
+def check_request(token: str):
+    request = external_auth_pb2.CheckRequest()
+    http = request.attributes.request.http
+    http.method, http.path = "GET", "/api/v1/scan/results"
+    http.headers["authorization"] = f"Bearer {token}"
+    return request
 
 
 def test_logs_never_echo_a_token(authz, edge):

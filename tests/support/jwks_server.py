@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -12,11 +13,13 @@ class JwksServer:
         self.cache_control = cache_control
         self.status = 200
         self.fetches = 0
+        self.delay = 0.0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 outer.fetches += 1
+                time.sleep(outer.delay)
                 body = outer.document if outer.status == 200 else b"{}"
                 self.send_response(outer.status)
                 self.send_header("content-type", "application/json")
