@@ -1,17 +1,35 @@
 """The CLI reports configuration errors as file:line: message and exits 1, no traceback."""
 
+import pytest
+
 from tests.support.processes import run
 
 
-def test_authz_with_unknown_key_exits_1_with_location(tmp_path):
+GOOD = (
+    "auth:\n  issuers:\n    - issuer: https://i.test\n      audiences: [a]\n"
+    "      jwks_url: https://i.test/k\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        (GOOD + "      colour: blue\n", "6:7", "unknown key 'colour'"),
+        (GOOD.replace("https://i.test/k", "not a url"), "5:17", "jwks_url must be an http"),
+        (
+            GOOD.replace("- issuer: https://i.test\n      audiences", "- audiences"),
+            "3:7",
+            "missing required key 'issuer'",
+        ),
+    ],
+    ids=["unknown key", "bad url", "missing issuer"],
+)
+def test_authz_with_a_config_error_exits_1_with_its_location(tmp_path, text, where, message):
     routes = tmp_path / "routes.yaml"
-    routes.write_text(
-        "auth:\n  issuers:\n    - issuer: https://i.test\n      audiences: [a]\n"
-        "      jwks_url: https://i.test/k\n      colour: blue\n"
-    )
+    routes.write_text(text)
     result = run(["authz", "--routes", str(routes), "--listen", "127.0.0.1:0", "--no-metrics"])
     assert result.returncode == 1
-    assert f"{routes}:6:7: unknown key 'colour'" in result.stderr
+    assert f"{routes}:{where}: {message}" in result.stderr
     assert "Traceback" not in result.stderr
 
 
