@@ -16,6 +16,12 @@ from authz.errors import ConfigError
 from authz.loader import load_auth_settings
 from doma_gateway.addresses import host_port
 from doma_gateway.logs import configure_logging
+from doma_gateway.serve_command import (
+    add_serve_parser,
+    has_section,
+    print_route_table,
+    run_serve_command,
+)
 
 __all__ = ["main"]
 
@@ -57,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("routes", type=Path)
 
+    add_serve_parser(commands)
+
     demo = commands.add_parser("demo", help="run Envoy + authz + a demo upstream on loopback")
     demo.add_argument("--port", type=int, default=8080, help="Envoy's listener port")
     return parser
@@ -70,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(_authz(args))
         if args.command == "check":
             return _check(args.routes)
+        if args.command == "serve":
+            return _run(run_serve_command(args))
         if args.command == "demo":
             from doma_gateway.demo import run_demo
 
@@ -105,6 +115,10 @@ def _run(coroutine) -> int:  # type: ignore[no-untyped-def]
 
 
 def _check(path: Path) -> int:
+    if not has_section(path, "auth"):
+        print_route_table(path)
+        print("ok")
+        return 0
     settings = load_auth_settings(path)
     print(f"auth: {settings.source}")
     for issuer in settings.issuers:
@@ -117,6 +131,8 @@ def _check(path: Path) -> int:
         print(f"  claim {mapping.claim} -> {mapping.header}")
     for pattern in settings.bypass:
         print(f"  bypass {pattern}")
+    if has_section(path, "domains"):
+        print_route_table(path)
     print("ok")
     return 0
 

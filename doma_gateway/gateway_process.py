@@ -1,0 +1,323 @@
+"""Wires and runs ``doma-gateway serve``: the edge gateway, its admin listener and its workers.
+
+One process (``--workers 1``) serves the gateway and the admin listener. With more workers the
+parent binds the sockets, starts the workers on the shared listening socket, serves the admin
+listener itself with metrics aggregated from every worker, and forwards reloads (only after it
+has validated the new configuration) and shutdown to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from prometheus_client import CollectorRegistry, generate_latest
+
+from authz.check import CheckInput, Decision
+from authz.errors import ConfigError
+from authz.loader import load_auth_settings
+from doma_gateway.addresses import HostPort, host_port
+from doma_gateway.authz_process import AuthzStack, announce, build_authz
+from doma_gateway.serve_command import has_section
+from gateway.admin import build_admin
+from gateway.app import GatewayApp
+from gateway.metrics import GatewayMetrics
+from gateway.reload import Reloader
+from gateway.routes_loader import load_routes
+from gateway.routes_model import RoutesConfig
+from gateway.runtime import RuntimeHolder, build_runtime
+from gateway.transport import build_transport
+
+__all__ = ["ServeOptions", "run_serve"]
+
+log = logging.getLogger("doma.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    routes: Path
+    listen: HostPort | None = None
+    admin: HostPort | None = None
+    domain: str | None = None
+    workers: int = 1
+    watch: bool = True
+    watch_interval: float = 1.0
+    # Set in a worker started by the parent: the inherited listening socket's descriptor.
+    worker_fd: int | None = None
+
+
+def load_config(options: ServeOptions) -> RoutesConfig:
+    config = load_routes(options.routes)
+    if options.domain is not None:
+        try:
+            config = config.only(options.domain)
+        except KeyError as exc:
+            raise ConfigError(str(exc.args[0]), file=str(options.routes)) from exc
+    return config
+
+
+def _bind(address: HostPort) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address.host, address.port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _address_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return str(HostPort(host, port))
+
+
+def _uvicorn(app: object, grace: float) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        loop="none",
+        http="httptools",
+        ws="none",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        # The upstream's Date passes through; a second one from us would duplicate it.
+        date_header=False,
+        timeout_graceful_shutdown=max(int(grace), 1),
+        timeout_keep_alive=30,
+        backlog=2048,
+    )
+    return uvicorn.Server(config)
+
+
+async def _started(*servers: uvicorn.Server) -> None:
+    # uvicorn exposes startup only as a flag; polling it briefly is the documented way.
+    while not all(server.started for server in servers):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+
+
+async def run_serve(options: ServeOptions) -> int:
+    config = load_config(options)
+    if options.workers > 1 and options.worker_fd is None:
+        return await _run_supervisor(options, config)
+
+    stack: AuthzStack | None = None
+    identity: tuple[str, ...] = ()
+    if has_section(options.routes, "auth"):
+        auth = load_auth_settings(options.routes)
+        stack = build_authz(auth)
+        identity = tuple(m.header for m in auth.claims_to_headers)
+    # With PROMETHEUS_MULTIPROC_DIR set (a worker), values go to files the supervisor aggregates.
+    metrics = GatewayMetrics(CollectorRegistry())
+    transport = build_transport(config.gateway.transport)
+    authorizer = stack.authorizer if stack is not None else None
+
+    holder = RuntimeHolder(
+        build_runtime(
+            config,
+            transport=transport,
+            metrics=metrics,
+            authorizer=authorizer,
+            identity_headers=identity,
+        )
+    )
+
+    def apply() -> int:
+        runtime = build_runtime(
+            load_config(options),
+            transport=transport,
+            metrics=metrics,
+            authorizer=authorizer,
+            identity_headers=identity,
+            previous=holder.current,
+        )
+        holder.swap(runtime)
+        metrics.reload("ok")
+        return holder.generation
+
+    def report(event: str, fields: dict[str, object]) -> None:
+        if event != "reloaded":
+            metrics.reload("rejected")
+        announce(event, **fields)
+
+    reloader = Reloader(options.routes, apply, on_result=report, interval=options.watch_interval)
+    grace = config.gateway.drain_seconds
+    ready = False
+
+    if options.worker_fd is not None:
+        sock = socket.socket(fileno=options.worker_fd)
+    else:
+        sock = _bind(options.listen or host_port(config.gateway.listen))
+    gateway_server = _uvicorn(GatewayApp(holder, metrics), grace)
+    servers = [gateway_server]
+    admin_sock: socket.socket | None = None
+    if options.worker_fd is None:
+        admin_sock = _bind(options.admin or host_port(config.gateway.admin))
+        admin_app = build_admin(holder, metrics.registry, lambda: ready)
+        servers.append(_uvicorn(admin_app, 1.0))
+
+    tasks = [asyncio.create_task(gateway_server.serve(sockets=[sock]))]
+    if admin_sock is not None:
+        tasks.append(asyncio.create_task(servers[1].serve(sockets=[admin_sock])))
+    background: list[asyncio.Task[None]] = []
+    if stack is not None:
+        background.append(asyncio.create_task(stack.keep_keys_fresh()))
+    await _started(*servers)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload, "sighup")
+    if options.watch and options.worker_fd is None:
+        background.append(asyncio.create_task(reloader.watch()))
+    if stack is not None:
+        await stack.keys_ready.wait()
+    ready = True
+    announce(
+        "listening",
+        http=_address_of(sock),
+        admin=_address_of(admin_sock) if admin_sock is not None else None,
+        pid=os.getpid(),
+        domains=[d.name for d in config.domains],
+    )
+
+    await stop.wait()
+    ready = False
+    log.info("shutting down", extra={"event": "shutdown", "grace_seconds": grace})
+    gateway_server.should_exit = True
+    await tasks[0]
+    for server in servers[1:]:
+        server.should_exit = True
+    await asyncio.gather(*tasks[1:])
+    for task in background:
+        task.cancel()
+    with contextlib.suppress(Exception):
+        await transport.aclose()
+    if stack is not None:
+        with contextlib.suppress(Exception):
+            await stack.http.aclose()
+    announce("stopped")
+    return 0
+
+
+async def _run_supervisor(options: ServeOptions, config: RoutesConfig) -> int:
+    """The parent of ``--workers N``: shared socket, aggregated admin, reload and stop fan-out."""
+    from prometheus_client import multiprocess
+
+    metrics_dir = tempfile.TemporaryDirectory(prefix="doma-gateway-metrics-")
+    sock = _bind(options.listen or host_port(config.gateway.listen))
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir.name}
+    argv = [
+        sys.executable,
+        "-m",
+        "doma_gateway.cli",
+        "serve",
+        "--routes",
+        str(options.routes),
+        "--workers",
+        "1",
+        "--worker-fd",
+        str(sock.fileno()),
+        "--no-watch",
+    ]
+    if options.domain:
+        argv += ["--domain", options.domain]
+    workers = [
+        subprocess.Popen(  # noqa: ASYNC220 - started once, before serving
+            argv, pass_fds=(sock.fileno(),), env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(options.workers)
+    ]
+    for worker in workers:
+        assert worker.stdout is not None
+        line = await asyncio.to_thread(worker.stdout.readline)
+        if '"listening"' not in line:
+            for other in workers:
+                other.terminate()
+            raise ConfigError("a worker failed to start", file=str(options.routes))
+        threading.Thread(target=_drain, args=(worker.stdout,), daemon=True).start()
+
+    # The parent keeps its own copy of the config for /admin/routes and for validating reloads.
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=metrics_dir.name)  # type: ignore[no-untyped-call]
+    local = GatewayMetrics(CollectorRegistry())
+    transport = build_transport(config.gateway.transport)
+    validator = _NoAuthorizer() if has_section(options.routes, "auth") else None
+    holder = RuntimeHolder(
+        build_runtime(config, transport=transport, metrics=local, authorizer=validator)
+    )
+
+    def apply() -> int:
+        new = load_config(options)
+        holder.swap(build_runtime(new, transport=transport, metrics=local, authorizer=validator))
+        for worker in workers:
+            worker.send_signal(signal.SIGHUP)
+        return holder.generation
+
+    reloader = Reloader(
+        options.routes,
+        apply,
+        on_result=lambda e, f: announce(e, **f),
+        interval=options.watch_interval,
+    )
+    alive = lambda: all(w.poll() is None for w in workers)  # noqa: E731
+    admin_sock = _bind(options.admin or host_port(config.gateway.admin))
+    admin = _uvicorn(build_admin(holder, registry, alive, lambda: generate_latest(registry)), 1.0)
+    admin_task = asyncio.create_task(admin.serve(sockets=[admin_sock]))
+    await _started(admin)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload, "sighup")
+    watcher = asyncio.create_task(reloader.watch()) if options.watch else None
+    announce(
+        "listening",
+        http=_address_of(sock),
+        admin=_address_of(admin_sock),
+        pid=os.getpid(),
+        workers=[w.pid for w in workers],
+        domains=[d.name for d in config.domains],
+    )
+    await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        await asyncio.to_thread(worker.wait)
+    sock.close()
+    admin.should_exit = True
+    await admin_task
+    await transport.aclose()
+    metrics_dir.cleanup()
+    announce("stopped")
+    return 0
+
+
+class _NoAuthorizer:
+    """The supervisor only validates routes; its runtime never serves a request."""
+
+    async def decide(self, request: CheckInput) -> Decision:
+        raise RuntimeError("the supervisor does not serve requests")
+
+
+def _drain(stream: object) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        with contextlib.suppress(ValueError):
+            event = json.loads(line).get("event")
+            if event in ("reload_rejected",):
+                log.error("a worker rejected a configuration the supervisor accepted")

@@ -1,0 +1,93 @@
+"""The gateway's ASGI application: request id, path normalization, route match, the route's chain.
+
+Paths are normalized once, from ``raw_path`` (the ASGI ``path`` is already percent-decoded), and
+that one normalized path is matched, authorized and forwarded. Ambiguous or invalid targets are
+refused with 400 before any routing (security rule 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from authz.paths import normalize
+from gateway.asgi import Message, Receive, Scope, Send
+from gateway.errors import GatewayError, InvalidPath
+from gateway.headers import request_id as make_request_id
+from gateway.metrics import GatewayMetrics
+from gateway.proxy import ClientDisconnected
+from gateway.responses import send_error
+from gateway.runtime import RuntimeHolder
+
+__all__ = ["GatewayApp"]
+
+log = logging.getLogger("doma.gateway")
+
+_VERSION_HEADERS = (b"accept-version", b"api-version")
+
+
+class GatewayApp:
+    def __init__(self, holder: RuntimeHolder, metrics: GatewayMetrics):
+        self._holder = holder
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send)
+            return
+        started = time.perf_counter()
+        runtime = self._holder.current
+        headers = scope["headers"]
+        request_id = make_request_id(headers)
+        header_version = None
+        for name, value in headers:
+            if name in _VERSION_HEADERS:
+                header_version = value.decode("latin-1").strip()
+        raw = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string", b"")
+        target = raw.decode("latin-1")
+        if query:
+            target += "?" + query.decode("latin-1")
+
+        status = 0
+        response_started = 0.0
+
+        async def capture(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = time.perf_counter()
+            await send(message)
+
+        domain = version = route = ""
+        try:
+            path = normalize(target)
+            if path.invalid is not None:
+                raise InvalidPath("invalid_path", detail=path.invalid)
+            if path.ambiguous is not None:
+                raise InvalidPath("ambiguous_path", detail=path.ambiguous)
+            match = runtime.router.match(scope["method"], path.path, header_version)
+            domain, version, route = match.domain.name, match.version.name, match.route.name
+            scope["doma.match"] = match
+            scope["doma.request_id"] = request_id
+            await runtime.chain(match.route)(scope, receive, capture)
+        except GatewayError as exc:
+            if status:
+                raise
+            await send_error(capture, exc, request_id)
+        except ClientDisconnected:
+            status = status or 499
+        finally:
+            end = response_started or time.perf_counter()
+            self._metrics.request(domain, version, route, status or 500, end - started)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

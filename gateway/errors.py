@@ -1,0 +1,87 @@
+"""Errors raised by the gateway package; each carries the HTTP status the client receives.
+
+The tree::
+
+    GatewayError                 status, reason (a stable snake_case metric label)
+    ├── InvalidPath              400  the request target is malformed or ambiguous
+    ├── RouteNotFound            404  no domain, or no route of the domain, matches
+    ├── VersionNotFound          404  the domain has no such version; lists the supported ones
+    ├── MethodNotAllowed         405  a route matches the path but not the method; carries Allow
+    ├── VersionGone              410  the version is past its sunset date
+    └── UpstreamError
+        ├── BadGateway           502  the upstream answered with something that is not HTTP
+        ├── UpstreamUnavailable  503  connection refused or reset, no endpoint left to try
+        │   └── CircuitOpen      503  the upstream's breaker is open; carries Retry-After
+        └── UpstreamTimeout      504  connect, read or the total deadline expired
+
+Configuration errors are :class:`authz.errors.ConfigError` (file, line, column), shared with authz.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadGateway",
+    "CircuitOpen",
+    "GatewayError",
+    "InvalidPath",
+    "MethodNotAllowed",
+    "RouteNotFound",
+    "UpstreamError",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+    "VersionGone",
+    "VersionNotFound",
+]
+
+
+class GatewayError(Exception):
+    """Root of the errors the gateway turns into JSON responses."""
+
+    status = 500
+    error = "internal_error"
+
+    def __init__(self, reason: str, *, headers: tuple[tuple[str, str], ...] = (), **fields: object):
+        super().__init__(reason)
+        self.reason = reason
+        self.headers = headers
+        self.fields = fields
+
+
+class InvalidPath(GatewayError):
+    status, error = 400, "bad_request"
+
+
+class RouteNotFound(GatewayError):
+    status, error = 404, "not_found"
+
+
+class VersionNotFound(GatewayError):
+    status, error = 404, "not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status, error = 405, "method_not_allowed"
+
+
+class VersionGone(GatewayError):
+    status, error = 410, "gone"
+
+
+class UpstreamError(GatewayError):
+    status, error = 502, "bad_gateway"
+
+
+class BadGateway(UpstreamError):
+    status, error = 502, "bad_gateway"
+
+
+class UpstreamUnavailable(UpstreamError):
+    status, error = 503, "service_unavailable"
+
+
+class CircuitOpen(UpstreamUnavailable):
+    status, error = 503, "service_unavailable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status, error = 504, "gateway_timeout"

@@ -1,0 +1,116 @@
+"""Which request and response headers cross the proxy, and the ones the gateway adds.
+
+Hop-by-hop headers (RFC 9110 7.6.1) and every header named in ``Connection`` stay on their hop.
+The headers the gateway sets itself (``X-Forwarded-*``, ``x-request-id``) are appended after that
+filtering, so a client listing them in ``Connection`` cannot make the gateway drop its own
+(Traefik CVE-2021-32813, CVE-2024-45410).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+from collections.abc import Iterable
+
+__all__ = [
+    "HOP_BY_HOP",
+    "ForwardedFor",
+    "connection_named",
+    "request_id",
+    "strip_request_headers",
+    "strip_response_headers",
+]
+
+RawHeaders = list[tuple[bytes, bytes]]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Set by the gateway from what it knows, never copied from the client.
+_REPLACED_ON_REQUEST = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-request-id",
+    }
+)
+_DROPPED_REQUEST = HOP_BY_HOP | _REPLACED_ON_REQUEST
+_DROPPED_RESPONSE = HOP_BY_HOP | {b"content-length", b"x-request-id"}
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Header names listed in every ``Connection`` header (lower-cased)."""
+    names: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            names.update(token.strip().lower() for token in value.split(b",") if token.strip())
+    return frozenset(names)
+
+
+def strip_request_headers(headers: RawHeaders) -> RawHeaders:
+    named = connection_named(headers) if any(name == b"connection" for name, _ in headers) else ()
+    return [(n, v) for n, v in headers if n not in _DROPPED_REQUEST and n not in named]
+
+
+def strip_response_headers(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
+    lowered = [(name.lower(), value) for name, value in headers]
+    named = connection_named(lowered) if any(name == b"connection" for name, _ in lowered) else ()
+    return [(n, v) for n, v in lowered if n not in _DROPPED_RESPONSE and n not in named]
+
+
+def request_id(headers: RawHeaders) -> str:
+    """The client's ``x-request-id`` when it is a sane token, otherwise a fresh one."""
+    for name, value in headers:
+        if name == b"x-request-id" and _REQUEST_ID.match(value):
+            return value.decode("ascii")
+    return uuid.uuid4().hex
+
+
+class ForwardedFor:
+    """Builds ``X-Forwarded-For``/``-Proto``: extended only when the peer is a trusted proxy."""
+
+    __slots__ = ("_networks",)
+
+    def __init__(self, trusted: Iterable[str]):
+        self._networks = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in trusted)
+
+    def trusted(self, peer: str) -> bool:
+        if not self._networks or not peer:
+            return False
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self._networks)
+
+    def headers(
+        self, client_headers: RawHeaders, peer: str, scheme: str, host: bytes
+    ) -> RawHeaders:
+        forwarded_for = peer.encode()
+        proto = scheme.encode()
+        if self.trusted(peer):
+            prior = [v for n, v in client_headers if n == b"x-forwarded-for"]
+            if prior:
+                forwarded_for = b", ".join([*prior, forwarded_for])
+            given = [v for n, v in client_headers if n == b"x-forwarded-proto"]
+            if given:
+                proto = given[-1]
+        out = [(b"x-forwarded-for", forwarded_for), (b"x-forwarded-proto", proto)]
+        if host:
+            out.append((b"x-forwarded-host", host))
+        return out

@@ -1,0 +1,1 @@
+"""Policies: pure ASGI classes wrapped around the proxy endpoint, one module each."""

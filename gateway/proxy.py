@@ -1,0 +1,322 @@
+"""The endpoint at the end of every route's chain: forwards to the upstream and streams back.
+
+Small bodies (known length up to ``gateway.buffer_bytes``) are read whole and sent with a
+``Content-Length`` both ways: one ASGI message instead of a stream costs far less, and a
+whole request body can be replayed on retry. Larger or unknown-length bodies stream through
+chunk by chunk and are never held in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+
+import httpx
+
+from gateway.asgi import Receive, Scope, Send
+from gateway.errors import (
+    BadGateway,
+    CircuitOpen,
+    GatewayError,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.headers import ForwardedFor, strip_request_headers, strip_response_headers
+from gateway.metrics import GatewayMetrics
+from gateway.router import RouteMatch
+from gateway.routes_model import GatewaySettings
+from gateway.upstream_pool import Endpoint, UpstreamPool
+
+__all__ = ["ClientDisconnected", "Proxy", "map_upstream_errors"]
+
+log = logging.getLogger("doma.gateway.proxy")
+
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+class ClientDisconnected(Exception):
+    """The client went away while its request body was being read."""
+
+
+@contextlib.contextmanager
+def map_upstream_errors(upstream: str) -> Iterator[None]:
+    """Translate transport exceptions into gateway errors that carry their HTTP status."""
+    try:
+        yield
+    except GatewayError:
+        raise
+    except (TimeoutError, httpx.TimeoutException) as exc:
+        raise UpstreamTimeout("upstream_timeout", upstream=upstream) from exc
+    except httpx.ConnectError as exc:
+        raise UpstreamUnavailable("upstream_connect_failed", upstream=upstream) from exc
+    except (httpx.TransportError, httpx.DecodingError) as exc:
+        raise BadGateway("upstream_protocol_error", upstream=upstream) from exc
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _stream_body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+class Proxy:
+    """Pure ASGI endpoint; reads the route match the app put in ``scope['doma.match']``."""
+
+    def __init__(
+        self,
+        pools: Mapping[str, UpstreamPool],
+        transport: httpx.AsyncBaseTransport,
+        metrics: GatewayMetrics,
+        settings: GatewaySettings,
+        *,
+        rng: Callable[[float, float], float] = random.uniform,
+    ):
+        self._pools = pools
+        self._transport = transport
+        self._metrics = metrics
+        self._buffer = settings.buffer_bytes
+        self._forwarded = ForwardedFor(settings.trusted_proxies)
+        self._rng = rng
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match: RouteMatch = scope["doma.match"]
+        request_id: str = scope["doma.request_id"]
+        pool = self._pools[match.route.upstream]
+        method: str = scope["method"]
+        client_headers: list[tuple[bytes, bytes]] = scope["headers"]
+
+        length: int | None = None
+        chunked = False
+        host = b""
+        for name, value in client_headers:
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = True
+            elif name == b"host":
+                host = value
+        body: bytes | None
+        if length is None and not chunked:
+            body = b""
+        elif length is not None and length <= self._buffer:
+            body = await _read_body(receive)
+        else:
+            body = None
+
+        headers = strip_request_headers(client_headers)
+        client = scope.get("client")
+        headers.extend(
+            self._forwarded.headers(
+                client_headers, client[0] if client else "", scope["scheme"], host
+            )
+        )
+        headers.append((b"x-request-id", request_id.encode()))
+        if body is None and length is not None:
+            headers.append((b"content-length", str(length).encode()))
+        query: bytes = scope.get("query_string", b"")
+        target = match.upstream_path + ("?" + query.decode("latin-1") if query else "")
+
+        response = await self._exchange(pool, method, target, headers, host, body, receive)
+        await self._respond(response, method, match, request_id, send, receive)
+
+    async def _exchange(
+        self,
+        pool: UpstreamPool,
+        method: str,
+        target: str,
+        headers: list[tuple[bytes, bytes]],
+        client_host: bytes,
+        body: bytes | None,
+        receive: Receive,
+    ) -> httpx.Response:
+        settings = pool.settings
+        policy = settings.retries
+        timeouts = settings.timeouts
+        extensions = {
+            "timeout": {
+                "connect": timeouts.connect,
+                "read": timeouts.read,
+                "write": timeouts.read,
+                "pool": timeouts.connect,
+            }
+        }
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeouts.total
+        replayable = body is not None
+        retries_left = policy.attempts if replayable else 0
+        retry = 0
+        retrying = False
+        pool.active += 1
+        try:
+            while True:
+                endpoint = pool.pick()
+                request_headers = headers.copy()
+                if settings.preserve_host and client_host:
+                    request_headers.append((b"host", client_host))
+                request = httpx.Request(
+                    method,
+                    endpoint.url + target,
+                    headers=request_headers,
+                    content=(body or None) if body is not None else _stream_body(receive),
+                    extensions=extensions,
+                )
+                try:
+                    response = await self._attempt(pool, endpoint, request, deadline)
+                except (UpstreamTimeout, UpstreamUnavailable, BadGateway) as exc:
+                    if isinstance(exc, CircuitOpen) or not self._retry_error(
+                        exc, method, retries_left, pool
+                    ):
+                        raise
+                    failure: httpx.Response | UpstreamError = exc
+                else:
+                    if not (
+                        response.status_code in policy.on_status
+                        and method in policy.methods
+                        and retries_left > 0
+                        and pool.may_retry()
+                    ):
+                        return response
+                    await response.aclose()
+                    failure = response
+                finally:
+                    if retrying:
+                        pool.retries_in_flight -= 1
+                        retrying = False
+                retry += 1
+                retries_left -= 1
+                delay = self._rng(
+                    0.0, min(policy.backoff.max, policy.backoff.base * 2 ** (retry - 1))
+                )
+                if loop.time() + delay >= deadline:
+                    if isinstance(failure, httpx.Response):
+                        # Out of time to retry: the last answer is the best one left, but it was
+                        # closed; say so rather than invent a body.
+                        raise UpstreamTimeout("upstream_timeout", upstream=pool.name)
+                    raise failure
+                self._metrics.retry(pool.name)
+                pool.retries_in_flight += 1
+                retrying = True
+                await asyncio.sleep(delay)
+        finally:
+            pool.active -= 1
+
+    def _retry_error(
+        self, exc: UpstreamError, method: str, retries_left: int, pool: UpstreamPool
+    ) -> bool:
+        if retries_left <= 0 or not pool.may_retry():
+            return False
+        policy = pool.settings.retries
+        if exc.reason == "upstream_connect_failed":
+            # Nothing was sent, so even a non-idempotent request is safe to try elsewhere.
+            return policy.on_connect_failure
+        if isinstance(exc, UpstreamTimeout):
+            return policy.on_timeout and method in policy.methods
+        return method in policy.methods and 502 in policy.on_status
+
+    async def _attempt(
+        self, pool: UpstreamPool, endpoint: Endpoint, request: httpx.Request, deadline: float
+    ) -> httpx.Response:
+        endpoint.outstanding += 1
+        try:
+            with contextlib.ExitStack() as stack:
+                status = (
+                    stack.enter_context(pool.breaker.guard()) if pool.breaker is not None else None
+                )
+                try:
+                    with map_upstream_errors(pool.name):
+                        async with asyncio.timeout_at(deadline):
+                            response = await self._transport.handle_async_request(request)
+                except UpstreamError as exc:
+                    pool.record(endpoint, ok=False)
+                    self._metrics.upstream_error(pool.name, exc.reason)
+                    raise
+                failed = response.status_code >= 500
+                pool.record(endpoint, ok=not failed)
+                if failed:
+                    self._metrics.upstream_error(pool.name, f"status_{response.status_code}")
+                if status is not None:
+                    status(response.status_code)
+                return response
+        finally:
+            endpoint.outstanding -= 1
+
+    async def _respond(
+        self,
+        response: httpx.Response,
+        method: str,
+        match: RouteMatch,
+        request_id: str,
+        send: Send,
+        receive: Receive,
+    ) -> None:
+        status = response.status_code
+        headers = strip_response_headers(response.headers.raw)
+        headers.extend(match.response_headers)
+        headers.append((b"x-request-id", request_id.encode()))
+        length_text = response.headers.get("content-length")
+        length = int(length_text) if length_text and length_text.isdigit() else None
+
+        if method == "HEAD" or status in _NO_BODY_STATUS or status < 200:
+            await response.aclose()
+            if length is not None and method == "HEAD":
+                headers.append((b"content-length", str(length).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        if length is not None and length <= self._buffer:
+            try:
+                with map_upstream_errors(match.route.upstream):
+                    body = b"".join([chunk async for chunk in response.aiter_raw()])
+            finally:
+                await response.aclose()
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+
+        if length is not None:
+            headers.append((b"content-length", str(length).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        scope_done = asyncio.Event()
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, scope_done))
+        try:
+            async for chunk in response.aiter_raw():
+                if scope_done.is_set():
+                    log.info("client went away mid-response", extra={"request_id": request_id})
+                    return
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            watcher.cancel()
+            await response.aclose()
+
+
+async def _watch_disconnect(receive: Receive, done: asyncio.Event) -> None:
+    """Notices a client that hangs up during a long (e.g. SSE) response."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            done.set()
+            return

@@ -1,0 +1,571 @@
+"""Reads the routes YAML (one file, or a directory of files merged) into :class:`RoutesConfig`.
+
+Each domain team may own one file; ``layers`` and ``gateway`` may appear in one file only,
+domain and upstream names must be unique across files. Every error names the file, line and
+column of the offending key and, where it helps, the values that would have been valid.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+
+from authz.bypass import validate_glob
+from authz.errors import ConfigError
+from authz.loader import ROUTES_TOP_LEVEL_KEYS
+from authz.yamlnodes import Mapping, Node, load_documents
+from gateway.routes_model import (
+    IDEMPOTENT_METHODS,
+    Backoff,
+    CircuitBreakerSettings,
+    Domain,
+    GatewaySettings,
+    OutlierDetection,
+    PolicyRef,
+    RetryPolicy,
+    Rewrite,
+    Route,
+    RoutesConfig,
+    Timeouts,
+    Upstream,
+    Version,
+)
+
+__all__ = ["VERSION_NAME", "load_routes", "parse_documents"]
+
+VERSION_NAME = re.compile(r"^v[0-9][0-9a-z.\-]*$")
+_NAME = re.compile(r"^[a-z][a-z0-9\-]*$")
+_METHOD = re.compile(r"^[A-Z]+$")
+_DOMAIN_KEYS = ("layer", "owner", "depends_on", "upstream", "default_version", "versions")
+_VERSION_KEYS = ("deprecated", "sunset", "link", "routes")
+_ROUTE_KEYS = ("name", "path", "methods", "upstream", "rewrite", "auth", "policies")
+_REWRITE_KEYS = ("prefix", "path")
+_UPSTREAM_KEYS = (
+    "endpoints",
+    "load_balancing",
+    "max_connections",
+    "preserve_host",
+    "timeouts",
+    "retries",
+    "circuit_breaker",
+    "outlier_detection",
+)
+_TIMEOUT_KEYS = ("connect_seconds", "read_seconds", "total_seconds")
+_RETRY_KEYS = ("attempts", "methods", "on", "backoff", "budget")
+_BACKOFF_KEYS = ("base_seconds", "max_seconds")
+_BUDGET_KEYS = ("ratio", "min_concurrency")
+_BREAKER_KEYS = ("failures", "reset_seconds", "on_status")
+_OUTLIER_KEYS = ("consecutive_failures", "ejection_seconds", "max_ejected_percent")
+_GATEWAY_KEYS = ("listen", "admin", "trusted_proxies", "buffer_bytes", "drain_seconds", "transport")
+_RETRY_CONDITIONS = ("connect_failure", "timeout")
+# The policy chain's modules register here by name; a route may only name a known policy.
+KNOWN_POLICIES: tuple[str, ...] = ()
+
+
+def load_routes(path: Path) -> RoutesConfig:
+    """The routes configuration under ``path`` (a file, or a directory of ``*.yaml`` files)."""
+    return parse_documents(load_documents(path), source=str(path))
+
+
+def parse_documents(documents: list[Node], *, source: str = "<config>") -> RoutesConfig:
+    layers: tuple[str, ...] | None = None
+    layers_key: Node | None = None
+    gateway: GatewaySettings | None = None
+    gateway_key: Node | None = None
+    upstream_nodes: dict[str, tuple[Node, Node]] = {}
+    domain_nodes: dict[str, tuple[Node, Node]] = {}
+    for document in documents:
+        top = document.mapping(ROUTES_TOP_LEVEL_KEYS)
+        if (node := top.get("layers")) is not None:
+            if layers_key is not None:
+                raise top.key("layers").error(f"'layers' is already defined at {layers_key.where}")
+            layers_key, layers = top.key("layers"), _layers(node)
+        if (node := top.get("gateway")) is not None:
+            if gateway_key is not None:
+                raise top.key("gateway").error(
+                    f"'gateway' is already defined at {gateway_key.where}"
+                )
+            gateway_key, gateway = top.key("gateway"), _gateway(node)
+        for name, key, value in _named(top.get("upstreams")):
+            if name in upstream_nodes:
+                raise key.error(
+                    f"upstream {name!r} is already defined at {upstream_nodes[name][0].where}"
+                )
+            upstream_nodes[name] = (key, value)
+        for name, key, value in _named(top.get("domains")):
+            if name in domain_nodes:
+                raise key.error(
+                    f"domain {name!r} is already defined at {domain_nodes[name][0].where}"
+                )
+            domain_nodes[name] = (key, value)
+
+    if not domain_nodes:
+        raise ConfigError("no 'domains:' in any routes file", file=source)
+    if layers is None:
+        first = next(iter(domain_nodes.values()))[0]
+        raise ConfigError(
+            "no 'layers:' list in any routes file (e.g. layers: [infrastructure, product])",
+            file=first.file,
+        )
+    upstreams = {name: _upstream(name, key, value) for name, (key, value) in upstream_nodes.items()}
+    domains = tuple(
+        _domain(name, key, value, layers, upstreams) for name, (key, value) in domain_nodes.items()
+    )
+    _check_dependencies(domains, domain_nodes, layers)
+    files = tuple(dict.fromkeys(document.file for document in documents))
+    return RoutesConfig(layers, domains, upstreams, gateway or GatewaySettings(), files)
+
+
+def _named(node: Node | None) -> list[tuple[str, Node, Node]]:
+    """The entries of a ``name: {...}`` mapping, names validated, in file order."""
+    if node is None:
+        return []
+    if not isinstance(node.raw, yaml.MappingNode):
+        raise node.error("expected a mapping of name: settings")
+    entries = []
+    for key_raw, value_raw in node.raw.value:
+        key = Node(key_raw, node.file)
+        name = key.str()
+        if not _NAME.match(name):
+            raise key.error(f"{name!r} is not a valid name (lower-case letters, digits and '-')")
+        entries.append((name, key, Node(value_raw, node.file)))
+    return entries
+
+
+def _layers(node: Node) -> tuple[str, ...]:
+    layers = node.str_list()
+    if not layers:
+        raise node.error("at least one layer is required")
+    for item, layer in zip(node.items(), layers, strict=True):
+        if layers.count(layer) > 1:
+            raise item.error(f"layer {layer!r} is listed twice")
+    return layers
+
+
+def _seconds(mapping: Mapping, key: str, default: float, *, minimum: float = 0.001) -> float:
+    node = mapping.get(key)
+    return default if node is None else node.float(minimum=minimum, maximum=86_400)
+
+
+def _statuses(node: Node) -> frozenset[int]:
+    return frozenset(item.int(minimum=100, maximum=599) for item in node.items())
+
+
+def _methods(node: Node) -> frozenset[str]:
+    items = node.items() if isinstance(node.raw, yaml.SequenceNode) else [node]
+    methods = set()
+    for item in items:
+        method = item.str()
+        if not _METHOD.match(method):
+            raise item.error(f"{method!r} is not an HTTP method (upper-case, e.g. GET, POST)")
+        methods.add(method)
+    if not methods:
+        raise node.error("at least one method is required (omit 'methods' to allow any)")
+    return frozenset(methods)
+
+
+def _upstream(name: str, key: Node, node: Node) -> Upstream:
+    upstream = node.mapping(_UPSTREAM_KEYS)
+    endpoints_node = upstream.require("endpoints")
+    endpoints = endpoints_node.str_list()
+    if not endpoints:
+        raise endpoints_node.error("at least one endpoint is required")
+    items = (
+        endpoints_node.items()
+        if isinstance(endpoints_node.raw, yaml.SequenceNode)
+        else [endpoints_node]
+    )
+    for item, endpoint in zip(items, endpoints, strict=True):
+        parts = urlsplit(endpoint)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path not in ("", "/")
+        ):
+            raise item.error(
+                f"endpoint {endpoint!r} must be http(s)://HOST[:PORT] without a path "
+                "(use a route's 'rewrite' to change paths)"
+            )
+    defaults = Upstream(name, endpoints)
+    balancing = defaults.load_balancing
+    if (n := upstream.get("load_balancing")) is not None:
+        balancing = n.choice(("round_robin", "least_outstanding"))  # type: ignore[assignment]
+    max_connections = defaults.max_connections
+    if (n := upstream.get("max_connections")) is not None:
+        max_connections = n.int(minimum=1, maximum=100_000)
+    preserve_host = upstream.get("preserve_host")
+    timeouts = Timeouts()
+    if (n := upstream.get("timeouts")) is not None:
+        t = n.mapping(_TIMEOUT_KEYS)
+        timeouts = Timeouts(
+            connect=_seconds(t, "connect_seconds", timeouts.connect),
+            read=_seconds(t, "read_seconds", timeouts.read),
+            total=_seconds(t, "total_seconds", timeouts.total),
+        )
+        if timeouts.total < timeouts.connect:
+            raise n.error("total_seconds must be at least connect_seconds")
+    return Upstream(
+        name=name,
+        endpoints=tuple(e.rstrip("/") for e in endpoints),
+        load_balancing=balancing,
+        timeouts=timeouts,
+        retries=_retries(upstream.get("retries")),
+        circuit_breaker=_breaker(upstream, "circuit_breaker"),
+        outlier_detection=_outlier(upstream, "outlier_detection"),
+        max_connections=max_connections,
+        preserve_host=preserve_host.bool() if preserve_host is not None else False,
+        source=key.where,
+    )
+
+
+def _retries(node: Node | None) -> RetryPolicy:
+    if node is None:
+        return RetryPolicy()
+    retry = node.mapping(_RETRY_KEYS)
+    defaults = RetryPolicy()
+    attempts = retry.get("attempts")
+    methods = retry.get("methods")
+    on_status, on_connect, on_timeout = defaults.on_status, defaults.on_connect_failure, False
+    if (on := retry.get("on")) is not None:
+        statuses, on_connect = set(), False
+        for item in on.items():
+            if item.raw.tag.endswith(":int"):
+                statuses.add(item.int(minimum=500, maximum=599))
+            else:
+                condition = item.choice((*_RETRY_CONDITIONS, "5xx"))
+                on_connect = on_connect or condition == "connect_failure"
+                on_timeout = on_timeout or condition == "timeout"
+                if condition == "5xx":
+                    statuses.update(range(500, 600))
+        on_status = frozenset(statuses)
+    backoff = Backoff()
+    if (n := retry.get("backoff")) is not None:
+        b = n.mapping(_BACKOFF_KEYS)
+        backoff = Backoff(
+            _seconds(b, "base_seconds", backoff.base), _seconds(b, "max_seconds", backoff.max)
+        )
+        if backoff.max < backoff.base:
+            raise n.error("max_seconds must be at least base_seconds")
+    ratio, min_concurrency = defaults.budget_ratio, defaults.budget_min_concurrency
+    if (n := retry.get("budget")) is not None:
+        budget = n.mapping(_BUDGET_KEYS)
+        if (r := budget.get("ratio")) is not None:
+            ratio = r.float(minimum=0.0, maximum=1.0)
+        if (m := budget.get("min_concurrency")) is not None:
+            min_concurrency = m.int(minimum=0, maximum=10_000)
+    return RetryPolicy(
+        attempts=attempts.int(minimum=0, maximum=10) if attempts is not None else 0,
+        methods=_methods(methods) if methods is not None else IDEMPOTENT_METHODS,
+        on_status=on_status,
+        on_connect_failure=on_connect,
+        on_timeout=on_timeout,
+        backoff=backoff,
+        budget_ratio=ratio,
+        budget_min_concurrency=min_concurrency,
+    )
+
+
+def _enabled(parent: Mapping, key: str) -> Node | None:
+    """The settings node, or None when the feature is turned off with ``key: false``."""
+    node = parent.get(key)
+    if node is None:
+        return parent.node if key not in parent else None
+    if isinstance(node.raw, yaml.ScalarNode):
+        if node.bool():
+            raise node.error(f"{key}: expected settings or false (true alone says nothing)")
+        return None
+    return node
+
+
+def _breaker(parent: Mapping, key: str) -> CircuitBreakerSettings | None:
+    if key not in parent:
+        return CircuitBreakerSettings()
+    node = _enabled(parent, key)
+    if node is None:
+        return None
+    b = node.mapping(_BREAKER_KEYS)
+    defaults = CircuitBreakerSettings()
+    failures = b.get("failures")
+    on_status = b.get("on_status")
+    return CircuitBreakerSettings(
+        failures=failures.int(minimum=1, maximum=10_000)
+        if failures is not None
+        else defaults.failures,
+        reset_seconds=_seconds(b, "reset_seconds", defaults.reset_seconds),
+        on_status=_statuses(on_status) if on_status is not None else defaults.on_status,
+    )
+
+
+def _outlier(parent: Mapping, key: str) -> OutlierDetection | None:
+    if key not in parent:
+        return OutlierDetection()
+    node = _enabled(parent, key)
+    if node is None:
+        return None
+    o = node.mapping(_OUTLIER_KEYS)
+    defaults = OutlierDetection()
+    failures = o.get("consecutive_failures")
+    percent = o.get("max_ejected_percent")
+    return OutlierDetection(
+        consecutive_failures=failures.int(minimum=1, maximum=10_000)
+        if failures is not None
+        else defaults.consecutive_failures,
+        ejection_seconds=_seconds(o, "ejection_seconds", defaults.ejection_seconds),
+        max_ejected_percent=percent.int(minimum=0, maximum=100)
+        if percent is not None
+        else defaults.max_ejected_percent,
+    )
+
+
+def _gateway(node: Node) -> GatewaySettings:
+    g = node.mapping(_GATEWAY_KEYS)
+    defaults = GatewaySettings()
+    trusted: tuple[str, ...] = ()
+    if (n := g.get("trusted_proxies")) is not None:
+        import ipaddress
+
+        trusted = n.str_list()
+        for item, cidr in zip(
+            n.items() if isinstance(n.raw, yaml.SequenceNode) else [n], trusted, strict=True
+        ):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise item.error(f"{cidr!r} is not an IP address or CIDR range") from exc
+    listen, admin = g.get("listen"), g.get("admin")
+    buffer_bytes, transport = g.get("buffer_bytes"), g.get("transport")
+    return GatewaySettings(
+        listen=_address(listen) if listen is not None else defaults.listen,
+        admin=_address(admin) if admin is not None else defaults.admin,
+        trusted_proxies=trusted,
+        buffer_bytes=buffer_bytes.int(minimum=0, maximum=64 * 1024 * 1024)
+        if buffer_bytes is not None
+        else defaults.buffer_bytes,
+        drain_seconds=_seconds(g, "drain_seconds", defaults.drain_seconds, minimum=0.0),
+        transport=transport.choice(("aiohttp", "httpcore"))  # type: ignore[arg-type]
+        if transport is not None
+        else defaults.transport,
+    )
+
+
+def _address(node: Node) -> str:
+    value = node.str()
+    _, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise node.error(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+def _domain(
+    name: str, key: Node, node: Node, layers: tuple[str, ...], upstreams: dict[str, Upstream]
+) -> Domain:
+    if VERSION_NAME.match(name):
+        raise key.error(
+            f"domain name {name!r} looks like a version, which makes "
+            "/api/{version}/{domain} ambiguous"
+        )
+    domain = node.mapping(_DOMAIN_KEYS)
+    layer_node = domain.require("layer")
+    layer = layer_node.str()
+    if layer not in layers:
+        raise layer_node.error(f"layer {layer!r} is not defined (known: {', '.join(layers)})")
+    owner = domain.require("owner").str()
+    default_upstream: str | None = None
+    if (n := domain.get("upstream")) is not None:
+        default_upstream = _upstream_name(n, upstreams)
+    versions_node = domain.require("versions")
+    versions = tuple(
+        _version(v_name, v_key, v_node, default_upstream, upstreams)
+        for v_name, v_key, v_node in _versions(versions_node)
+    )
+    if not versions:
+        raise versions_node.error("at least one version is required")
+    default_version = versions[-1].name
+    if (n := domain.get("default_version")) is not None:
+        default_version = n.str()
+        if all(v.name != default_version for v in versions):
+            raise n.error(
+                f"default_version {default_version!r} is not one of this domain's versions "
+                f"(known: {', '.join(v.name for v in versions)})"
+            )
+    depends_on: tuple[str, ...] = ()
+    if (n := domain.get("depends_on")) is not None:
+        depends_on = n.str_list()
+    return Domain(
+        name=name,
+        layer=layer,
+        owner=owner,
+        versions=versions,
+        default_version=default_version,
+        depends_on=depends_on,
+        source=key.where,
+    )
+
+
+def _versions(node: Node) -> list[tuple[str, Node, Node]]:
+    if not isinstance(node.raw, yaml.MappingNode):
+        raise node.error("expected a mapping of version: {routes: [...]}, e.g. v1:")
+    entries = []
+    for key_raw, value_raw in node.raw.value:
+        key = Node(key_raw, node.file)
+        name = key.str()
+        if not VERSION_NAME.match(name):
+            raise key.error(
+                f"version {name!r} must look like v1, v2, v2.1 (v, a digit, then [0-9a-z.-])"
+            )
+        entries.append((name, key, Node(value_raw, node.file)))
+    return entries
+
+
+def _upstream_name(node: Node, upstreams: dict[str, Upstream]) -> str:
+    name = node.str()
+    if name not in upstreams:
+        known = ", ".join(upstreams) or "none defined"
+        raise node.error(f"upstream {name!r} is not defined (known: {known})")
+    return name
+
+
+def _version(
+    name: str, key: Node, node: Node, default_upstream: str | None, upstreams: dict[str, Upstream]
+) -> Version:
+    version = node.mapping(_VERSION_KEYS)
+    deprecated = _timestamp(version.get("deprecated"))
+    sunset = _timestamp(version.get("sunset"))
+    if deprecated and sunset and sunset < deprecated:
+        raise version.key("sunset").error("sunset must not be before the deprecation date")
+    link = None
+    if (n := version.get("link")) is not None:
+        link = n.str()
+        if urlsplit(link).scheme not in ("http", "https"):
+            raise n.error(f"link must be an http(s) URL, got {link!r}")
+    routes_node = version.require("routes")
+    routes = tuple(_route(item, default_upstream, upstreams) for item in routes_node.items())
+    if not routes:
+        raise routes_node.error("at least one route is required")
+    return Version(name, routes, deprecated, sunset, link, source=key.where)
+
+
+def _timestamp(node: Node | None) -> datetime | None:
+    if node is None:
+        return None
+    value = node.raw.value if isinstance(node.raw, yaml.ScalarNode) else None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise node.error(
+            f"expected a date or timestamp like 2026-12-31 or 2026-12-31T00:00:00Z, got {value!r}"
+        ) from exc
+    if isinstance(parsed, date) and parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def _route(node: Node, default_upstream: str | None, upstreams: dict[str, Upstream]) -> Route:
+    route = node.mapping(_ROUTE_KEYS)
+    path_node = route.require("path")
+    path = path_node.str()
+    problem = validate_glob(path)
+    if problem:
+        raise path_node.error(f"path {path!r} {problem}")
+    if (n := route.get("upstream")) is not None:
+        upstream = _upstream_name(n, upstreams)
+    elif default_upstream is not None:
+        upstream = default_upstream
+    else:
+        raise route.error("missing required key 'upstream' (or set 'upstream' on the domain)")
+    methods = route.get("methods")
+    auth = route.get("auth")
+    return Route(
+        path=path,
+        upstream=upstream,
+        methods=_methods(methods) if methods is not None else None,
+        rewrite=_rewrite(route.get("rewrite")),
+        auth=auth.choice(("required", "bypass")) if auth is not None else "required",  # type: ignore[arg-type]
+        policies=_policies(route.get("policies")),
+        name=route.get("name").str() if route.get("name") is not None else path,  # type: ignore[union-attr]
+        source=node.where,
+    )
+
+
+def _rewrite(node: Node | None) -> Rewrite | None:
+    if node is None:
+        return None
+    rewrite = node.mapping(_REWRITE_KEYS)
+    present = [k for k in _REWRITE_KEYS if k in rewrite]
+    if len(present) != 1:
+        raise node.error(
+            "rewrite needs exactly one of: prefix (replaces /api/{version}/{domain}), path"
+        )
+    value_node = rewrite.require(present[0])
+    value = value_node.str()
+    if not value.startswith("/") or validate_glob(value) or "*" in value:
+        raise value_node.error(
+            f"rewrite {present[0]} {value!r} must be a plain path starting with '/'"
+        )
+    if present[0] == "prefix":
+        return Rewrite(prefix=value.rstrip("/"))
+    return Rewrite(path=value)
+
+
+def _policies(node: Node | None) -> tuple[PolicyRef, ...]:
+    if node is None:
+        return ()
+    refs = []
+    for item in node.items():
+        if isinstance(item.raw, yaml.ScalarNode):
+            name, settings = item.str(), None
+        else:
+            if not isinstance(item.raw, yaml.MappingNode) or len(item.raw.value) != 1:
+                raise item.error("a policy is a name, or a mapping of one name to its settings")
+            key_raw, value_raw = item.raw.value[0]
+            name, settings = Node(key_raw, item.file).str(), Node(value_raw, item.file)
+        if name not in KNOWN_POLICIES:
+            known = ", ".join(KNOWN_POLICIES) or "none are installed"
+            raise item.error(f"unknown policy {name!r} (known: {known})")
+        refs.append(PolicyRef(name, settings, item.where))
+    return tuple(refs)
+
+
+def _check_dependencies(
+    domains: tuple[Domain, ...], nodes: dict[str, tuple[Node, Node]], layers: tuple[str, ...]
+) -> None:
+    by_name = {domain.name: domain for domain in domains}
+    rank = {layer: index for index, layer in enumerate(layers)}
+    for domain in domains:
+        deps_node = nodes[domain.name][1].mapping(_DOMAIN_KEYS).get("depends_on")
+        for dep in domain.depends_on:
+            where = deps_node if deps_node is not None else nodes[domain.name][0]
+            target = by_name.get(dep)
+            if target is None:
+                raise where.error(
+                    f"{domain.name} depends on unknown domain {dep!r} (known: {', '.join(by_name)})"
+                )
+            if dep == domain.name:
+                raise where.error(f"{domain.name} depends on itself")
+            if rank[target.layer] > rank[domain.layer]:
+                raise where.error(
+                    f"{domain.name} ({domain.layer}) depends on {dep} ({target.layer}): "
+                    "a domain may only depend on its own or lower layers "
+                    f"(order: {' < '.join(layers)})"
+                )
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        if name in visiting:
+            cycle = [*visiting[visiting.index(name) :], name]
+            raise nodes[name][0].error(f"dependency cycle: {' -> '.join(cycle)}")
+        visiting.append(name)
+        for dep in by_name[name].depends_on:
+            visit(dep)
+        visiting.pop()
+        done.add(name)
+
+    for domain in domains:
+        visit(domain.name)

@@ -1,0 +1,90 @@
+"""Everything one configuration needs at request time, built together and swapped as one.
+
+A reload builds a new :class:`Runtime` beside the serving one and replaces the reference in
+:class:`RuntimeHolder` with a single assignment: a request keeps the runtime it started with,
+so in-flight requests finish on the old config. Upstream pools whose settings did not change
+are carried over, keeping their breaker and outlier state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from authz.errors import ConfigError
+from gateway.asgi import ASGIApp
+from gateway.metrics import GatewayMetrics
+from gateway.policies.auth import Authorizer, AuthPolicy
+from gateway.proxy import Proxy
+from gateway.router import Router
+from gateway.routes_model import Route, RoutesConfig
+from gateway.upstream_pool import UpstreamPool
+
+__all__ = ["Runtime", "RuntimeHolder", "build_runtime"]
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    config: RoutesConfig
+    router: Router
+    pools: dict[str, UpstreamPool]
+    chains: dict[int, ASGIApp]
+
+    def chain(self, route: Route) -> ASGIApp:
+        return self.chains[id(route)]
+
+
+class RuntimeHolder:
+    """The serving runtime; ``current`` is replaced atomically on reload."""
+
+    __slots__ = ("current", "generation")
+
+    def __init__(self, runtime: Runtime):
+        self.current = runtime
+        self.generation = 1
+
+    def swap(self, runtime: Runtime) -> None:
+        self.current = runtime
+        self.generation += 1
+
+
+def build_runtime(
+    config: RoutesConfig,
+    *,
+    transport: httpx.AsyncBaseTransport,
+    metrics: GatewayMetrics,
+    authorizer: Authorizer | None = None,
+    identity_headers: Sequence[str] = (),
+    previous: Runtime | None = None,
+) -> Runtime:
+    old_pools = previous.pools if previous is not None else {}
+    pools = {}
+    for name, upstream in config.upstreams.items():
+        old = old_pools.get(name)
+        pools[name] = (
+            old if old is not None and old.settings == upstream else UpstreamPool(upstream, metrics)
+        )
+    proxy = Proxy(pools, transport, metrics, config.gateway)
+    chains: dict[int, ASGIApp] = {}
+    identity = tuple(identity_headers)
+    for domain in config.domains:
+        for version in domain.versions:
+            for route in version.routes:
+                if route.auth == "required" and authorizer is None:
+                    raise ConfigError(
+                        f"route {route.name!r} of {domain.name} {version.name} requires auth, "
+                        "but no routes file has an 'auth:' section (add one, or set auth: bypass)",
+                        file=route.source,
+                    )
+                app: ASGIApp = proxy
+                if route.auth == "required" or identity:
+                    app = AuthPolicy(
+                        app,
+                        authorizer=authorizer,
+                        required=route.auth == "required",
+                        identity_headers=identity,
+                    )
+                chains[id(route)] = app
+    return Runtime(config, Router(config), pools, chains)

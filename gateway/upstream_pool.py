@@ -1,0 +1,216 @@
+"""One upstream's endpoints: balancing, passive outlier ejection, circuit breaker, retry budget.
+
+State lives here and survives a config reload when the upstream's settings are unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pybreaker
+
+from gateway.errors import CircuitOpen, UpstreamUnavailable
+from gateway.metrics import GatewayMetrics
+from gateway.routes_model import CircuitBreakerSettings, Upstream
+
+__all__ = ["Breaker", "Endpoint", "UpstreamPool"]
+
+# Envoy doubles the ejection time with every ejection of the same endpoint, up to this cap.
+_MAX_EJECTION_SECONDS = 300.0
+
+
+@dataclass(slots=True, eq=False)
+class Endpoint:
+    url: str
+    outstanding: int = 0
+    consecutive_failures: int = 0
+    ejections: int = 0
+    ejected_until: float = 0.0
+
+
+class _BreakerListener(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
+    def __init__(self, breaker: Breaker):
+        self._breaker = breaker
+
+    def state_change(self, cb: object, old_state: object, new_state: object) -> None:
+        name = getattr(new_state, "name", str(new_state))
+        if name == pybreaker.STATE_OPEN:
+            self._breaker.opened_at = self._breaker.clock()
+        self._breaker.on_state(name)
+
+
+class _StatusFailure(Exception):
+    """Raised inside the breaker to count a failing status; never leaves :meth:`Breaker.guard`."""
+
+
+class Breaker:
+    """pybreaker's state machine, used from async code, with one trial call when half-open.
+
+    pybreaker lets every call through once the reset timeout passed; a recovering upstream
+    should see a single probe, so further calls while the probe runs are refused.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: CircuitBreakerSettings,
+        on_state: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.settings = settings
+        self.clock = clock
+        self.on_state = on_state
+        self.opened_at = 0.0
+        self._probing = False
+        self._cb = pybreaker.CircuitBreaker(
+            fail_max=settings.failures,
+            reset_timeout=settings.reset_seconds,
+            name=name,
+            throw_new_error_on_trip=False,
+            listeners=[_BreakerListener(self)],
+        )
+
+    @property
+    def state(self) -> str:
+        return str(self._cb.current_state)
+
+    def retry_after(self) -> int:
+        remaining = self.opened_at + self.settings.reset_seconds - self.clock()
+        return max(1, int(remaining + 0.999))
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[Callable[[int], None]]:
+        """Admit one attempt or raise :class:`CircuitOpen`; yields a callback for the status."""
+        state = self._cb.current_state
+        if (
+            state == pybreaker.STATE_OPEN
+            and self.clock() < self.opened_at + self.settings.reset_seconds
+        ):
+            raise CircuitOpen("circuit_open", headers=(("retry-after", str(self.retry_after())),))
+        if state != pybreaker.STATE_CLOSED:
+            if self._probing:
+                raise CircuitOpen("circuit_open", headers=(("retry-after", "1"),))
+            self._probing = True
+        failed_status = [0]
+
+        def status(code: int) -> None:
+            if code in self.settings.on_status:
+                failed_status[0] = code
+
+        try:
+            with self._cb.calling():
+                yield status
+                if failed_status[0]:
+                    raise _StatusFailure
+        except _StatusFailure:
+            pass
+        except pybreaker.CircuitBreakerError as exc:
+            raise CircuitOpen(
+                "circuit_open", headers=(("retry-after", str(self.retry_after())),)
+            ) from exc
+        finally:
+            self._probing = False
+
+
+class UpstreamPool:
+    """Endpoint choice and health for one :class:`Upstream`."""
+
+    def __init__(
+        self,
+        settings: Upstream,
+        metrics: GatewayMetrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.settings = settings
+        self.name = settings.name
+        self.endpoints = tuple(Endpoint(url) for url in settings.endpoints)
+        self._metrics = metrics
+        self._clock = clock
+        self._next = 0
+        self.active = 0
+        self.retries_in_flight = 0
+        self.breaker = (
+            Breaker(settings.name, settings.circuit_breaker, self._breaker_state, clock)
+            if settings.circuit_breaker is not None
+            else None
+        )
+        metrics.breaker_state(self.name, "closed")
+        metrics.ejected(self.name, 0)
+
+    def _breaker_state(self, state: str) -> None:
+        self._metrics.breaker_state(self.name, state)
+
+    def pick(self) -> Endpoint:
+        now = self._clock()
+        endpoints = self.endpoints
+        healthy = (
+            [e for e in endpoints if e.ejected_until <= now]
+            if self.settings.outlier_detection
+            else endpoints
+        )
+        if not healthy:
+            # Envoy's panic mode: with every endpoint ejected, using all beats refusing all.
+            healthy = endpoints
+        if len(healthy) == 1:
+            return healthy[0]
+        self._next = (self._next + 1) % len(healthy)
+        if self.settings.load_balancing == "least_outstanding":
+            # Ties broken by the round-robin cursor so equal endpoints still take turns.
+            count = len(healthy)
+            return min(
+                (healthy[(self._next + i) % count] for i in range(count)),
+                key=lambda e: e.outstanding,
+            )
+        return healthy[self._next]
+
+    def record(self, endpoint: Endpoint, ok: bool) -> None:
+        """Passive health: consecutive failures eject the endpoint for a while."""
+        if ok:
+            endpoint.consecutive_failures = 0
+            return
+        detection = self.settings.outlier_detection
+        if detection is None:
+            return
+        endpoint.consecutive_failures += 1
+        if endpoint.consecutive_failures < detection.consecutive_failures:
+            return
+        now = self._clock()
+        ejected = sum(1 for e in self.endpoints if e.ejected_until > now)
+        if (ejected + 1) * 100 > detection.max_ejected_percent * len(self.endpoints):
+            return
+        endpoint.ejections += 1
+        endpoint.consecutive_failures = 0
+        endpoint.ejected_until = now + min(
+            detection.ejection_seconds * endpoint.ejections,
+            max(_MAX_EJECTION_SECONDS, detection.ejection_seconds),
+        )
+        self._metrics.ejected(self.name, ejected + 1)
+
+    def ejected_count(self) -> int:
+        now = self._clock()
+        return sum(1 for e in self.endpoints if e.ejected_until > now)
+
+    def may_retry(self) -> bool:
+        """Envoy's retry budget: retries in flight stay under a share of active requests."""
+        policy = self.settings.retries
+        allowed = max(policy.budget_min_concurrency, int(policy.budget_ratio * self.active))
+        return self.retries_in_flight < allowed
+
+    def unavailable(self) -> UpstreamUnavailable:
+        return UpstreamUnavailable("no_healthy_endpoint", upstream=self.name)
+
+    def snapshot(self) -> dict[str, object]:
+        now = self._clock()
+        return {
+            "name": self.name,
+            "load_balancing": self.settings.load_balancing,
+            "breaker": self.breaker.state if self.breaker else "disabled",
+            "endpoints": [
+                {"url": e.url, "outstanding": e.outstanding, "ejected": e.ejected_until > now}
+                for e in self.endpoints
+            ],
+        }
