@@ -19,6 +19,7 @@ from cachetools import LRUCache
 from authz.bypass import BypassRules
 from authz.check import CheckInput, Decision, allow, deny
 from authz.paths import normalize
+from authz.revocation import RevocationCheck
 from authz.settings import AuthSettings
 from authz.tokens import TokenError, TokenVerifier, VerifiedToken, bearer_token
 
@@ -44,6 +45,9 @@ DENY_STATUS: dict[str, int] = {
     "missing_claim": 401,
     "invalid_claim_value": 401,
     "invalid_token": 401,
+    "token_revoked": 401,
+    # Revocation could not be checked and the configuration says deny (never a silent allow).
+    "revocation_store_unavailable": 503,
 }
 _MAX_HEADER_VALUE = 4096
 
@@ -51,9 +55,15 @@ _MAX_HEADER_VALUE = 4096
 class Authorizer:
     """Decides checks for one :class:`AuthSettings`."""
 
-    def __init__(self, settings: AuthSettings, verifier: TokenVerifier):
+    def __init__(
+        self,
+        settings: AuthSettings,
+        verifier: TokenVerifier,
+        revocation: RevocationCheck | None = None,
+    ):
         self.settings = settings
         self._verifier = verifier
+        self._revocation = revocation
         self._bypass = BypassRules(settings.bypass)
         self._mappings = tuple((m.claim, m.header) for m in settings.claims_to_headers)
         self._denials = {reason: deny(status, reason) for reason, status in DENY_STATUS.items()}
@@ -84,6 +94,10 @@ class Authorizer:
             verified = await self._verifier.verify(token)
         except TokenError as exc:
             return self._denials[exc.reason]
+        if self._revocation is not None:
+            reason = await self._revocation.check(verified.claims)
+            if reason is not None:
+                return self._denials[reason]
         return self._allow(verified)
 
     def _allow(self, verified: VerifiedToken) -> Decision:

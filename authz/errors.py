@@ -4,12 +4,26 @@ The tree::
 
     AuthzError
     ├── ConfigError            a routes file is wrong; carries file, line and column
-    └── KeySourceError         keys could not be loaded (network, parse); the last good keys stay
+    ├── KeySourceError         keys could not be loaded (network, parse); the last good keys stay
+    └── RevocationError
+        ├── InvalidRevocation  a revoke request is wrong (bad id, no exp); nothing stored
+        │   └── AlreadyExpired the token expired already: refused anyway, nothing stored
+        ├── StoreUnavailable   the revocation store cannot answer (down, timeout, breaker open)
+        └── BusError           the invalidation bus is unreachable or the connection was lost
 """
 
 from __future__ import annotations
 
-__all__ = ["AuthzError", "ConfigError", "KeySourceError"]
+__all__ = [
+    "AlreadyExpired",
+    "AuthzError",
+    "BusError",
+    "ConfigError",
+    "InvalidRevocation",
+    "KeySourceError",
+    "RevocationError",
+    "StoreUnavailable",
+]
 
 
 class AuthzError(Exception):
@@ -34,3 +48,23 @@ class ConfigError(AuthzError):
 
 class KeySourceError(AuthzError):
     """Keys could not be fetched or parsed. Never carries key material or tokens."""
+
+
+class RevocationError(AuthzError):
+    """Revocation could not be done or checked. Never carries a token or a store password."""
+
+
+class InvalidRevocation(RevocationError):
+    """A revoke request that cannot be honoured as asked; nothing was stored."""
+
+
+class AlreadyExpired(InvalidRevocation):
+    """The token to revoke has expired already; it is refused without a revocation."""
+
+
+class StoreUnavailable(RevocationError):
+    """The revocation store did not answer (connection refused, timeout, circuit breaker open)."""
+
+
+class BusError(RevocationError):
+    """The invalidation bus could not be reached, or its connection was lost."""

@@ -15,6 +15,7 @@ import yaml
 from authz.bypass import validate_glob
 from authz.errors import ConfigError
 from authz.keys import KeyParseError, parse_jwks, parse_pem
+from authz.revocation_loader import parse_revocation
 from authz.settings import (
     ASYMMETRIC_ALGORITHMS,
     AuthSettings,
@@ -29,7 +30,7 @@ __all__ = ["ROUTES_TOP_LEVEL_KEYS", "load_auth_settings", "parse_auth_section"]
 
 # The sections a routes file may hold; the gateway reads the others.
 ROUTES_TOP_LEVEL_KEYS = ("auth", "layers", "domains", "upstreams", "gateway")
-_AUTH_KEYS = ("issuers", "claims_to_headers", "bypass", "token")
+_AUTH_KEYS = ("issuers", "claims_to_headers", "bypass", "token", "revocation")
 _TOKEN_KEYS = ("max_bytes", "cache_size")
 _KEY_SOURCES = ("jwks_url", "jwks_file", "public_key_file", "public_key")
 _ISSUER_KEYS = (
@@ -112,6 +113,7 @@ def parse_auth_section(node: Node) -> AuthSettings:
         bypass=_bypass(auth.get("bypass")),
         max_token_bytes=max_bytes,
         token_cache_size=cache_size,
+        revocation=parse_revocation(auth.get("revocation")),
         source=node.where,
     )
 

@@ -1,7 +1,8 @@
 """The ext-authz gRPC server process: startup, serving and a bounded graceful shutdown.
 
 Health (``grpc.health.v1``) is NOT_SERVING until every issuer's keys are loaded, and again as soon
-as shutdown begins, so a load balancer stops sending before the listener closes.
+as shutdown begins, so a load balancer stops sending before the listener closes. In between it
+follows ``readiness`` (e.g. the revocation store and bus), polled a few times a second.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = ["AuthzServer"]
 
 log = logging.getLogger("doma.authz.server")
 _SERVICES = ("", "envoy.service.auth.v3.Authorization")
+_READINESS_POLL_SECONDS = 0.25
 
 
 class AuthzServer:
@@ -33,12 +35,14 @@ class AuthzServer:
         ready: asyncio.Event,
         grace: float = 10.0,
         background: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        readiness: Callable[[], bool] | None = None,
     ):
         self._servicer = servicer
         self._listen = listen
         self._ready = ready
         self._grace = grace
         self._background = background
+        self._readiness = readiness
         self._health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -67,9 +71,23 @@ class AuthzServer:
 
     async def _serve_when_ready(self) -> None:
         await self._ready.wait()
-        for service in _SERVICES:
-            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving", extra={"event": "serving"})
+        serving: bool | None = None
+        while True:
+            now_serving = self._readiness is None or self._readiness()
+            if now_serving != serving:
+                serving = now_serving
+                status = health_pb2.HealthCheckResponse.SERVING
+                if not serving:
+                    status = health_pb2.HealthCheckResponse.NOT_SERVING
+                for service in _SERVICES:
+                    await self._health.set(service, status)
+                log.info(
+                    "serving" if serving else "not ready",
+                    extra={"event": "serving" if serving else "not_ready"},
+                )
+            if self._readiness is None:
+                return
+            await asyncio.sleep(_READINESS_POLL_SECONDS)
 
     async def shutdown(self) -> None:
         """Health NOT_SERVING first, then stop accepting and drain in-flight checks."""

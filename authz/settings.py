@@ -12,6 +12,8 @@ __all__ = [
     "IssuerSettings",
     "JwksCachePolicy",
     "KeySourceSettings",
+    "RevocationCacheSettings",
+    "RevocationSettings",
 ]
 
 # HMAC algorithms are absent on purpose: a public key must never double as a shared secret
@@ -71,12 +73,50 @@ class ClaimHeader:
 
 
 @dataclass(frozen=True, slots=True)
+class RevocationCacheSettings:
+    """The local cache of revocation lookups in each instance."""
+
+    enabled: bool = True
+    max_entries: int = 100_000
+    # A backstop only: events and the epoch check keep entries fresh long before this.
+    ttl: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationSettings:
+    """Where revocations are stored and how every instance learns about new ones."""
+
+    # memory://[name], redis://, rediss://, redis+sentinel://, redis+cluster://
+    store: str = "memory://"
+    # memory://[name], redis..., amqp://, amqps://
+    bus: str = "memory://"
+    # Prefix of every Redis key (hash-tagged), the Pub/Sub channel and the AMQP exchange.
+    key_prefix: str = "doma:revocation"
+    cache: RevocationCacheSettings = field(default_factory=RevocationCacheSettings)
+    epoch_check_interval: float = 1.0
+    store_timeout: float = 0.25
+    on_store_error: Literal["deny", "allow"] = "deny"
+    breaker_failures: int = 3
+    breaker_reset: float = 2.0
+    # How long "every token of this subject issued before T" is kept: the longest token lifetime.
+    subject_ttl: float = 86_400.0
+    admin_scope: str = "doma.revocation.admin"
+    # Which dependencies must be up for gRPC health to report SERVING.
+    readiness: tuple[Literal["store", "bus"], ...] = ("store",)
+    bus_heartbeat: float = 2.0
+    reconnect_initial: float = 0.1
+    reconnect_max: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class AuthSettings:
     issuers: tuple[IssuerSettings, ...]
     claims_to_headers: tuple[ClaimHeader, ...] = ()
     bypass: tuple[str, ...] = ()
     max_token_bytes: int = 8192
     token_cache_size: int = 10_000
+    # None: no revocation checks (tokens are valid until they expire).
+    revocation: RevocationSettings | None = None
     # Where the section was read from, for messages.
     source: str = "<config>"
 

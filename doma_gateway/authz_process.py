@@ -20,10 +20,12 @@ from authz.key_sources import build_key_cache, keep_keys_fresh
 from authz.keys import KeyCache
 from authz.loader import load_auth_settings
 from authz.metrics import AuthzMetrics
+from authz.revocation_api import AdminCredentials, AdminServer, RevocationServicer
 from authz.server import AuthzServer
 from authz.settings import AuthSettings
 from authz.tokens import TokenVerifier
 from doma_gateway.addresses import HostPort
+from doma_gateway.revocation import RevocationStack, build_revocation
 
 __all__ = ["AuthzOptions", "AuthzStack", "build_authz", "run_authz"]
 
@@ -36,6 +38,8 @@ class AuthzOptions:
     listen: HostPort
     metrics: HostPort | None
     grace: float = 10.0
+    # The revocation API listener (only when auth.revocation is configured); None: not served.
+    admin: HostPort | None = None
 
 
 @dataclass(slots=True)
@@ -50,9 +54,37 @@ class AuthzStack:
     metrics: AuthzMetrics
     http: httpx.AsyncClient
     keys_ready: asyncio.Event
+    revocation: RevocationStack | None = None
 
     async def keep_keys_fresh(self) -> None:
         await keep_keys_fresh(self.key_caches.values(), self.keys_ready)
+
+    async def run_background(self) -> None:
+        """Key refresh and, when configured, the revocation bus and epoch loops."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.keep_keys_fresh())
+            if self.revocation is not None:
+                group.create_task(self.revocation.run())
+
+    def ready(self) -> bool:
+        return self.revocation is None or self.revocation.ready()
+
+    def admin_servicer(self) -> RevocationServicer:
+        assert self.revocation is not None
+        credentials = AdminCredentials(
+            self.verifier,
+            self.revocation.settings.admin_scope,
+            revocation=self.revocation.cache,
+            max_token_bytes=self.settings.max_token_bytes,
+        )
+        return RevocationServicer(self.revocation.revoker, credentials)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.http.aclose()
+        if self.revocation is not None:
+            with contextlib.suppress(Exception):
+                await self.revocation.close()
 
 
 def build_authz(settings: AuthSettings) -> AuthzStack:
@@ -61,15 +93,23 @@ def build_authz(settings: AuthSettings) -> AuthzStack:
     key_caches = {issuer.issuer: build_key_cache(issuer, http) for issuer in settings.issuers}
     verifier = TokenVerifier(settings.issuers, key_caches, cache_size=settings.token_cache_size)
     registry = CollectorRegistry()
+    revocation = None
+    if settings.revocation is not None:
+        # Keep a revoked jti as long as any issuer would still accept the token.
+        margin = max(issuer.leeway for issuer in settings.issuers)
+        revocation = build_revocation(
+            settings.revocation, retention_margin=margin, registry=registry
+        )
     return AuthzStack(
         settings=settings,
         key_caches=key_caches,
-        authorizer=Authorizer(settings, verifier),
+        authorizer=Authorizer(settings, verifier, revocation.cache if revocation else None),
         verifier=verifier,
         registry=registry,
         metrics=AuthzMetrics(registry, verifier, key_caches),
         http=http,
         keys_ready=asyncio.Event(),
+        revocation=revocation,
     )
 
 
@@ -80,9 +120,14 @@ async def run_authz(options: AuthzOptions) -> int:
         listen=str(options.listen),
         ready=stack.keys_ready,
         grace=options.grace,
-        background=stack.keep_keys_fresh,
+        background=stack.run_background,
+        readiness=stack.ready,
     )
     await server.start()
+    admin: AdminServer | None = None
+    if stack.revocation is not None and options.admin is not None:
+        admin = AdminServer(stack.admin_servicer(), listen=str(options.admin))
+        await admin.start()
     metrics_address = None
     if options.metrics is not None:
         http_server, _ = start_http_server(
@@ -93,6 +138,9 @@ async def run_authz(options: AuthzOptions) -> int:
         "listening",
         grpc=str(HostPort(options.listen.host, server.port or 0)),
         metrics=metrics_address,
+        admin=str(HostPort(options.admin.host, admin.port or 0))
+        if admin and options.admin
+        else None,
     )
 
     stop = asyncio.Event()
@@ -101,9 +149,10 @@ async def run_authz(options: AuthzOptions) -> int:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("shutting down", extra={"event": "shutdown", "grace_seconds": options.grace})
+    if admin is not None:
+        await admin.shutdown()
     await server.shutdown()
-    with contextlib.suppress(Exception):
-        await stack.http.aclose()
+    await stack.aclose()
     announce("stopped")
     return 0
 

@@ -14,8 +14,10 @@ from pathlib import Path
 
 from authz.errors import ConfigError
 from authz.loader import load_auth_settings
+from authz.revocation_urls import redact
 from doma_gateway.addresses import host_port
 from doma_gateway.logs import configure_logging
+from doma_gateway.revoke_command import add_revoke_parser, run_revoke
 from doma_gateway.serve_command import (
     add_serve_parser,
     has_section,
@@ -57,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long shutdown waits for in-flight checks",
     )
+    authz.add_argument(
+        "--admin",
+        type=host_port,
+        default=host_port("127.0.0.1:9001"),
+        metavar="HOST:PORT",
+        help="revocation API listener, when auth.revocation is set (loopback by default)",
+    )
+    authz.add_argument("--no-admin", action="store_true", help="do not serve the revocation API")
 
     check = commands.add_parser(
         "check", help="validate a routes file or directory and print a summary"
@@ -64,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("routes", type=Path)
 
     add_serve_parser(commands)
+
+    add_revoke_parser(commands)
 
     demo = commands.add_parser("demo", help="run Envoy + authz + a demo upstream on loopback")
     demo.add_argument("--port", type=int, default=8080, help="Envoy's listener port")
@@ -80,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args.routes)
         if args.command == "serve":
             return _run(run_serve_command(args))
+        if args.command == "revoke":
+            return _run(run_revoke(args))
         if args.command == "demo":
             from doma_gateway.demo import run_demo
 
@@ -102,6 +116,7 @@ def _authz(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             listen=args.listen,
             metrics=None if args.no_metrics else args.metrics,
             grace=args.grace,
+            admin=None if args.no_admin else args.admin,
         )
     )
 
@@ -131,6 +146,13 @@ def _check(path: Path) -> int:
         print(f"  claim {mapping.claim} -> {mapping.header}")
     for pattern in settings.bypass:
         print(f"  bypass {pattern}")
+    if settings.revocation is not None:
+        revocation = settings.revocation
+        print(
+            f"  revocation store={redact(revocation.store)}  bus={redact(revocation.bus)}  "
+            f"on_store_error={revocation.on_store_error}  "
+            f"epoch_check={revocation.epoch_check_interval:g}s"
+        )
     if has_section(path, "domains"):
         print_route_table(path)
     print("ok")

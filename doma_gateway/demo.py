@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authz.grpc_check import AuthorizationServicer
 from authz.loader import load_auth_settings
+from authz.revocation_api import AdminServer
 from authz.server import AuthzServer
 from doma_gateway.authz_process import build_authz
 from doma_gateway.echo import EchoServer
@@ -31,6 +32,7 @@ __all__ = ["run_demo"]
 ISSUER = "https://demo.doma-gateway.local"
 AUDIENCE = "doma-demo"
 KID = "demo-key-1"
+ADMIN_SCOPE = "doma.revocation.admin"
 
 ROUTES = f"""\
 auth:
@@ -44,6 +46,10 @@ auth:
     - /api/v1/auth/kakao/callback
     - /api/v1/auth/.well-known/jwks.json
     - /api/v1/*/health
+  revocation:
+    store: memory://
+    bus: memory://
+    admin_scope: {ADMIN_SCOPE}
 """
 
 
@@ -86,9 +92,12 @@ async def run_demo(port: int) -> int:
             listen="127.0.0.1:0",
             ready=stack.keys_ready,
             grace=2.0,
-            background=stack.keep_keys_fresh,
+            background=stack.run_background,
+            readiness=stack.ready,
         )
         await authz.start()
+        revocation_api = AdminServer(stack.admin_servicer(), listen="127.0.0.1:0", grace=1.0)
+        await revocation_api.start()
         await stack.keys_ready.wait()
         upstream = EchoServer().start()
         admin_port = _free_port()
@@ -104,7 +113,13 @@ async def run_demo(port: int) -> int:
         envoy = start_envoy(config, workdir)
         try:
             await asyncio.to_thread(wait_ready, envoy, admin_port)
-            _print_guide(port, _token(private), _token(private, exp=int(time.time()) - 120))
+            _print_guide(
+                port,
+                _token(private),
+                _token(private, exp=int(time.time()) - 120),
+                revocation_api.port or 0,
+                _token(private, sub="demo-admin", scope=ADMIN_SCOPE),
+            )
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -120,13 +135,14 @@ async def run_demo(port: int) -> int:
             with contextlib.suppress(Exception):
                 envoy.wait(timeout=5)
             upstream.stop()
+            await revocation_api.shutdown()
             await authz.shutdown()
-            await stack.http.aclose()
+            await stack.aclose()
         print("stopped")
     return 0
 
 
-def _print_guide(port: int, token: str, expired: str) -> None:
+def _print_guide(port: int, token: str, expired: str, api_port: int, admin_token: str) -> None:
     base = f"http://127.0.0.1:{port}"
     print(
         f"""
@@ -146,6 +162,12 @@ Expired token: 401 token_expired:
 
 Bypass path, no token needed:
   curl -s {base}/api/v1/scan/health
+
+Log demo-user out everywhere through the revocation API, then the token above gets 401
+token_revoked (the admin token carries the scope {ADMIN_SCOPE}):
+  DOMA_ADMIN_TOKEN={admin_token} \\
+    doma-gateway revoke --sub demo-user --admin 127.0.0.1:{api_port}
+  curl -si {base}/api/v1/scan/results -H "Authorization: Bearer $TOKEN"
 
 Ctrl-C stops everything.""",
         flush=True,

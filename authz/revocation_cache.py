@@ -1,0 +1,216 @@
+"""The local revocation cache of one instance, and the loops that keep it honest.
+
+A lookup is answered from the cache only while the cache can be trusted: the bus is connected
+(so new revocations arrive as events) *and* the last epoch check succeeded (so events lost on a
+silently dead connection are noticed). Otherwise every check reads the store. That gives the
+staleness bound the README states: a revocation written to the store is applied everywhere
+within one epoch-check interval plus one store round trip, whatever happens to the bus.
+
+Races are closed with a generation counter: a store read that started before a flush or an event
+must not write its (possibly older) answer into the cache after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from cachetools import TTLCache
+
+from authz.errors import BusError, StoreUnavailable
+from authz.revocation import (
+    InvalidationBus,
+    RevocationEvent,
+    RevocationStore,
+    decode_event,
+    is_revoked,
+)
+from authz.settings import RevocationCacheSettings
+
+__all__ = ["RevocationCache", "follow_bus", "watch_epoch"]
+
+log = logging.getLogger("doma.authz.revocation")
+
+_RECENT_EPOCHS = 4096
+FlushCause = Literal["bus_connected", "bus_lost", "epoch_changed", "epoch_unknown"]
+
+
+class RevocationCache:
+    """Answers "is this token revoked?" for the decision core (its ``RevocationCheck`` port)."""
+
+    def __init__(
+        self,
+        store: RevocationStore,
+        *,
+        cache: RevocationCacheSettings,
+        on_store_error: Literal["deny", "allow"] = "deny",
+        clock: Callable[[], float] = time.time,
+        on_applied: Callable[[RevocationEvent, float], None] | None = None,
+    ):
+        self._store = store
+        self._enabled = cache.enabled and cache.max_entries > 0
+        size = max(cache.max_entries, 1)
+        self._jti: TTLCache[str, bool] = TTLCache(size, cache.ttl)
+        self._subject: TTLCache[str, float] = TTLCache(size, cache.ttl)
+        self._store_error_reason = (
+            "revocation_store_unavailable" if on_store_error == "deny" else None
+        )
+        self._clock = clock
+        self._on_applied = on_applied
+        self._generation = 0
+        self._bus_up = False
+        self._epoch_fresh = False
+        self._trusted = False
+        self.epoch: int | None = None
+        self._recent_epochs: OrderedDict[int, None] = OrderedDict()
+        # Plain counters, read by the metrics collector at scrape time.
+        self.hits = 0
+        self.misses = 0
+        self.store_errors = 0
+        self.events_received = 0
+        self.revocations_applied = 0
+        self.flushes: dict[str, int] = {}
+
+    # -- the port ------------------------------------------------------------------
+    async def check(self, claims: Mapping[str, Any]) -> str | None:
+        jti = claims.get("jti")
+        subject = claims.get("sub")
+        jti = jti if isinstance(jti, str) and jti else None
+        subject = subject if isinstance(subject, str) and subject else None
+        if jti is None and subject is None:
+            return None
+        if self._trusted:
+            revoked = self._jti.get(jti, None) if jti is not None else False
+            before = self._subject.get(subject, None) if subject is not None else 0.0
+            if revoked is not None and before is not None:
+                self.hits += 1
+                if revoked or (before and _issued_before(claims.get("iat"), before)):
+                    return "token_revoked"
+                return None
+        self.misses += 1
+        generation = self._generation
+        try:
+            found = await self._store.lookup(jti, subject)
+        except StoreUnavailable:
+            self.store_errors += 1
+            return self._store_error_reason
+        if self._trusted and generation == self._generation:
+            if jti is not None:
+                self._jti[jti] = found.jti_revoked
+            if subject is not None:
+                self._subject[subject] = found.subject_before
+        return "token_revoked" if is_revoked(found, claims.get("iat")) else None
+
+    # -- what the loops report -----------------------------------------------------
+    @property
+    def bus_connected(self) -> bool:
+        return self._bus_up
+
+    @property
+    def store_healthy(self) -> bool:
+        return self._epoch_fresh and self._store.healthy()
+
+    def apply(self, event: RevocationEvent) -> None:
+        """A revocation announced on the bus (or made by this instance)."""
+        # An instance applies its own revokes at once and then hears them again from the bus.
+        if event.epoch in self._recent_epochs:
+            return
+        self._recent_epochs[event.epoch] = None
+        if len(self._recent_epochs) > _RECENT_EPOCHS:
+            self._recent_epochs.popitem(last=False)
+        self._generation += 1
+        if event.kind == "jti":
+            if self._trusted:
+                self._jti[event.target] = True
+        else:
+            # Drop rather than overwrite: the store may already hold a later "before".
+            self._subject.pop(event.target, None)
+        self.revocations_applied += 1
+        if self._on_applied is not None:
+            self._on_applied(event, max(self._clock() - event.revoked_at, 0.0))
+
+    def receive(self, payload: bytes) -> None:
+        self.events_received += 1
+        event = decode_event(payload)
+        if event is None:
+            log.warning("ignored an unreadable revocation event", extra={"bytes": len(payload)})
+            return
+        self.apply(event)
+
+    def bus_connected_changed(self, up: bool) -> None:
+        self._bus_up = up
+        # Connected: events made while we were away were never seen. Lost: new ones won't be.
+        self.flush("bus_connected" if up else "bus_lost")
+
+    def epoch_checked(self, epoch: int | None) -> None:
+        """The store's epoch (None: it could not be read)."""
+        if epoch is None:
+            if self._epoch_fresh:
+                self._epoch_fresh = False
+                self.flush("epoch_unknown")
+            return
+        changed = epoch != self.epoch
+        self.epoch = epoch
+        was_fresh, self._epoch_fresh = self._epoch_fresh, True
+        if changed or not was_fresh:
+            self.flush("epoch_changed")
+
+    def flush(self, cause: FlushCause) -> None:
+        self._generation += 1
+        self._jti.clear()
+        self._subject.clear()
+        self._trusted = self._enabled and self._bus_up and self._epoch_fresh
+        self.flushes[cause] = self.flushes.get(cause, 0) + 1
+
+
+def _issued_before(issued_at: object, before: float) -> bool:
+    if not isinstance(issued_at, int | float) or isinstance(issued_at, bool):
+        return True
+    return issued_at < before
+
+
+async def follow_bus(
+    bus: InvalidationBus,
+    cache: RevocationCache,
+    *,
+    initial_backoff: float = 0.1,
+    max_backoff: float = 5.0,
+) -> None:
+    """Stay subscribed to the bus for ever, reconnecting with capped, jittered backoff."""
+    delay = initial_backoff
+    while True:
+        connected = False
+        try:
+            async with bus.subscribe() as payloads:
+                connected = True
+                cache.bus_connected_changed(True)
+                log.info("revocation bus subscribed", extra={"event": "bus_connected"})
+                delay = initial_backoff
+                async for payload in payloads:
+                    cache.receive(payload)
+            raise BusError("subscription ended")
+        except BusError as exc:
+            log.warning(
+                "revocation bus unavailable", extra={"event": "bus_lost", "error": str(exc)}
+            )
+        finally:
+            if connected:
+                cache.bus_connected_changed(False)
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto
+        delay = min(delay * 2, max_backoff)
+
+
+async def watch_epoch(store: RevocationStore, cache: RevocationCache, interval: float) -> None:
+    """Read the store's epoch every ``interval`` seconds: lost events show up as a changed epoch."""
+    while True:
+        try:
+            epoch: int | None = await store.epoch()
+        except StoreUnavailable:
+            epoch = None
+        cache.epoch_checked(epoch)
+        await asyncio.sleep(interval)
