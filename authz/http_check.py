@@ -1,0 +1,52 @@
+"""The Envoy HTTP ext_authz adapter (``http_service``; Istio's ``envoyExtAuthzHttp``).
+
+Envoy sends the original method, ``path_prefix`` + the original path, and the allowed headers.
+A 200 allows: the identity headers ride on the answer (Envoy copies those named in
+``allowed_upstream_headers`` onto the upstream request, overwriting client values) and
+``x-envoy-auth-headers-to-remove`` lists the identity headers to strip. Any other status denies,
+and Envoy returns it to the client with our headers and JSON body. Same core, same decisions as
+the gRPC adapter: only the wire format differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from http import HTTPStatus
+
+from authz.check import CheckInput, Decision
+
+__all__ = ["HEADERS_TO_REMOVE", "check_input", "http_reply"]
+
+HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
+
+
+def check_input(
+    method: str, target: str, headers: Iterable[tuple[str, str]], path_prefix: str = ""
+) -> CheckInput:
+    """A check from the request Envoy sent; repeated headers are joined with ``,`` like gRPC."""
+    joined: dict[str, str] = {}
+    for name, value in headers:
+        key = name.lower()
+        joined[key] = f"{joined[key]},{value}" if key in joined else value
+    if path_prefix and target.startswith(path_prefix):
+        target = target[len(path_prefix) :] or "/"
+    return CheckInput(method=method, path=target, headers=joined)
+
+
+def http_reply(decision: Decision, *, keep_alive: bool) -> bytes:
+    """The whole HTTP/1.1 response for ``decision``, ready to write."""
+    if decision.allowed:
+        status, body = 200, b""
+        headers = list(decision.headers_to_set)
+        if decision.headers_to_remove:
+            headers.append((HEADERS_TO_REMOVE, ",".join(decision.headers_to_remove)))
+    else:
+        status, body = decision.status, decision.body
+        headers = list(decision.response_headers)
+    phrase = HTTPStatus(status).phrase
+    lines = [f"HTTP/1.1 {status} {phrase}"]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    lines.append(f"content-length: {len(body)}")
+    if not keep_alive:
+        lines.append("connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
