@@ -115,7 +115,8 @@ async def test_a_check_waiting_on_a_key_fetch_keeps_answers_in_order(tmp_path):
 @pytest.mark.parametrize(
     "data",
     [
-        b"GET /x HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\n"
+        b"transfer-encoding: chunked\r\n\r\n0\r\n\r\n",
         b"NOT HTTP AT ALL\r\n\r\n",
         b"GET /x HTTP/1.1\r\nhost: a\r\nx-long: " + b"a" * 70_000 + b"\r\n\r\n",
         b"GET /x HTTP/1.1\r\nbad header\r\n\r\n",
