@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from typing import cast
 
 import httptools
 from cachetools import LRUCache
@@ -87,8 +88,8 @@ class _CheckProtocol(asyncio.Protocol):
 
     # -- connection ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
         self._server._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from authz.core import Authorizer
 from authz.grpc_check import AuthorizationServicer
+from authz.http_server import HttpCheckServer
 from authz.key_sources import build_key_cache, keep_keys_fresh
 from authz.keys import KeyCache
 from authz.loader import load_auth_settings
@@ -40,6 +41,9 @@ class AuthzOptions:
     grace: float = 10.0
     # The revocation API listener (only when auth.revocation is configured); None: not served.
     admin: HostPort | None = None
+    # Envoy's HTTP ext_authz protocol (http_service), beside gRPC; None: not served.
+    http_listen: HostPort | None = None
+    http_path_prefix: str = ""
 
 
 @dataclass(slots=True)
@@ -124,6 +128,12 @@ async def run_authz(options: AuthzOptions) -> int:
         readiness=stack.ready,
     )
     await server.start()
+    http_check: HttpCheckServer | None = None
+    if options.http_listen is not None:
+        http_check = HttpCheckServer(
+            stack.authorizer, stack.metrics, path_prefix=options.http_path_prefix
+        )
+        await http_check.start(options.http_listen.host, options.http_listen.port)
     admin: AdminServer | None = None
     if stack.revocation is not None and options.admin is not None:
         admin = AdminServer(stack.admin_servicer(), listen=str(options.admin))
@@ -137,6 +147,9 @@ async def run_authz(options: AuthzOptions) -> int:
     announce(
         "listening",
         grpc=str(HostPort(options.listen.host, server.port or 0)),
+        http=str(HostPort(options.http_listen.host, http_check.port or 0))
+        if http_check and options.http_listen
+        else None,
         metrics=metrics_address,
         admin=str(HostPort(options.admin.host, admin.port or 0))
         if admin and options.admin
@@ -151,6 +164,8 @@ async def run_authz(options: AuthzOptions) -> int:
     log.info("shutting down", extra={"event": "shutdown", "grace_seconds": options.grace})
     if admin is not None:
         await admin.shutdown()
+    if http_check is not None:
+        await http_check.shutdown(options.grace)
     await server.shutdown()
     await stack.aclose()
     announce("stopped")

@@ -67,6 +67,19 @@ def _parser() -> argparse.ArgumentParser:
         help="revocation API listener, when auth.revocation is set (loopback by default)",
     )
     authz.add_argument("--no-admin", action="store_true", help="do not serve the revocation API")
+    authz.add_argument(
+        "--http-listen",
+        type=host_port,
+        default=None,
+        metavar="HOST:PORT",
+        help="also serve Envoy's HTTP ext_authz protocol (http_service) here",
+    )
+    authz.add_argument(
+        "--http-path-prefix",
+        default="",
+        metavar="PREFIX",
+        help="the http_service path_prefix Envoy puts before the request path",
+    )
 
     check = commands.add_parser(
         "check", help="validate a routes file or directory and print a summary"
@@ -117,6 +130,8 @@ def _authz(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             metrics=None if args.no_metrics else args.metrics,
             grace=args.grace,
             admin=None if args.no_admin else args.admin,
+            http_listen=args.http_listen,
+            http_path_prefix=args.http_path_prefix,
         )
     )
 

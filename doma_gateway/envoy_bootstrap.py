@@ -17,9 +17,18 @@ from typing import Any
 
 import yaml
 
-__all__ = ["EXT_AUTHZ_BOOTSTRAP", "envoy_binary", "render", "start_envoy", "wait_ready"]
+__all__ = [
+    "EXT_AUTHZ_BOOTSTRAP",
+    "EXT_AUTHZ_HTTP_BOOTSTRAP",
+    "envoy_binary",
+    "render",
+    "start_envoy",
+    "wait_ready",
+]
 
-EXT_AUTHZ_BOOTSTRAP = Path(__file__).resolve().parent.parent / "config" / "envoy" / "ext-authz.yaml"
+_CONFIG = Path(__file__).resolve().parent.parent / "config" / "envoy"
+EXT_AUTHZ_BOOTSTRAP = _CONFIG / "ext-authz.yaml"
+EXT_AUTHZ_HTTP_BOOTSTRAP = _CONFIG / "ext-authz-http.yaml"
 
 
 def render(

@@ -1,6 +1,8 @@
-"""Through a real Envoy: ext_authz (gRPC, transport V3, fail closed) in front of an echo upstream.
+"""Through a real Envoy: ext_authz (fail closed) in front of an echo upstream.
 
-Envoy runs the bootstrap from config/envoy/ext-authz.yaml, with only its ports rewritten.
+Envoy runs the bootstraps from config/envoy/ with only their ports rewritten: ext-authz.yaml
+(gRPC, transport V3) and ext-authz-http.yaml (the HTTP protocol). Both ask one authz process and
+must decide every recorded case the same way.
 """
 
 import json
@@ -14,7 +16,13 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from doma_gateway.echo import EchoServer
-from doma_gateway.envoy_bootstrap import EXT_AUTHZ_BOOTSTRAP, render, start_envoy, wait_ready
+from doma_gateway.envoy_bootstrap import (
+    EXT_AUTHZ_BOOTSTRAP,
+    EXT_AUTHZ_HTTP_BOOTSTRAP,
+    render,
+    start_envoy,
+    wait_ready,
+)
 from tests.support import processes
 from tests.support.cases import case_ids, load_cases
 from tests.support.http import send
@@ -69,10 +77,10 @@ def wait_serving(port: int, timeout: float = 15.0) -> None:
 class Edge:
     """Envoy + authz + echo upstream, wired from the shipped bootstrap."""
 
-    def __init__(self, tmp, authz_port: int, upstream: EchoServer):
+    def __init__(self, tmp, authz_port: int, upstream: EchoServer, bootstrap=EXT_AUTHZ_BOOTSTRAP):
         self.port, self.admin_port = free_port(), free_port()
         config = render(
-            EXT_AUTHZ_BOOTSTRAP,
+            bootstrap,
             listen_port=self.port,
             admin_port=self.admin_port,
             clusters={
@@ -126,6 +134,8 @@ def authz(tmp_path_factory, jwks_server):
             "127.0.0.1:0",
             "--metrics",
             "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
         ]
     )
     wait_serving(server.port("grpc"))
@@ -133,9 +143,11 @@ def authz(tmp_path_factory, jwks_server):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def edge(tmp_path_factory, authz, upstream):
-    edge = Edge(tmp_path_factory.mktemp("envoy"), authz.port("grpc"), upstream)
+@pytest.fixture(scope="module", params=["grpc", "http"])
+def edge(request, tmp_path_factory, authz, upstream):
+    bootstrap = EXT_AUTHZ_BOOTSTRAP if request.param == "grpc" else EXT_AUTHZ_HTTP_BOOTSTRAP
+    edge = Edge(tmp_path_factory.mktemp("envoy"), authz.port(request.param), upstream, bootstrap)
+    edge.transport = request.param
     yield edge
     edge.close()
 
