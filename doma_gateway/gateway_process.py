@@ -21,6 +21,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from prometheus_client import CollectorRegistry, generate_latest
@@ -29,7 +30,6 @@ from authz.check import CheckInput, Decision
 from authz.errors import ConfigError
 from authz.loader import load_auth_settings
 from doma_gateway.addresses import HostPort, host_port
-from doma_gateway.authz_process import AuthzStack, announce, build_authz
 from doma_gateway.serve_command import has_section
 from gateway.admin import build_admin
 from gateway.app import GatewayApp
@@ -39,6 +39,9 @@ from gateway.routes_loader import load_routes
 from gateway.routes_model import RoutesConfig
 from gateway.runtime import RuntimeHolder, build_runtime
 from gateway.transport import build_transport
+
+if TYPE_CHECKING:
+    from doma_gateway.authz_process import AuthzStack
 
 __all__ = ["ServeOptions", "run_serve"]
 
@@ -95,6 +98,8 @@ def _uvicorn(app: object, grace: float) -> uvicorn.Server:
         server_header=False,
         # The upstream's Date passes through; a second one from us would duplicate it.
         date_header=False,
+        # X-Forwarded-* are ours to judge (gateway.trusted_proxies), not uvicorn's.
+        proxy_headers=False,
         timeout_graceful_shutdown=max(int(grace), 1),
         timeout_keep_alive=30,
         backlog=2048,
@@ -116,6 +121,9 @@ async def run_serve(options: ServeOptions) -> int:
     stack: AuthzStack | None = None
     identity: tuple[str, ...] = ()
     if has_section(options.routes, "auth"):
+        # Imported here: the authz stack (gRPC, Redis clients) is only needed with an auth section.
+        from doma_gateway.authz_process import build_authz
+
         auth = load_auth_settings(options.routes)
         stack = build_authz(auth)
         identity = tuple(m.header for m in auth.claims_to_headers)
@@ -306,6 +314,11 @@ async def _run_supervisor(options: ServeOptions, config: RoutesConfig) -> int:
     metrics_dir.cleanup()
     announce("stopped")
     return 0
+
+
+def announce(event: str, **fields: object) -> None:
+    """A machine-readable line on stdout (tests, the demo and the supervisor wait for these)."""
+    print(json.dumps({"event": event, **fields}), file=sys.stdout, flush=True)
 
 
 class _NoAuthorizer:

@@ -40,7 +40,7 @@ __all__ = ["VERSION_NAME", "load_routes", "parse_documents"]
 VERSION_NAME = re.compile(r"^v[0-9][0-9a-z.\-]*$")
 _NAME = re.compile(r"^[a-z][a-z0-9\-]*$")
 _METHOD = re.compile(r"^[A-Z]+$")
-_DOMAIN_KEYS = ("layer", "owner", "depends_on", "upstream", "default_version", "versions")
+_DOMAIN_KEYS = ("layer", "owner", "depends_on", "upstream", "auth", "default_version", "versions")
 _VERSION_KEYS = ("deprecated", "sunset", "link", "routes")
 _ROUTE_KEYS = ("name", "path", "methods", "upstream", "rewrite", "auth", "policies")
 _REWRITE_KEYS = ("prefix", "path")
@@ -377,9 +377,12 @@ def _domain(
     default_upstream: str | None = None
     if (n := domain.get("upstream")) is not None:
         default_upstream = _upstream_name(n, upstreams)
+    default_auth = "required"
+    if (n := domain.get("auth")) is not None:
+        default_auth = n.choice(("required", "bypass"))
     versions_node = domain.require("versions")
     versions = tuple(
-        _version(v_name, v_key, v_node, default_upstream, upstreams)
+        _version(v_name, v_key, v_node, default_upstream, default_auth, upstreams)
         for v_name, v_key, v_node in _versions(versions_node)
     )
     if not versions:
@@ -430,7 +433,12 @@ def _upstream_name(node: Node, upstreams: dict[str, Upstream]) -> str:
 
 
 def _version(
-    name: str, key: Node, node: Node, default_upstream: str | None, upstreams: dict[str, Upstream]
+    name: str,
+    key: Node,
+    node: Node,
+    default_upstream: str | None,
+    default_auth: str,
+    upstreams: dict[str, Upstream],
 ) -> Version:
     version = node.mapping(_VERSION_KEYS)
     deprecated = _timestamp(version.get("deprecated"))
@@ -443,7 +451,9 @@ def _version(
         if urlsplit(link).scheme not in ("http", "https"):
             raise n.error(f"link must be an http(s) URL, got {link!r}")
     routes_node = version.require("routes")
-    routes = tuple(_route(item, default_upstream, upstreams) for item in routes_node.items())
+    routes = tuple(
+        _route(item, default_upstream, default_auth, upstreams) for item in routes_node.items()
+    )
     if not routes:
         raise routes_node.error("at least one route is required")
     return Version(name, routes, deprecated, sunset, link, source=key.where)
@@ -464,7 +474,9 @@ def _timestamp(node: Node | None) -> datetime | None:
     return parsed
 
 
-def _route(node: Node, default_upstream: str | None, upstreams: dict[str, Upstream]) -> Route:
+def _route(
+    node: Node, default_upstream: str | None, default_auth: str, upstreams: dict[str, Upstream]
+) -> Route:
     route = node.mapping(_ROUTE_KEYS)
     path_node = route.require("path")
     path = path_node.str()
@@ -484,7 +496,7 @@ def _route(node: Node, default_upstream: str | None, upstreams: dict[str, Upstre
         upstream=upstream,
         methods=_methods(methods) if methods is not None else None,
         rewrite=_rewrite(route.get("rewrite")),
-        auth=auth.choice(("required", "bypass")) if auth is not None else "required",  # type: ignore[arg-type]
+        auth=auth.choice(("required", "bypass")) if auth is not None else default_auth,  # type: ignore[arg-type]
         policies=_policies(route.get("policies")),
         name=route.get("name").str() if route.get("name") is not None else path,  # type: ignore[union-attr]
         source=node.where,
