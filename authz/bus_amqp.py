@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractExchange, AbstractIncomingMessage
@@ -86,6 +85,9 @@ class AmqpBus:
     async def subscribe(self) -> AsyncIterator[AsyncIterator[bytes]]:
         connection = await self._connect("subscriber")
         received: asyncio.Queue[bytes] = asyncio.Queue()
+        # Set when the broker closes the connection or heartbeats stop (aio-pika calls back).
+        lost = asyncio.Event()
+        connection.close_callbacks.add(lambda *_: lost.set())
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             received.put_nowait(message.body)
@@ -102,7 +104,7 @@ class AmqpBus:
             await _close(connection)
             raise BusError(f"cannot subscribe ({type(exc).__name__})") from exc
         try:
-            yield _until_closed(connection, received)
+            yield _until_lost(lost, received)
         finally:
             await _close(connection)
 
@@ -116,10 +118,8 @@ class AmqpBus:
             await self._close_publisher()
 
 
-async def _until_closed(
-    connection: AbstractConnection, received: asyncio.Queue[bytes]
-) -> AsyncIterator[bytes]:
-    closed: asyncio.Future[Any] = asyncio.ensure_future(connection.closed())
+async def _until_lost(lost: asyncio.Event, received: asyncio.Queue[bytes]) -> AsyncIterator[bytes]:
+    closed = asyncio.ensure_future(lost.wait())
     getter: asyncio.Future[bytes] | None = None
     try:
         while True:

@@ -170,7 +170,9 @@ async def test_bus_drop_flushes_and_reads_the_store_until_resubscribed():
         await stop(tasks)
 
 
-@pytest.mark.parametrize(("on_error", "expected"), [("deny", "revocation_store_unavailable"), ("allow", None)])
+@pytest.mark.parametrize(
+    ("on_error", "expected"), [("deny", "revocation_store_unavailable"), ("allow", None)]
+)
 async def test_store_outage_outcome_is_configured(on_error, expected):
     store = CountingStore()
     cache = RevocationCache(store, cache=RevocationCacheSettings(), on_store_error=on_error)

@@ -28,7 +28,9 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 _RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 _INSTALL_REDIS = "install Redis (Debian/Ubuntu: apt-get install redis-server) or set REDIS_URL"
-_INSTALL_RABBIT = "install RabbitMQ (Debian/Ubuntu: apt-get install rabbitmq-server) or set AMQP_URL"
+_INSTALL_RABBIT = (
+    "install RabbitMQ (Debian/Ubuntu: apt-get install rabbitmq-server) or set AMQP_URL"
+)
 
 
 def free_port() -> int:
@@ -91,8 +93,20 @@ class PrivateRedis:
     def start(self) -> PrivateRedis:
         binary = _binary("redis-server", _INSTALL_REDIS)
         self._process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self._dir, *self._extra],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self._dir,
+                *self._extra,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -125,9 +139,17 @@ class RedisClusterNodes:
     """Three ``redis-server --cluster-enabled yes`` masters on loopback, slots spread over all."""
 
     def __init__(self, size: int = 3) -> None:
-        self.nodes = [PrivateRedis("--cluster-enabled", "yes", "--cluster-config-file",
-                                   f"nodes-{uuid.uuid4().hex[:8]}.conf",
-                                   "--cluster-node-timeout", "2000") for _ in range(size)]
+        self.nodes = [
+            PrivateRedis(
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"nodes-{uuid.uuid4().hex[:8]}.conf",
+                "--cluster-node-timeout",
+                "2000",
+            )
+            for _ in range(size)
+        ]
 
     @property
     def url(self) -> str:
@@ -140,13 +162,18 @@ class RedisClusterNodes:
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         subprocess.run(
             [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=30,
+            check=True,
+            capture_output=True,
+            timeout=30,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             info = subprocess.run(
                 [cli, "-p", str(self.nodes[0].port), "cluster", "info"],
-                capture_output=True, text=True, timeout=5, check=False,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
             ).stdout
             if "cluster_state:ok" in info:
                 return self
@@ -211,19 +238,29 @@ class PrivateRabbit:
             # Our own epmd in the foreground, so it is ours to stop (not a stray daemon).
             self._epmd = subprocess.Popen(
                 [str(epmd), "-port", str(self.epmd_port), "-address", "127.0.0.1"],
-                env=self._env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=self._env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
-        log = (self._dir / "server.log").open("ab")
-        self._process = subprocess.Popen(
-            [server], env=self._env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        with (self._dir / "server.log").open("ab") as log:
+            self._process = subprocess.Popen(
+                [server],
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         _wait_port("127.0.0.1", self.port, timeout, self._process)
         return self
 
     def ctl(self, *args: str, timeout: float = 60.0) -> str:
         result = subprocess.run(
             [self._tool("rabbitmqctl"), "-n", self.name, *args],
-            env=self._env, capture_output=True, text=True, timeout=timeout, check=False,
+            env=self._env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if result.returncode != 0:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {result.stderr.strip()[-500:]}")
@@ -266,7 +303,9 @@ def shared_amqp_url() -> tuple[str, PrivateRabbit | None]:
     if _reachable(*_host_port(url, 5672)):
         return url, None
     if not (_RABBIT_BIN / "rabbitmq-server").exists() and not shutil.which("rabbitmq-server"):
-        pytest.fail(f"no RabbitMQ answers at {url} and rabbitmq-server is not installed: "
-                    f"{_INSTALL_RABBIT}", pytrace=False)
+        pytest.fail(
+            f"no RabbitMQ answers at {url} and rabbitmq-server is not installed: {_INSTALL_RABBIT}",
+            pytrace=False,
+        )
     private = PrivateRabbit().start()
     return private.url, private
