@@ -18,12 +18,14 @@ from contextlib import asynccontextmanager
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractExchange, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError
+from aiormq.exceptions import ChannelInvalidStateError
 
 from authz.errors import BusError
 
 __all__ = ["AmqpBus", "event_exchange"]
 
-_FAILURES = (AMQPError, OSError, TimeoutError, ConnectionError)
+# ChannelInvalidStateError (a RuntimeError) is what using a channel of a closed connection raises.
+_FAILURES = (AMQPError, ChannelInvalidStateError, OSError, TimeoutError, ConnectionError)
 
 
 def event_exchange(key_prefix: str) -> str:

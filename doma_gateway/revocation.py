@@ -6,6 +6,7 @@ The only place that knows the concrete store and bus classes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from collections.abc import Callable
@@ -87,6 +88,9 @@ def build_bus(settings: RevocationSettings, name: str = "") -> InvalidationBus:
     # Connecting may take a TCP and a protocol handshake: give it more than one store call.
     timeout = max(settings.store_timeout * 8, 2.0)
     if scheme in ("amqp", "amqps"):
+        # aiormq logs every lost connection as an error with a traceback; the bus loop logs the
+        # same event once, as a warning with its cause, and reconnects.
+        logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)
         return AmqpBus(
             settings.bus,
             key_prefix=settings.key_prefix,

@@ -1,0 +1,187 @@
+"""Outages, with private Redis and RabbitMQ servers this test starts and breaks.
+
+- RabbitMQ connections closed (twice) while checks run: the revoked token stays denied, the good
+  one stays allowed, the instance resubscribes and answers from its cache again.
+- Redis stopped: 503 ``revocation_store_unavailable`` at once, readiness NOT_SERVING; Redis
+  started again: checks pass again and readiness returns, with no restart.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from tests.revocation.helpers import Checker, revocation_yaml, wait_for, write_routes
+from tests.revocation.test_propagation import _claims, _revoke
+from tests.revocation.helpers import admin_token
+from tests.support import processes
+from tests.support.services import PrivateRabbit, PrivateRedis, unique_prefix
+from tests.support.tokens import SigningKey
+
+pytestmark = pytest.mark.e2e
+
+KEY = SigningKey()
+
+
+def metric(server: processes.ServerProcess, name: str) -> float:
+    with urllib.request.urlopen(
+        f"http://{server.listening['metrics']}/metrics", timeout=5
+    ) as reply:  # noqa: S310
+        text = reply.read().decode()
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} not exported"
+    return float(match.group(1))
+
+
+def start_authz(routes) -> tuple[processes.ServerProcess, Checker]:  # type: ignore[no-untyped-def]
+    server = processes.start(
+        [
+            "authz",
+            "--routes",
+            str(routes),
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ]
+    )
+    checker = Checker(server.port("grpc"))
+    checker.wait_serving()
+    return server, checker
+
+
+class Hammer:
+    """Checks both tokens without pause on a thread, recording every unexpected answer."""
+
+    def __init__(self, checker: Checker, good: str, revoked: str):
+        self.checker, self.good, self.revoked = checker, good, revoked
+        self.count = 0
+        self.wrong: list[tuple[str, tuple[int, str]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            revoked = self.checker.check(self.revoked)
+            if revoked != (401, "token_revoked"):
+                self.wrong.append(("revoked", revoked))
+            good = self.checker.check(self.good)
+            if good != (200, "ok"):
+                self.wrong.append(("good", good))
+            self.count += 2
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_rabbitmq_connections_killed_while_checks_run(tmp_path, redis_url):
+    rabbit = PrivateRabbit().start()
+    servers: list[processes.ServerProcess] = []
+    try:
+        routes = write_routes(
+            tmp_path,
+            KEY,
+            revocation_yaml(
+                redis_url,
+                rabbit.url,
+                unique_prefix("amqp-kill"),
+                epoch_check_interval_seconds=0.5,
+                bus_heartbeat_seconds=1,
+            ),
+        )
+        server, checker = start_authz(routes)
+        other, _ = start_authz(routes)
+        servers += [server, other]
+        admin = admin_token(KEY)
+        good, revoked = KEY.token(sub="carol"), KEY.token(sub="dave")
+        jti, exp = _claims(revoked)
+        _revoke(str(other.listening["admin"]), admin, jti=jti, exp=exp)
+        wait_for(lambda: checker.check(revoked) == (401, "token_revoked"), 5)
+        assert metric(server, "doma_authz_revocation_bus_connected") == 1.0
+
+        hammer = Hammer(checker, good, revoked)
+        try:
+            for _ in range(2):
+                rabbit.close_all_connections()
+                wait_for(lambda: metric(server, "doma_authz_revocation_bus_connected") == 0.0, 5)
+                # Revoked through the other instance while this one has no bus: the store read
+                # (cache bypassed while disconnected) or the epoch check must catch it.
+                late = KEY.token(sub="erin")
+                assert checker.check(late) == (200, "ok")
+                late_jti, late_exp = _claims(late)
+                _revoke(str(other.listening["admin"]), admin, jti=late_jti, exp=late_exp)
+                took = wait_for(lambda: checker.check(late) == (401, "token_revoked"), 3)
+                print(f"\nrevoked during the bus outage, denied after {took:.3f}s")
+                reconnect = wait_for(
+                    lambda: metric(server, "doma_authz_revocation_bus_connected") == 1.0, 15
+                )
+                print(f"resubscribed {reconnect:.2f}s after the outage was seen")
+        finally:
+            hammer.stop()
+        assert hammer.wrong == [], hammer.wrong[:5]
+        assert hammer.count > 100
+        # Back on the bus, the cache answers again: hits grow while the store is not read.
+        hits = metric(server, 'doma_authz_revocation_cache_lookups_total{result="hit"}')
+        for _ in range(20):
+            checker.check(good)
+        assert (
+            metric(server, 'doma_authz_revocation_cache_lookups_total{result="hit"}') >= hits + 20
+        )
+        assert metric(server, 'doma_authz_revocation_cache_flushes_total{cause="bus_lost"}') >= 2
+    finally:
+        for server in servers:
+            server.stop()
+            assert "Traceback" not in server.stderr(), server.stderr()[-3000:]
+        rabbit.close()
+
+
+def test_redis_stopped_gives_503_at_once_and_recovers_without_restart(tmp_path, amqp_url):
+    redis = PrivateRedis().start()
+    server = None
+    try:
+        routes = write_routes(
+            tmp_path,
+            KEY,
+            revocation_yaml(
+                redis.url, amqp_url, unique_prefix("redis-stop"), epoch_check_interval_seconds=0.5
+            ),
+        )
+        server, checker = start_authz(routes)
+        token = KEY.token(sub="frank")
+        assert checker.check(token) == (200, "ok")
+
+        redis.stop()
+        # Within one epoch interval the cache is no longer trusted; from then on every check
+        # answers 503 without waiting on Redis.
+        wait_for(lambda: checker.check(token) == (503, "revocation_store_unavailable"), 3)
+        timings = []
+        for _ in range(50):
+            started = time.perf_counter()
+            assert checker.check(token) == (503, "revocation_store_unavailable")
+            timings.append(time.perf_counter() - started)
+        timings.sort()
+        print(
+            f"\n503 while Redis is down: p50 {timings[25] * 1000:.2f} ms, max {timings[-1] * 1000:.2f} ms"
+        )
+        assert timings[-1] < 0.2
+        wait_for(lambda: not checker.serving(), 3)
+
+        redis.start()
+        took = wait_for(lambda: checker.check(token) == (200, "ok"), 10, interval=0.05)
+        print(f"checks pass again {took:.2f}s after Redis restarted")
+        wait_for(checker.serving, 5)
+        assert metric(server, "doma_authz_revocation_store_errors_total") >= 50
+        assert metric(server, 'doma_authz_revocation_store_breaker_state{state="closed"}') == 1.0
+    finally:
+        if server is not None:
+            server.stop()
+            assert "Traceback" not in server.stderr(), server.stderr()[-3000:]
+        redis.close()
