@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test check proto bench bench-authz bench-tools clean
+.PHONY: run test check proto bench bench-authz bench-revocation bench-tools services clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,19 @@ $(VENV)/.dev: $(BIN)/python pyproject.toml constraints.txt
 run: $(VENV)/.run
 	$(BIN)/doma-gateway demo
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Revocation tests need real Redis and RabbitMQ: the running ones ($$REDIS_URL, $$AMQP_URL or the
+# loopback defaults) when they answer, else the tests start private servers from these packages.
+services:
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+	@command -v rabbitmq-server >/dev/null || [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server; }
+
+# Regenerate the gRPC code of proto/ (drift is checked by tests/proto).
+proto: $(VENV)/.dev
+	$(BIN)/python proto/generate.py
 
 check: $(VENV)/.dev
 	$(BIN)/ruff check .
@@ -31,7 +42,7 @@ check: $(VENV)/.dev
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: bench-authz
+bench: bench-authz bench-revocation
 
 # wrk drives the load and a private nginx is the upstream; a fresh Debian machine has neither.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -42,6 +53,9 @@ bench-tools:
 
 bench-authz: $(VENV)/.dev bench-tools
 	$(BIN)/python -m bench.authz $(BENCH_ARGS)
+
+bench-revocation: $(VENV)/.dev services
+	$(BIN)/python -m bench.revocation $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
