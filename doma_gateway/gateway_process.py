@@ -162,7 +162,11 @@ async def run_serve(options: ServeOptions) -> int:
 
     reloader = Reloader(options.routes, apply, on_result=report, interval=options.watch_interval)
     grace = config.gateway.drain_seconds
-    ready = False
+    stopping = False
+
+    def ready() -> bool:
+        # Ready once the token keys are loaded (when auth is configured), until shutdown.
+        return not stopping and (stack is None or stack.keys_ready.is_set())
 
     if options.worker_fd is not None:
         sock = socket.socket(fileno=options.worker_fd)
@@ -173,7 +177,7 @@ async def run_serve(options: ServeOptions) -> int:
     admin_sock: socket.socket | None = None
     if options.worker_fd is None:
         admin_sock = _bind(options.admin or host_port(config.gateway.admin))
-        admin_app = build_admin(holder, metrics.registry, lambda: ready)
+        admin_app = build_admin(holder, metrics.registry, ready)
         servers.append(_uvicorn(admin_app, 1.0))
 
     tasks = [asyncio.create_task(gateway_server.serve(sockets=[sock]))]
@@ -191,9 +195,6 @@ async def run_serve(options: ServeOptions) -> int:
     loop.add_signal_handler(signal.SIGHUP, reloader.reload, "sighup")
     if options.watch and options.worker_fd is None:
         background.append(asyncio.create_task(reloader.watch()))
-    if stack is not None:
-        await stack.keys_ready.wait()
-    ready = True
     announce(
         "listening",
         http=_address_of(sock),
@@ -203,7 +204,7 @@ async def run_serve(options: ServeOptions) -> int:
     )
 
     await stop.wait()
-    ready = False
+    stopping = True
     log.info("shutting down", extra={"event": "shutdown", "grace_seconds": grace})
     gateway_server.should_exit = True
     await tasks[0]

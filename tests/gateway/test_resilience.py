@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 import time
@@ -61,7 +62,8 @@ def test_idempotent_requests_are_retried_until_one_succeeds(
     gateway = start_gateway(
         routes_text(
             [upstream.url],
-            "    retries: {attempts: 2, on: [503], backoff: {base_seconds: 0.01, max_seconds: 0.05}}\n"
+            "    retries: {attempts: 2, on: [503],\n"
+            "              backoff: {base_seconds: 0.01, max_seconds: 0.05}}\n"
             "    circuit_breaker: false\n    outlier_detection: false\n",
         )
     )
@@ -81,7 +83,8 @@ def test_connect_failures_are_retried_on_another_endpoint_even_for_post(
     gateway = start_gateway(
         routes_text(
             [_dead_endpoint(), upstream.url],
-            "    retries: {attempts: 1, on: [connect_failure], backoff: {base_seconds: 0.001, max_seconds: 0.002}}\n"
+            "    retries: {attempts: 1, on: [connect_failure],\n"
+            "              backoff: {base_seconds: 0.001, max_seconds: 0.002}}\n"
             "    circuit_breaker: false\n    outlier_detection: false\n",
         )
     )
@@ -133,7 +136,8 @@ def test_failed_half_open_trial_opens_the_breaker_again(
     gateway = start_gateway(
         routes_text(
             [upstream.url],
-            "    circuit_breaker: {failures: 2, reset_seconds: 0.5}\n    outlier_detection: false\n",
+            "    circuit_breaker: {failures: 2, reset_seconds: 0.5}\n"
+            "    outlier_detection: false\n",
         )
     )
     with gateway.client() as client:
@@ -153,7 +157,8 @@ def test_outlier_detection_ejects_the_failing_endpoint(
         routes_text(
             [upstream.url, upstream_b.url],
             "    circuit_breaker: false\n"
-            "    outlier_detection: {consecutive_failures: 2, ejection_seconds: 30, max_ejected_percent: 50}\n",
+            "    outlier_detection:\n"
+            "      {consecutive_failures: 2, ejection_seconds: 30, max_ejected_percent: 50}\n",
         )
     )
     with gateway.client() as client:
@@ -174,7 +179,7 @@ def test_round_robin_alternates_endpoints(
     with gateway.client() as client:
         names = [client.get("/api/v2/scan/echo").json()["upstream"] for _ in range(6)]
     assert names.count("a") == 3 and names.count("b") == 3
-    assert all(first != second for first, second in zip(names, names[1:], strict=False))
+    assert all(first != second for first, second in itertools.pairwise(names))
 
 
 def test_least_outstanding_avoids_the_busy_endpoint(

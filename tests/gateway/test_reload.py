@@ -1,0 +1,204 @@
+"""Hot reload during traffic, rejected configs, SIGHUP, graceful shutdown, workers, one domain."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import httpx
+
+from tests.gateway.conftest import StartGateway, routes_text
+from tests.support.processes import run, start
+from tests.support.upstreams import ScriptedUpstream
+
+
+class _Traffic:
+    """Requests in a loop from a few threads, recording every outcome."""
+
+    def __init__(self, url: str, threads: int = 4):
+        self.url = url
+        self.statuses: list[int] = []
+        self.paths: list[str] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set():
+                try:
+                    reply = client.get(self.url)
+                    self.statuses.append(reply.status_code)
+                    self.paths.append(reply.json()["path"])
+                except Exception as exc:  # every failure counts, whatever its kind
+                    self.errors.append(repr(exc))
+
+    def __enter__(self) -> _Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+
+def test_reload_on_file_change_during_traffic_fails_no_request(
+    start_gateway: StartGateway, upstream: ScriptedUpstream
+):
+    text = routes_text([upstream.url])
+    gateway = start_gateway(text)
+    with _Traffic(f"{gateway.url}/api/v2/scan/fixed") as traffic:
+        time.sleep(0.5)
+        gateway.routes.write_text(text.replace("/somewhere/else", "/moved/here"))
+        event = gateway.process.wait_event("reloaded", timeout=10)
+        time.sleep(0.5)
+    assert event["trigger"] == "file_change"
+    assert traffic.errors == []
+    assert set(traffic.statuses) == {200}
+    assert traffic.paths[0] == "/somewhere/else"
+    assert traffic.paths[-1] == "/moved/here"
+    assert len(traffic.statuses) > 50
+
+
+def test_invalid_config_is_rejected_and_the_old_one_keeps_serving(
+    start_gateway: StartGateway, upstream: ScriptedUpstream
+):
+    text = routes_text([upstream.url])
+    gateway = start_gateway(text)
+    gateway.routes.write_text(
+        text.replace("upstream: main\n    default_version", "upstream: mian\n    default_version")
+    )
+    event = gateway.process.wait_event("reload_rejected", timeout=10)
+    assert f"{gateway.routes}:17:15: upstream 'mian' is not defined (known: main)" in str(
+        event["error"]
+    )
+    assert "configuration rejected" in gateway.process.stderr()
+    with gateway.client() as client:
+        assert client.get("/api/v2/scan/fixed").json()["path"] == "/somewhere/else"
+    metrics = httpx.get(f"{gateway.admin}/metrics").text
+    assert 'doma_gateway_config_reloads_total{result="rejected"} 1.0' in metrics
+
+
+def test_sighup_reloads(start_gateway: StartGateway, upstream: ScriptedUpstream):
+    text = routes_text([upstream.url])
+    gateway = start_gateway(text, "--no-watch")
+    gateway.routes.write_text(text.replace("/somewhere/else", "/after/hup"))
+    time.sleep(0.3)
+    with gateway.client() as client:
+        assert client.get("/api/v2/scan/fixed").json()["path"] == "/somewhere/else"
+        gateway.process.process.send_signal(signal.SIGHUP)
+        assert gateway.process.wait_event("reloaded")["trigger"] == "sighup"
+        assert client.get("/api/v2/scan/fixed").json()["path"] == "/after/hup"
+    assert httpx.get(f"{gateway.admin}/readyz").json()["generation"] == 2
+
+
+def test_sigterm_lets_in_flight_requests_finish(
+    start_gateway: StartGateway, upstream: ScriptedUpstream
+):
+    gateway = start_gateway(routes_text([upstream.url]))
+    result: dict[str, int] = {}
+
+    def slow() -> None:
+        result["status"] = httpx.get(f"{gateway.url}/api/v2/scan/slow/1", timeout=10).status_code
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    while upstream.hits["/slow/1"] == 0:
+        time.sleep(0.01)
+    gateway.process.process.send_signal(signal.SIGTERM)
+    thread.join()
+    assert result["status"] == 200
+    assert gateway.process.process.wait(10) == 0
+    gateway.process.wait_event("stopped")
+
+
+def test_workers_share_the_listener_and_the_admin_aggregates_metrics(
+    start_gateway: StartGateway, upstream: ScriptedUpstream
+):
+    gateway = start_gateway(routes_text([upstream.url]), "--workers", "2")
+    assert len(gateway.process.listening["workers"]) == 2  # type: ignore[arg-type]
+    with gateway.client() as client:
+        assert all(client.get("/api/v2/scan/echo").status_code == 200 for _ in range(20))
+    metrics = httpx.get(f"{gateway.admin}/metrics").text
+    assert (
+        'doma_gateway_requests_total{domain="scan",route="tools",status="200",version="v2"} 20.0'
+        in metrics
+    )
+    assert httpx.get(f"{gateway.admin}/readyz").status_code == 200
+    gateway.process.process.send_signal(signal.SIGTERM)
+    assert gateway.process.process.wait(15) == 0
+
+
+def test_domain_option_serves_that_domain_only(
+    start_gateway: StartGateway, upstream: ScriptedUpstream
+):
+    gateway = start_gateway(routes_text([upstream.url]), "--domain", "image")
+    with gateway.client() as client:
+        assert client.get("/api/v1/image/x").status_code == 200
+        assert client.get("/api/v1/scan/results/1").json()["reason"] == "unknown_domain"
+    assert gateway.process.listening["domains"] == ["image"]
+
+
+def test_unknown_domain_option_exits_1(tmp_path, upstream: ScriptedUpstream):
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(routes_text([upstream.url]))
+    result = run(
+        ["serve", "--routes", str(routes), "--domain", "payments", "--listen", "127.0.0.1:0"]
+    )
+    assert result.returncode == 1
+    assert "no domain 'payments' (known: image, scan)" in result.stderr
+
+
+def test_config_error_exits_1_with_file_line_and_alternatives(tmp_path, upstream: ScriptedUpstream):
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        routes_text([upstream.url])
+        .replace("load_balancing", "x")
+        .replace("    circuit_breaker: false\n", "    circuit_braker: false\n")
+    )
+    for command in (
+        ["check", str(routes)],
+        ["serve", "--routes", str(routes), "--listen", "127.0.0.1:0"],
+    ):
+        result = run(command)
+        assert result.returncode == 1
+        assert (
+            f"{routes}:42:5: unknown key 'circuit_braker'; did you mean 'circuit_breaker'?"
+            in result.stderr
+        )
+        assert "Traceback" not in result.stderr
+
+
+def test_check_prints_the_route_table_of_the_shipped_edge():
+    result = run(["check", "routes"])
+    assert result.returncode == 0, result.stderr
+    assert "layers: infrastructure < business-logic < product" in result.stdout
+    assert "domain scan  layer=business-logic  owner=team-scan  default_version=v2" in result.stdout
+    assert "/api/v1/scan/results/**" in result.stdout
+    assert "bypass /api/v1/*/health" in result.stdout
+
+
+def test_a_process_per_domain_from_the_shipped_routes(upstream: ScriptedUpstream):
+    process = start(
+        [
+            "serve",
+            "--routes",
+            "routes",
+            "--domain",
+            "scan",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--no-watch",
+        ]
+    )
+    try:
+        routes = httpx.get(f"http://127.0.0.1:{process.port('admin')}/admin/routes").json()
+        assert [d["name"] for d in routes["domains"]] == ["scan"]
+        assert [u["name"] for u in routes["upstreams"]] == ["scan-api"]
+    finally:
+        process.stop()
