@@ -9,7 +9,9 @@ costs a dictionary lookup instead of an RSA operation.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -120,11 +122,7 @@ class TokenVerifier:
         return verified
 
     async def _verify_uncached(self, token: str) -> VerifiedToken:
-        try:
-            header = jwt.get_unverified_header(token)
-            unverified = self._jwt.decode(token, options={"verify_signature": False})
-        except jwt_errors.PyJWTError as exc:
-            raise TokenError("malformed_token") from exc
+        header, unverified = _unverified(token)
         algorithm = header.get("alg")
         issuer_name = unverified.get("iss")
         if not isinstance(issuer_name, str) or issuer_name not in self._issuers:
@@ -163,6 +161,30 @@ class TokenVerifier:
             return VerifiedToken(issuer_name, claims, _valid_until(claims, issuer.leeway))
         assert last_error is not None
         raise TokenError(_reason_of(last_error)) from last_error
+
+
+def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims, read only to choose the issuer and the key: nothing here is trusted.
+
+    PyJWT checks every segment again, strictly, when it verifies the signature. Reading them
+    once here rather than through PyJWT twice (it validates the alphabet byte by byte in Python)
+    halves the cost of an uncached verification.
+    """
+    segments = token.split(".")
+    if len(segments) != 3:
+        raise TokenError("malformed_token")
+    try:
+        header = json.loads(_b64decode(segments[0]))
+        claims = json.loads(_b64decode(segments[1]))
+    except (ValueError, RecursionError) as exc:  # binascii and Unicode errors are ValueErrors
+        raise TokenError("malformed_token") from exc
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise TokenError("malformed_token")
+    return header, claims
+
+
+def _b64decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 def _valid_until(claims: Mapping[str, Any], leeway: float) -> float:
