@@ -26,7 +26,7 @@ pytestmark = [
 def test_short_run_measures_envoy_alone_and_doma_authz_with_only_2xx(tmp_path: Path) -> None:
     output = tmp_path / "authz.json"
     argv = [
-        sys.executable, "-m", "bench.authz", "--duration", "1", "--warmup", "0",
+        sys.executable, "-m", "bench.authz", "--duration", "1", "--warmup", "0", "--rounds", "1",
         "--connections", "4", "--cases", "a,d", "--output", str(output),
     ]  # fmt: skip
     done = subprocess.run(
