@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test check proto bench bench-authz bench-revocation bench-tools services clean
+.PHONY: run test test-tools check proto bench bench-authz bench-revocation bench-tools services clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,15 @@ $(VENV)/.dev: $(BIN)/python pyproject.toml constraints.txt
 run: $(VENV)/.run
 	$(BIN)/doma-gateway demo
 
-test: $(VENV)/.dev services
+test: $(VENV)/.dev services test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# promtool (Debian's prometheus package) lints the live /metrics of both commands in the tests.
+# Only the tool is wanted: the package's server is stopped so it leaves port 9090 free.
+test-tools:
+	@command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus && \
+		{ $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; }; }
 
 # Revocation tests need real Redis and RabbitMQ: the running ones ($$REDIS_URL, $$AMQP_URL or the
 # loopback defaults) when they answer, else the tests start private servers from these packages.
