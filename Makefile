@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test test-tools check proto bench bench-authz bench-revocation bench-tools services clean
+.PHONY: run test test-tools check proto bench bench-authz bench-revocation bench-gateway bench-tools services clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,7 +50,7 @@ check: $(VENV)/.dev
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
-bench: bench-authz bench-revocation
+bench: bench-authz bench-revocation bench-gateway
 
 # wrk drives the load and a private nginx is the upstream; a fresh Debian machine has neither.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -64,6 +64,10 @@ bench-authz: $(VENV)/.dev bench-tools
 
 bench-revocation: $(VENV)/.dev services
 	$(BIN)/python -m bench.revocation $(BENCH_ARGS)
+
+# wrk → doma-gateway serve → nginx, beside Envoy, a naive Starlette + httpx proxy and direct.
+bench-gateway: $(VENV)/.dev bench-tools
+	$(BIN)/python -m bench.gateway $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -9,8 +9,9 @@ filtering, so a client listing them in ``Connection`` cannot make the gateway dr
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import os
 import re
-import uuid
 from collections.abc import Iterable
 
 __all__ = [
@@ -46,10 +47,16 @@ _REPLACED_ON_REQUEST = frozenset(
         b"x-forwarded-proto",
         b"x-forwarded-host",
         b"x-request-id",
+        # The gateway's server already answered 100-continue to the client when it read the body.
+        b"expect",
     }
 )
 _DROPPED_REQUEST = HOP_BY_HOP | _REPLACED_ON_REQUEST
 _DROPPED_RESPONSE = HOP_BY_HOP | {b"content-length", b"x-request-id"}
+# Generated ids are a random per-process prefix and a counter: unique across instances and
+# restarts without a random draw per request (ids name requests; they are not secrets).
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -67,10 +74,21 @@ def strip_request_headers(headers: RawHeaders) -> RawHeaders:
     return [(n, v) for n, v in headers if n not in _DROPPED_REQUEST and n not in named]
 
 
-def strip_response_headers(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
+def strip_response_headers(
+    headers: Iterable[tuple[bytes, bytes]],
+) -> tuple[RawHeaders, int | None]:
+    """The response headers to pass on, and the upstream's Content-Length (None if absent)."""
     lowered = [(name.lower(), value) for name, value in headers]
-    named = connection_named(lowered) if any(name == b"connection" for name, _ in lowered) else ()
-    return [(n, v) for n, v in lowered if n not in _DROPPED_RESPONSE and n not in named]
+    length: int | None = None
+    connection = False
+    for name, value in lowered:
+        if name == b"content-length" and value.isdigit():
+            length = int(value)
+        elif name == b"connection":
+            connection = True
+    named = connection_named(lowered) if connection else ()
+    kept = [(n, v) for n, v in lowered if n not in _DROPPED_RESPONSE and n not in named]
+    return kept, length
 
 
 def request_id(headers: RawHeaders) -> str:
@@ -78,7 +96,7 @@ def request_id(headers: RawHeaders) -> str:
     for name, value in headers:
         if name == b"x-request-id" and _REQUEST_ID.match(value):
             return value.decode("ascii")
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 class ForwardedFor:

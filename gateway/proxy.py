@@ -26,6 +26,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.headers import ForwardedFor, strip_request_headers, strip_response_headers
+from gateway.http1_transport import DEADLINE
 from gateway.metrics import GatewayMetrics
 from gateway.router import RouteMatch
 from gateway.routes_model import GatewaySettings
@@ -36,6 +37,7 @@ __all__ = ["ClientDisconnected", "Proxy", "map_upstream_errors"]
 log = logging.getLogger("doma.gateway.proxy")
 
 _NO_BODY_STATUS = frozenset({204, 304})
+_URL_CACHE_SIZE = 4096
 
 
 class ClientDisconnected(Exception):
@@ -98,6 +100,17 @@ class Proxy:
         self._buffer = settings.buffer_bytes
         self._forwarded = ForwardedFor(settings.trusted_proxies)
         self._rng = rng
+        self._urls: dict[str, httpx.URL] = {}
+        self._deadline_aware = bool(getattr(transport, "honours_deadline", False))
+
+    def _url(self, text: str) -> httpx.URL:
+        # Parsing a URL is a good share of building a request; paths repeat, so keep them.
+        url = self._urls.get(text)
+        if url is None:
+            if len(self._urls) >= _URL_CACHE_SIZE:
+                self._urls.clear()
+            url = self._urls[text] = httpx.URL(text)
+        return url
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match: RouteMatch = scope["doma.match"]
@@ -176,7 +189,7 @@ class Proxy:
                     request_headers.append((b"host", client_host))
                 request = httpx.Request(
                     method,
-                    endpoint.url + target,
+                    self._url(endpoint.url + target),
                     headers=request_headers,
                     content=(body or None) if body is not None else _stream_body(receive),
                     extensions=extensions,
@@ -237,29 +250,37 @@ class Proxy:
     async def _attempt(
         self, pool: UpstreamPool, endpoint: Endpoint, request: httpx.Request, deadline: float
     ) -> httpx.Response:
+        breaker = pool.breaker
+        if breaker is not None:
+            breaker.admit()
         endpoint.outstanding += 1
         try:
-            with contextlib.ExitStack() as stack:
-                status = (
-                    stack.enter_context(pool.breaker.guard()) if pool.breaker is not None else None
-                )
-                try:
-                    with map_upstream_errors(pool.name):
+            try:
+                with map_upstream_errors(pool.name):
+                    if self._deadline_aware:
+                        request.extensions[DEADLINE] = deadline
+                        response = await self._transport.handle_async_request(request)
+                    else:
                         async with asyncio.timeout_at(deadline):
                             response = await self._transport.handle_async_request(request)
-                except UpstreamError as exc:
-                    pool.record(endpoint, ok=False)
-                    self._metrics.upstream_error(pool.name, exc.reason)
-                    raise
-                failed = response.status_code >= 500
-                pool.record(endpoint, ok=not failed)
-                if failed:
-                    self._metrics.upstream_error(pool.name, f"status_{response.status_code}")
-                if status is not None:
-                    status(response.status_code)
-                return response
+            except UpstreamError as exc:
+                pool.record(endpoint, ok=False)
+                self._metrics.upstream_error(pool.name, exc.reason)
+                if breaker is not None:
+                    breaker.record(ok=False)
+                raise
+            status = response.status_code
+            failed = status >= 500
+            pool.record(endpoint, ok=not failed)
+            if failed:
+                self._metrics.upstream_error(pool.name, f"status_{status}")
+            if breaker is not None:
+                breaker.record(ok=not breaker.failed_status(status))
+            return response
         finally:
             endpoint.outstanding -= 1
+            if breaker is not None:
+                breaker.settle()
 
     async def _respond(
         self,
@@ -271,11 +292,9 @@ class Proxy:
         receive: Receive,
     ) -> None:
         status = response.status_code
-        headers = strip_response_headers(response.headers.raw)
+        headers, length = strip_response_headers(response.headers.raw)
         headers.extend(match.response_headers)
         headers.append((b"x-request-id", request_id.encode()))
-        length_text = response.headers.get("content-length")
-        length = int(length_text) if length_text and length_text.isdigit() else None
 
         if method == "HEAD" or status in _NO_BODY_STATUS or status < 200:
             await response.aclose()
@@ -287,8 +306,11 @@ class Proxy:
 
         if length is not None and length <= self._buffer:
             try:
-                with map_upstream_errors(match.route.upstream):
-                    body = b"".join([chunk async for chunk in response.aiter_raw()])
+                buffered = getattr(response.stream, "buffered_body", None)
+                body = buffered() if buffered is not None else None
+                if body is None:
+                    with map_upstream_errors(match.route.upstream):
+                        body = b"".join([chunk async for chunk in response.aiter_raw()])
             finally:
                 await response.aclose()
             headers.append((b"content-length", str(len(body)).encode()))

@@ -346,7 +346,7 @@ def _gateway(node: Node) -> GatewaySettings:
         if buffer_bytes is not None
         else defaults.buffer_bytes,
         drain_seconds=_seconds(g, "drain_seconds", defaults.drain_seconds, minimum=0.0),
-        transport=transport.choice(("aiohttp", "httpcore"))  # type: ignore[arg-type]
+        transport=transport.choice(("http1", "aiohttp", "httpcore"))  # type: ignore[arg-type]
         if transport is not None
         else defaults.transport,
     )

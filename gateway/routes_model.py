@@ -161,7 +161,7 @@ class GatewaySettings:
     # larger or unknown-length bodies stream through untouched.
     buffer_bytes: int = 65_536
     drain_seconds: float = 10.0
-    transport: Literal["aiohttp", "httpcore"] = "aiohttp"
+    transport: Literal["http1", "aiohttp", "httpcore"] = "http1"
 
 
 @dataclass(frozen=True, slots=True)

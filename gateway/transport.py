@@ -123,7 +123,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 
 def build_transport(kind: str, *, max_connections: int = 256) -> httpx.AsyncBaseTransport:
-    """The transport named in ``gateway.transport``: ``aiohttp`` (default) or ``httpcore``."""
+    """The transport named in ``gateway.transport``: ``http1`` (default), aiohttp or httpcore."""
+    if kind == "http1":
+        from gateway.http1_transport import Http1Transport
+
+        return Http1Transport(max_idle_per_host=max_connections)
     if kind == "httpcore":
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=max_connections)
         return httpx.AsyncHTTPTransport(limits=limits, retries=0)

@@ -5,9 +5,8 @@ State lives here and survives a config reload when the upstream's settings are u
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pybreaker
@@ -42,8 +41,8 @@ class _BreakerListener(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
         self._breaker.on_state(name)
 
 
-class _StatusFailure(Exception):
-    """Raised inside the breaker to count a failing status; never leaves :meth:`Breaker.guard`."""
+class _Failure(Exception):
+    """Raised inside pybreaker to count a failed attempt; never leaves :meth:`Breaker.record`."""
 
 
 class Breaker:
@@ -81,38 +80,48 @@ class Breaker:
         remaining = self.opened_at + self.settings.reset_seconds - self.clock()
         return max(1, int(remaining + 0.999))
 
-    @contextlib.contextmanager
-    def guard(self) -> Iterator[Callable[[int], None]]:
-        """Admit one attempt or raise :class:`CircuitOpen`; yields a callback for the status."""
+    def admit(self) -> None:
+        """Let one attempt through, or raise :class:`CircuitOpen` with a ``Retry-After``."""
         state = self._cb.current_state
+        if state == pybreaker.STATE_CLOSED:
+            return
         if (
             state == pybreaker.STATE_OPEN
             and self.clock() < self.opened_at + self.settings.reset_seconds
         ):
             raise CircuitOpen("circuit_open", headers=(("retry-after", str(self.retry_after())),))
-        if state != pybreaker.STATE_CLOSED:
-            if self._probing:
-                raise CircuitOpen("circuit_open", headers=(("retry-after", "1"),))
-            self._probing = True
-        failed_status = [0]
+        if self._probing:
+            raise CircuitOpen("circuit_open", headers=(("retry-after", "1"),))
+        self._probing = True
 
-        def status(code: int) -> None:
-            if code in self.settings.on_status:
-                failed_status[0] = code
-
+    def record(self, ok: bool) -> None:
+        """Feed an attempt's outcome to pybreaker's state machine."""
         try:
-            with self._cb.calling():
-                yield status
-                if failed_status[0]:
-                    raise _StatusFailure
-        except _StatusFailure:
+            if not ok:
+                self._cb.call(_fail)
+            # A success only matters when it resets a failure count or closes a half-open breaker;
+            # skipping pybreaker's lock and listeners otherwise keeps the hot path short.
+            elif self._cb.fail_counter or self._cb.current_state != pybreaker.STATE_CLOSED:
+                self._cb.call(_succeed)
+        except (_Failure, pybreaker.CircuitBreakerError):
             pass
-        except pybreaker.CircuitBreakerError as exc:
-            raise CircuitOpen(
-                "circuit_open", headers=(("retry-after", str(self.retry_after())),)
-            ) from exc
         finally:
             self._probing = False
+
+    def settle(self) -> None:
+        """An attempt ended without an outcome (cancelled): free the half-open probe slot."""
+        self._probing = False
+
+    def failed_status(self, status: int) -> bool:
+        return status in self.settings.on_status
+
+
+def _fail() -> None:
+    raise _Failure
+
+
+def _succeed() -> None:
+    return None
 
 
 class UpstreamPool:

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
 
 from tests.gateway.conftest import StartGateway, routes_text
 from tests.support.processes import run, start
 from tests.support.upstreams import ScriptedUpstream
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write a new config the way editors and Kubernetes do: a whole new file renamed in."""
+    staged = path.with_suffix(".tmp")
+    staged.write_text(text)
+    os.replace(staged, path)
 
 
 class _Traffic:
@@ -52,7 +61,7 @@ def test_reload_on_file_change_during_traffic_fails_no_request(
     gateway = start_gateway(text)
     with _Traffic(f"{gateway.url}/api/v2/scan/fixed") as traffic:
         time.sleep(0.5)
-        gateway.routes.write_text(text.replace("/somewhere/else", "/moved/here"))
+        _replace(gateway.routes, text.replace("/somewhere/else", "/moved/here"))
         event = gateway.process.wait_event("reloaded", timeout=10)
         time.sleep(0.5)
     assert event["trigger"] == "file_change"
@@ -68,8 +77,9 @@ def test_invalid_config_is_rejected_and_the_old_one_keeps_serving(
 ):
     text = routes_text([upstream.url])
     gateway = start_gateway(text)
-    gateway.routes.write_text(
-        text.replace("upstream: main\n    default_version", "upstream: mian\n    default_version")
+    _replace(
+        gateway.routes,
+        text.replace("upstream: main\n    default_version", "upstream: mian\n    default_version"),
     )
     event = gateway.process.wait_event("reload_rejected", timeout=10)
     assert f"{gateway.routes}:17:15: upstream 'mian' is not defined (known: main)" in str(
@@ -85,7 +95,7 @@ def test_invalid_config_is_rejected_and_the_old_one_keeps_serving(
 def test_sighup_reloads(start_gateway: StartGateway, upstream: ScriptedUpstream):
     text = routes_text([upstream.url])
     gateway = start_gateway(text, "--no-watch")
-    gateway.routes.write_text(text.replace("/somewhere/else", "/after/hup"))
+    _replace(gateway.routes, text.replace("/somewhere/else", "/after/hup"))
     time.sleep(0.3)
     with gateway.client() as client:
         assert client.get("/api/v2/scan/fixed").json()["path"] == "/somewhere/else"
