@@ -304,10 +304,11 @@ class Proxy:
             await send({"type": "http.response.body", "body": b""})
             return
 
-        if length is not None and length <= self._buffer:
+        # Already in memory: the HTTP/1.1 transport's small answers, or a test double's body.
+        buffered = getattr(response.stream, "buffered_body", None)
+        body = buffered() if buffered is not None else _preloaded(response)
+        if body is not None or (length is not None and length <= self._buffer):
             try:
-                buffered = getattr(response.stream, "buffered_body", None)
-                body = buffered() if buffered is not None else None
                 if body is None:
                     with map_upstream_errors(match.route.upstream):
                         body = b"".join([chunk async for chunk in response.aiter_raw()])
@@ -333,6 +334,13 @@ class Proxy:
         finally:
             watcher.cancel()
             await response.aclose()
+
+
+def _preloaded(response: httpx.Response) -> bytes | None:
+    try:
+        return response.content
+    except httpx.ResponseNotRead:
+        return None
 
 
 async def _watch_disconnect(receive: Receive, done: asyncio.Event) -> None:

@@ -39,7 +39,8 @@ class CompiledRoute:
     methods: frozenset[str] | None
 
     def matches(self, method: str, rest: str) -> Match:
-        if self.regex.fullmatch(rest) is None:
+        if self.regex.fullmatch(rest) is None and not (rest == "/" and self.regex.fullmatch("")):
+            # The domain root ("/api/v1/scan" or ".../scan/") is zero segments: '/**' takes it.
             return Match.NONE
         if self.methods is None or method in self.methods:
             return Match.FULL

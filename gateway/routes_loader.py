@@ -55,7 +55,7 @@ _UPSTREAM_KEYS = (
     "outlier_detection",
 )
 _TIMEOUT_KEYS = ("connect_seconds", "read_seconds", "total_seconds")
-_RETRY_KEYS = ("attempts", "methods", "on", "backoff", "budget")
+_RETRY_KEYS = ("attempts", "methods", "retry_on", "backoff", "budget")
 _BACKOFF_KEYS = ("base_seconds", "max_seconds")
 _BUDGET_KEYS = ("ratio", "min_concurrency")
 _BREAKER_KEYS = ("failures", "reset_seconds", "on_status")
@@ -230,7 +230,7 @@ def _retries(node: Node | None) -> RetryPolicy:
     attempts = retry.get("attempts")
     methods = retry.get("methods")
     on_status, on_connect, on_timeout = defaults.on_status, defaults.on_connect_failure, False
-    if (on := retry.get("on")) is not None:
+    if (on := retry.get("retry_on")) is not None:
         statuses, on_connect = set(), False
         for item in on.items():
             if item.raw.tag.endswith(":int"):

@@ -92,6 +92,10 @@ class Breaker:
             raise CircuitOpen("circuit_open", headers=(("retry-after", str(self.retry_after())),))
         if self._probing:
             raise CircuitOpen("circuit_open", headers=(("retry-after", "1"),))
+        if state == pybreaker.STATE_OPEN:
+            # Our clock decides when the reset timeout is over, so the probe's outcome is judged
+            # in the half-open state whatever pybreaker's own wall-clock check would say.
+            self._cb.half_open()
         self._probing = True
 
     def record(self, ok: bool) -> None:

@@ -43,7 +43,7 @@ def test_total_deadline_includes_retries(start_gateway: StartGateway, upstream: 
         routes_text(
             [upstream.url],
             "    timeouts: {connect_seconds: 0.3, read_seconds: 0.4, total_seconds: 0.6}\n"
-            "    retries: {attempts: 5, on: [timeout]}\n"
+            "    retries: {attempts: 5, retry_on: [timeout]}\n"
             "    circuit_breaker: false\n",
         )
     )
@@ -62,7 +62,7 @@ def test_idempotent_requests_are_retried_until_one_succeeds(
     gateway = start_gateway(
         routes_text(
             [upstream.url],
-            "    retries: {attempts: 2, on: [503],\n"
+            "    retries: {attempts: 2, retry_on: [503],\n"
             "              backoff: {base_seconds: 0.01, max_seconds: 0.05}}\n"
             "    circuit_breaker: false\n    outlier_detection: false\n",
         )
@@ -83,7 +83,7 @@ def test_connect_failures_are_retried_on_another_endpoint_even_for_post(
     gateway = start_gateway(
         routes_text(
             [_dead_endpoint(), upstream.url],
-            "    retries: {attempts: 1, on: [connect_failure],\n"
+            "    retries: {attempts: 1, retry_on: [connect_failure],\n"
             "              backoff: {base_seconds: 0.001, max_seconds: 0.002}}\n"
             "    circuit_breaker: false\n    outlier_detection: false\n",
         )

@@ -1,0 +1,114 @@
+"""In-process auth on required routes, identity-header stripping, and the admin listener."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.gateway.conftest import Gateway, StartGateway
+from tests.support.tokens import AUDIENCE, ISSUER, SigningKey, jwks
+from tests.support.upstreams import ScriptedUpstream
+
+KEY = SigningKey()
+
+
+@pytest.fixture
+def authed(start_gateway: StartGateway, upstream: ScriptedUpstream, tmp_path: Path) -> Gateway:
+    (tmp_path / "jwks.json").write_bytes(jwks(KEY))
+    return start_gateway(
+        f"""\
+auth:
+  issuers:
+    - issuer: {ISSUER}
+      audiences: [{AUDIENCE}]
+      jwks_file: jwks.json
+  claims_to_headers:
+    sub: x-user-id
+layers: [product]
+domains:
+  scan:
+    layer: product
+    owner: team-scan
+    upstream: main
+    versions:
+      v1:
+        routes:
+          - {{name: health, path: /health, auth: bypass}}
+          - {{name: results, path: /results/**}}
+upstreams:
+  main:
+    endpoints: [{upstream.url}]
+"""
+    )
+
+
+def test_a_required_route_without_a_token_is_401_and_never_reaches_the_upstream(
+    authed: Gateway, upstream: ScriptedUpstream
+):
+    with authed.client() as client:
+        reply = client.get("/api/v1/scan/results/1", headers={"x-request-id": "r-9"})
+    assert reply.status_code == 401
+    assert reply.json() == {"error": "unauthorized", "reason": "missing_token", "request_id": "r-9"}
+    assert reply.headers["www-authenticate"].startswith("Bearer")
+    assert sum(upstream.hits.values()) == 0
+
+
+def test_a_valid_token_is_forwarded_with_the_identity_the_gateway_sets(authed: Gateway):
+    token = KEY.token(sub="alice")
+    with authed.client() as client:
+        reply = client.get(
+            "/api/v1/scan/results/1",
+            headers={
+                "authorization": f"Bearer {token}",
+                "x-user-id": "mallory",
+                "x_user_id": "mallory",
+            },
+        )
+    assert reply.status_code == 200
+    seen = reply.json()["headers"]
+    assert seen["x-user-id"] == "alice"
+    assert "x_user_id" not in seen
+
+
+def test_an_expired_token_is_401_token_expired(authed: Gateway):
+    with authed.client() as client:
+        reply = client.get(
+            "/api/v1/scan/results/1", headers={"authorization": f"Bearer {KEY.token(exp=1)}"}
+        )
+    assert (reply.status_code, reply.json()["reason"]) == (401, "token_expired")
+
+
+def test_identity_headers_are_stripped_on_bypassed_routes_too(authed: Gateway):
+    with authed.client() as client:
+        reply = client.get(
+            "/api/v1/scan/health", headers={"x-user-id": "mallory", "X_User_Id": "m"}
+        )
+    assert reply.status_code == 200
+    seen = reply.json()["headers"]
+    assert "x-user-id" not in seen and "x_user_id" not in seen
+
+
+def test_admin_listener_serves_health_readiness_metrics_and_routes(authed: Gateway):
+    with authed.client() as client:
+        client.get("/api/v1/scan/health")
+    assert httpx.get(f"{authed.admin}/healthz").text == "ok\n"
+    ready = httpx.get(f"{authed.admin}/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    metrics = httpx.get(f"{authed.admin}/metrics").text
+    assert (
+        'doma_gateway_requests_total{domain="scan",route="health",status="200",version="v1"} 1.0'
+        in metrics
+    )
+    assert "doma_gateway_request_duration_seconds_bucket" in metrics
+    routes = httpx.get(f"{authed.admin}/admin/routes").json()
+    (scan,) = routes["domains"]
+    assert [r["path"] for r in scan["versions"][0]["routes"]] == [
+        "/api/v1/scan/health",
+        "/api/v1/scan/results/**",
+    ]
+    assert [r["auth"] for r in scan["versions"][0]["routes"]] == ["bypass", "required"]
+    # The admin listener is not the gateway: the data port has no admin routes.
+    with authed.client() as client:
+        assert client.get("/admin/routes").status_code == 404
