@@ -194,39 +194,33 @@ class Proxy:
                     content=(body or None) if body is not None else _stream_body(receive),
                     extensions=extensions,
                 )
+                delay = self._rng(0.0, min(policy.backoff.max, policy.backoff.base * 2**retry))
                 try:
                     response = await self._attempt(pool, endpoint, request, deadline)
                 except (UpstreamTimeout, UpstreamUnavailable, BadGateway) as exc:
-                    if isinstance(exc, CircuitOpen) or not self._retry_error(
-                        exc, method, retries_left, pool
+                    if (
+                        isinstance(exc, CircuitOpen)
+                        # A retry must start before the total deadline, backoff included.
+                        or loop.time() + delay >= deadline
+                        or not self._retry_error(exc, method, retries_left, pool)
                     ):
                         raise
-                    failure: httpx.Response | UpstreamError = exc
                 else:
                     if not (
                         response.status_code in policy.on_status
                         and method in policy.methods
                         and retries_left > 0
+                        and loop.time() + delay < deadline
                         and pool.may_retry()
                     ):
                         return response
                     await response.aclose()
-                    failure = response
                 finally:
                     if retrying:
                         pool.retries_in_flight -= 1
                         retrying = False
                 retry += 1
                 retries_left -= 1
-                delay = self._rng(
-                    0.0, min(policy.backoff.max, policy.backoff.base * 2 ** (retry - 1))
-                )
-                if loop.time() + delay >= deadline:
-                    if isinstance(failure, httpx.Response):
-                        # Out of time to retry: the last answer is the best one left, but it was
-                        # closed; say so rather than invent a body.
-                        raise UpstreamTimeout("upstream_timeout", upstream=pool.name)
-                    raise failure
                 self._metrics.retry(pool.name)
                 pool.retries_in_flight += 1
                 retrying = True

@@ -66,7 +66,7 @@ def write_routes(routes: Path) -> None:
         # Port 9 (discard) on loopback: nothing listens, every attempt is refused at once.
         "    endpoints: [http://127.0.0.1:9]\n"
         "    timeouts: {connect_seconds: 0.5, read_seconds: 1, total_seconds: 2}\n"
-        "    retries: {attempts: 1, on: [connect_failure]}\n"
+        "    retries: {attempts: 1, retry_on: [connect_failure]}\n"
         "    circuit_breaker: {failures: 5, reset_seconds: 10}\n"
         "    outlier_detection: {consecutive_failures: 5, ejection_seconds: 30}\n"
     )
