@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.cases import CASES, Case, PythonServer, doma_command, noop_command
+from bench.cases import CASES, DEFAULT_CASES, Case, PythonServer, server_command
 from bench.envoy import Envoy, bootstrap
 from bench.processes import Pinning
 from bench.profile import format_summary, record, summarise
@@ -47,6 +47,10 @@ auth:
     - /api/v1/*/health
   token:
     cache_size: {cache_size}
+  # In-process revocation store and bus: every check consults the revocation cache.
+  revocation:
+    store: memory://
+    bus: memory://
 """
 
 
@@ -63,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (every case)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (every case)")
     parser.add_argument("--rounds", type=int, default=2, help="runs of every case; the best counts")
-    parser.add_argument("--cases", default="a,b,c,d,e", help="comma-separated keys or labels")
+    parser.add_argument("--cases", default=DEFAULT_CASES, help="comma-separated keys or labels")
     parser.add_argument(
         "--no-pin", action="store_true", help="do not pin Envoy and the server to CPUs"
     )
@@ -154,7 +158,7 @@ class Bench:
         self.upstream.stop()
 
     def _server(self, name: str) -> PythonServer:
-        argv = noop_command() if name == "noop" else doma_command(self.routes[name])
+        argv = server_command(name, self.routes)
         return PythonServer(name, argv, self.pinning.authz_cpu, self.workdir).start()
 
     def _envoy(self, case: Case, authz_port: int) -> Envoy:
@@ -204,12 +208,14 @@ class Bench:
             started = time.monotonic()
             result = self._load(envoy, self.args.duration)
             elapsed = time.monotonic() - started
-            cpu = {
-                f"{name}_cpu_percent": round(
-                    100 * (_cpu_seconds(pid) - cpu_before[name]) / elapsed, 1
-                )
-                for name, pid in pids.items()
+            used = {name: _cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+            cpu: dict[str, float] = {
+                f"{name}_cpu_percent": round(100 * seconds / elapsed, 1)
+                for name, seconds in used.items()
             }
+            if server is not None and result.requests:
+                # CPU the Python server spent per request: steadier than req/s on a shared box.
+                cpu["authz_us_per_check"] = round(1e6 * used["authz"] / result.requests, 1)
             stats = {k: v - stats_before.get(k, 0) for k, v in envoy.stats(*prefixes).items()}
             cache = {
                 k: v - cache_before.get(k, 0)
@@ -311,19 +317,23 @@ RATIOS = (
     ("ours/(c) jwt_authn", "d", "c"),
     ("fresh/(b) no-op grpc", "e", "b"),
     ("ours/(a) envoy alone", "d", "a"),
+    ("noop-sync/(b) no-op grpc", "f", "b"),
+    ("doma-sync/(b) no-op grpc", "g", "b"),
 )
 
 
 _COLUMNS = (("case", "<16"), ("req/s", ">9"), ("p50 ms", ">8"), ("p99 ms", ">8"))
-_COLUMNS += (("non-2xx", ">8"), ("envoy cpu", ">10"), ("authz cpu", ">10"), ("authz rss", ">10"))
+_COLUMNS += (("non-2xx", ">8"), ("envoy cpu", ">10"), ("authz cpu", ">10"), ("us/check", ">9"))
+_COLUMNS += (("authz rss", ">10"),)
 
 
 def _cells(key: str, row: dict[str, Any]) -> tuple[str, ...]:
     name = f"({key}) {row['label']}"
     if "rps" not in row:
-        return (name, "FAILED", "", "", "", "", "", "")
+        return (name, "FAILED", "", "", "", "", "", "", "")
     authz_cpu = f"{row['authz_cpu_percent']:.0f}%" if "authz_cpu_percent" in row else "-"
     rss = f"{row['authz_rss_mb']:.0f} MB" if "authz_rss_mb" in row else "-"
+    per_check = f"{row['authz_us_per_check']:.0f}" if "authz_us_per_check" in row else "-"
     return (
         name,
         f"{row['rps']:,.0f}",
@@ -332,8 +342,17 @@ def _cells(key: str, row: dict[str, Any]) -> tuple[str, ...]:
         str(row["non_2xx"]),
         f"{row['envoy_cpu_percent']:.0f}%",
         authz_cpu,
+        per_check,
         rss,
     )
+
+
+def _cpu_ratio(cases: dict[str, dict[str, Any]], top: str, bottom: str) -> float | None:
+    """How many checks ``top`` does per CPU-second of its server, relative to ``bottom``."""
+    a, b = cases.get(top, {}), cases.get(bottom, {})
+    if "authz_us_per_check" in a and "authz_us_per_check" in b and "failed" not in a:
+        return round(b["authz_us_per_check"] / a["authz_us_per_check"], 3)
+    return None
 
 
 def _table(cases: dict[str, dict[str, Any]]) -> str:
@@ -358,7 +377,10 @@ def _run_one(bench: Bench, case: Case) -> dict[str, Any]:
 def _progress(case: Case, number: int, outcome: dict[str, Any]) -> None:
     name = f"  ({case.key}) {case.label:<11} round {number}:"
     if "rps" in outcome:
-        print(f"{name} {outcome['rps']:>9,.0f} req/s  p99 {outcome['p99_ms']:.2f} ms", flush=True)
+        per_check = outcome.get("authz_us_per_check")
+        cpu = "" if per_check is None else f"  authz {per_check:.0f} us CPU/check"
+        line = f"{name} {outcome['rps']:>9,.0f} req/s  p99 {outcome['p99_ms']:6.2f} ms{cpu}"
+        print(line, flush=True)
     if "failed" in outcome:
         print(f"{name} FAILED: {outcome['failed']}", file=sys.stderr, flush=True)
 
@@ -418,12 +440,18 @@ def main(argv: list[str] | None = None) -> int:
             bench.close()
     cases = {key: _best(outcomes) for key, outcomes in rounds.items()}
     ratios = {name: _ratio(cases, top, bottom) for name, top, bottom in RATIOS}
+    cpu_ratios = {
+        name: _cpu_ratio(cases, top, bottom) for name, top, bottom in RATIOS if bottom != "a"
+    }
     print()
     print(f"layout: {bench.pinning.describe()}")
     print(_table(cases))
+    print(f"{'ratio':<26} {'req/s':>7} {'per CPU':>8}")
     for name, value in ratios.items():
         if value is not None:
-            print(f"{name:<24} {value:.2f}x")
+            per_cpu = cpu_ratios.get(name)
+            print(f"{name:<26} {value:>6.2f}x {'' if per_cpu is None else f'{per_cpu:.2f}x':>8}")
+    print("(per CPU: checks per CPU-second of the Python server, less sensitive to other load)")
     report = {
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
@@ -443,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "cases": cases,
         "ratios": ratios,
+        "ratios_per_cpu": cpu_ratios,
         "profiles": profiles,
         "wall_seconds": round(time.monotonic() - started, 1),
     }

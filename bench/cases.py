@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.processes import pinned, start, stop, wait_for_event
 
-__all__ = ["CASES", "Case", "PythonServer", "doma_command", "noop_command"]
+__all__ = ["CASES", "DEFAULT_CASES", "Case", "PythonServer", "doma_command", "server_command"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +53,30 @@ CASES: tuple[Case, ...] = (
         "doma-gateway authz with auth.token.cache_size: 0 (RS256 verified on every request)",
         enforces=True,
     ),
+    # Levers, run only when asked for (--cases f,g): grpc's synchronous server instead of aio.
+    Case(
+        "f", "noop-sync", "ext_authz", "noop-sync",
+        "lever: the no-op check on grpc's synchronous server (4 threads) instead of grpc.aio",
+        enforces=False,
+    ),
+    Case(
+        "g", "doma-sync", "ext_authz", "doma-sync",
+        "lever: doma's servicer and core on grpc's synchronous server (bench/sync_authz.py)",
+        enforces=True,
+    ),
 )  # fmt: skip
+DEFAULT_CASES = "a,b,c,d,e"
 
 
-def noop_command() -> list[str]:
-    return [sys.executable, "-m", "bench.noop_authz", "--listen", "127.0.0.1:0"]
+def server_command(name: str, routes: dict[str, Path]) -> list[str]:
+    """The command line of the Python server a case names."""
+    if name == "noop":
+        return [sys.executable, "-m", "bench.noop_authz", "--listen", "127.0.0.1:0"]
+    if name in ("noop-sync", "doma-sync"):
+        core = name.partition("-")[0]
+        argv = [sys.executable, "-m", "bench.sync_authz", "--core", core, "--listen", "127.0.0.1:0"]
+        return [*argv, "--routes", str(routes["doma"])] if core == "doma" else argv
+    return doma_command(routes[name])
 
 
 def doma_command(routes: Path) -> list[str]:
