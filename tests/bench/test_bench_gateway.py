@@ -1,0 +1,41 @@
+"""The gateway benchmark harness runs end to end in a short mode and reports its numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is missing (make bench-tools)"),
+    pytest.mark.skipif(
+        shutil.which("nginx") is None and not os.access("/usr/sbin/nginx", os.X_OK),
+        reason="nginx is missing (make bench-tools)",
+    ),
+]
+
+
+def test_short_run_measures_direct_envoy_and_the_gateway_with_only_2xx(tmp_path: Path) -> None:
+    output = tmp_path / "gateway.json"
+    argv = [
+        sys.executable, "-m", "bench.gateway", "--duration", "1", "--warmup", "0",
+        "--rate", "200", "--rate-duration", "1", "--connections", "4",
+        "--cases", "direct,envoy,doma", "--output", str(output),
+    ]  # fmt: skip
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(output.read_text())
+    assert [row["case"] for row in report["throughput"]] == ["direct", "envoy", "doma"]
+    assert all(row["requests"] > 0 and row["rps"] > 0 for row in report["throughput"])
+    assert [row["case"] for row in report["fixed_rate"]] == ["direct", "doma"]
+    assert report["ratios"]["doma_vs_envoy"] > 0
+    assert report["p99_added_ms"] is not None
+    assert "target doma_vs_envoy >= 0.30" in done.stdout
