@@ -218,11 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.gateway", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per case")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warmup seconds per case")
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per case")
+    parser.add_argument("--warmup", type=float, default=1.0, help="warmup seconds per case")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of every case; the best counts")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--rate", type=float, default=1000.0, help="fixed-rate run: requests/s")
-    parser.add_argument("--rate-duration", type=float, default=6.0, help="fixed-rate run: seconds")
+    parser.add_argument("--rate-duration", type=float, default=5.0, help="fixed-rate run: seconds")
     parser.add_argument("--cases", default=",".join(c.key for c in CASES))
     parser.add_argument("--no-pin", action="store_true", help="do not give the proxy its own CPU")
     parser.add_argument("--output", type=Path, default=RESULTS / "gateway.json")
@@ -232,13 +233,23 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="doma-bench-gateway-") as tmp:
         bench = Bench(args, Path(tmp))
         try:
-            rows = []
-            for case in wanted:
-                rows.append(bench.throughput(case))
-                print(f"  {case.key}: {rows[-1]['rps']:,.0f} req/s", flush=True)
-            paced = [
-                bench.fixed_rate(c) for c in CASES if c.key in ("direct", "doma") and c in wanted
-            ]
+            # Rounds interleave the cases so a burst of load from elsewhere on the machine
+            # hits every case alike; each case keeps its best round.
+            best: dict[str, dict[str, Any]] = {}
+            best_paced: dict[str, dict[str, Any]] = {}
+            for number in range(1, args.rounds + 1):
+                for case in wanted:
+                    row = bench.throughput(case)
+                    print(f"  round {number} {case.key}: {row['rps']:,.0f} req/s", flush=True)
+                    if case.key not in best or row["rps"] > best[case.key]["rps"]:
+                        best[case.key] = row
+                for case in (c for c in wanted if c.key in ("direct", "doma")):
+                    row = bench.fixed_rate(case)
+                    kept = best_paced.get(case.key)
+                    if kept is None or row["p99_ms"] < kept["p99_ms"]:
+                        best_paced[case.key] = row
+            rows = [best[c.key] for c in wanted]
+            paced = list(best_paced.values())
         finally:
             bench.close()
 
@@ -291,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(json.dumps({
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "proxy_cpu": bench.proxy_cpu},
-        "settings": {"duration": args.duration, "connections": args.connections, "rate": args.rate},
+        "settings": {"duration": args.duration, "connections": args.connections, "rate": args.rate,
+                     "rounds": args.rounds},
         "throughput": rows, "fixed_rate": paced, "p99_added_ms": added, "ratios": ratios,
         "targets": targets,
         "median_rps": statistics.median(r["rps"] for r in rows) if rows else None,

@@ -28,7 +28,7 @@ def test_short_run_measures_direct_envoy_and_the_gateway_with_only_2xx(tmp_path:
     argv = [
         sys.executable, "-m", "bench.gateway", "--duration", "1", "--warmup", "0",
         "--rate", "200", "--rate-duration", "1", "--connections", "4",
-        "--cases", "direct,envoy,doma", "--output", str(output),
+        "--cases", "direct,envoy,doma", "--rounds", "1", "--output", str(output),
     ]  # fmt: skip
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
