@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import socket
 
 from tests.gateway.conftest import Gateway
 from tests.support.http import send
+from tests.support.upstreams import ScriptedUpstream
 
 
 def _echoed(gateway: Gateway, headers: list[tuple[str, str]]) -> dict[str, str]:
@@ -84,3 +86,46 @@ def test_errors_are_json_with_the_request_id(gateway: Gateway):
     assert reply.status == 404
     assert reply.headers["content-type"] == "application/json"
     assert reply.json() == {"error": "not_found", "reason": "unknown_domain", "request_id": "req-7"}
+
+
+def _raw(gateway: Gateway, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as connection:
+        connection.sendall(request)
+        chunks = []
+        while True:
+            try:
+                data = connection.recv(65536)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+            if b"\r\n\r\n" in b"".join(chunks):
+                break
+        return b"".join(chunks)
+
+
+def test_content_length_with_transfer_encoding_is_refused(
+    gateway: Gateway, shared_upstream: ScriptedUpstream
+):
+    before = sum(shared_upstream.hits.values())
+    answer = _raw(
+        gateway,
+        b"POST /api/v2/scan/echo HTTP/1.1\r\nHost: edge\r\nContent-Length: 4\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        b"GET /api/v2/scan/smuggled HTTP/1.1\r\nHost: edge\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert sum(shared_upstream.hits.values()) == before
+    assert shared_upstream.hits["/smuggled"] == 0
+
+
+def test_a_query_that_looks_like_a_path_does_not_change_routing(gateway: Gateway):
+    reply = send(gateway.port, "/api/v1/scan/results/1?/api/v2/scan/fixed")
+    assert reply.json()["path"] == "/api/v1/scan/results/1?/api/v2/scan/fixed"
+
+
+def test_hop_by_hop_headers_from_the_upstream_do_not_reach_the_client(gateway: Gateway):
+    reply = send(gateway.port, "/api/v2/scan/echo")
+    assert "connection" not in reply.headers or reply.headers["connection"] == "keep-alive"
+    assert "transfer-encoding" not in reply.headers
