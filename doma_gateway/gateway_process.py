@@ -166,7 +166,7 @@ async def run_serve(options: ServeOptions) -> int:
 
     def ready() -> bool:
         # Ready once the token keys are loaded (when auth is configured), until shutdown.
-        return not stopping and (stack is None or stack.keys_ready.is_set())
+        return not stopping and (stack is None or (stack.keys_ready.is_set() and stack.ready()))
 
     if options.worker_fd is not None:
         sock = socket.socket(fileno=options.worker_fd)
@@ -185,7 +185,9 @@ async def run_serve(options: ServeOptions) -> int:
         tasks.append(asyncio.create_task(servers[1].serve(sockets=[admin_sock])))
     background: list[asyncio.Task[None]] = []
     if stack is not None:
-        background.append(asyncio.create_task(stack.keep_keys_fresh()))
+        # Key refresh and, with auth.revocation, the invalidation bus and epoch loops: the
+        # gateway's in-process auth sees revocations as soon as doma-gateway authz does.
+        background.append(asyncio.create_task(stack.run_background()))
     await _started(*servers)
 
     stop = asyncio.Event()
@@ -216,8 +218,7 @@ async def run_serve(options: ServeOptions) -> int:
     with contextlib.suppress(Exception):
         await transport.aclose()
     if stack is not None:
-        with contextlib.suppress(Exception):
-            await stack.http.aclose()
+        await stack.aclose()
     announce("stopped")
     return 0
 

@@ -112,3 +112,33 @@ def test_admin_listener_serves_health_readiness_metrics_and_routes(authed: Gatew
     # The admin listener is not the gateway: the data port has no admin routes.
     with authed.client() as client:
         assert client.get("/admin/routes").status_code == 404
+
+
+def test_the_gateway_runs_the_revocation_machinery_of_its_auth_section(
+    start_gateway: StartGateway, upstream: ScriptedUpstream, tmp_path: Path
+):
+    (tmp_path / "jwks.json").write_bytes(jwks(KEY))
+    gateway = start_gateway(
+        f"""\
+auth:
+  issuers:
+    - issuer: {ISSUER}
+      audiences: [{AUDIENCE}]
+      jwks_file: jwks.json
+  revocation: {{store: 'memory://gateway', bus: 'memory://gateway'}}
+layers: [product]
+domains:
+  scan:
+    layer: product
+    owner: team-scan
+    upstream: main
+    versions: {{v1: {{routes: [{{path: /**}}]}}}}
+upstreams:
+  main:
+    endpoints: [{upstream.url}]
+"""
+    )
+    with gateway.client() as client:
+        reply = client.get("/api/v1/scan/x", headers={"authorization": f"Bearer {KEY.token()}"})
+    assert reply.status_code == 200
+    assert httpx.get(f"{gateway.admin}/readyz").json()["ready"] is True
