@@ -417,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     selected = _selected(args.cases)
     started = time.monotonic()
+    load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="doma-bench-") as tmp:
         bench = Bench(args, Path(tmp))
         print(f"layout: {bench.pinning.describe()}", flush=True)
@@ -453,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print()
     print(f"layout: {bench.pinning.describe()}")
+    load_now = os.getloadavg()
+    print(f"load average: {load_at_start[0]:.2f} at start, {load_now[0]:.2f} at end (2 CPUs)")
     print(_table(cases))
     print(f"{'ratio':<26} {'req/s':>7} {'per CPU':>8}")
     for name, value in ratios.items():
@@ -470,7 +473,9 @@ def main(argv: list[str] | None = None) -> int:
             "layout": bench.pinning.describe(),
             "python": platform.python_version(),
             "envoy": _envoy_version(),
-            "load_average": os.getloadavg(),
+            # Other work on the machine disturbs every number: the load says how much there was.
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": os.getloadavg(),
         },
         "settings": {
             "duration_s": args.duration,
