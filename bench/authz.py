@@ -455,7 +455,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"layout: {bench.pinning.describe()}")
     load_now = os.getloadavg()
-    print(f"load average: {load_at_start[0]:.2f} at start, {load_now[0]:.2f} at end (2 CPUs)")
+    print(
+        f"load average: {load_at_start[0]:.2f} at start, {load_now[0]:.2f} at end "
+        f"({os.cpu_count()} CPUs)"
+    )
     print(_table(cases))
     print(f"{'ratio':<26} {'req/s':>7} {'per CPU':>8}")
     for name, value in ratios.items():
