@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test test-tools check proto bench bench-authz bench-revocation bench-gateway bench-tools services clean
+.PHONY: run test test-tools check proto bench bench-authz bench-revocation bench-gateway bench-tools services clean run-edge
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ $(VENV)/.dev: $(BIN)/python pyproject.toml constraints.txt
 
 run: $(VENV)/.run
 	$(BIN)/doma-gateway demo
+
+# The edge gateway (doma-gateway serve) in front of demo domain services; prints curl commands.
+run-edge: $(VENV)/.run
+	$(BIN)/doma-gateway edge-demo
 
 test: $(VENV)/.dev services test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

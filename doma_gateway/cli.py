@@ -92,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run Envoy + authz + a demo upstream on loopback")
     demo.add_argument("--port", type=int, default=8080, help="Envoy's listener port")
+
+    edge_demo = commands.add_parser(
+        "edge-demo", help="run doma-gateway serve + three demo domain services on loopback"
+    )
+    edge_demo.add_argument("--port", type=int, default=8080, help="the gateway's listener port")
     return parser
 
 
@@ -111,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from doma_gateway.demo import run_demo
 
             return _run(run_demo(args.port))
+        if args.command == "edge-demo":
+            from doma_gateway.edge_demo import run_edge_demo
+
+            return _run(run_edge_demo(args.port))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
