@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 from collections.abc import AsyncIterator
 
 import httptools
@@ -213,25 +214,43 @@ class Http1Transport(httpx.AsyncBaseTransport):
 
     honours_deadline = True
 
-    def __init__(self, *, max_idle_per_host: int = 256):
-        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+    def __init__(self, *, max_idle_per_host: int = 256, tls: ssl.SSLContext | None = None):
+        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._max_idle = max_idle_per_host
         self._closed = False
+        # https:// endpoints: certificates verified against the system's trust store by default.
+        self._tls = tls
 
-    async def _connect(self, host: str, port: int, connect_seconds: float | None) -> _Connection:
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls
+
+    async def _connect(
+        self, scheme: str, host: str, port: int, connect_seconds: float | None
+    ) -> _Connection:
         loop = asyncio.get_running_loop()
+        tls = self._tls_context() if scheme == "https" else None
         try:
             async with asyncio.timeout(connect_seconds):
-                _, connection = await loop.create_connection(lambda: _Connection(loop), host, port)
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(loop),
+                    host,
+                    port,
+                    ssl=tls,
+                    server_hostname=host if tls else None,
+                )
         except TimeoutError as exc:
             raise httpx.ConnectTimeout(f"connect to {host}:{port} timed out") from exc
+        except ssl.SSLError as exc:
+            raise httpx.ConnectError(f"TLS with {host}:{port} failed: {exc.reason}") from exc
         except OSError as exc:
             raise httpx.ConnectError(
                 f"connect to {host}:{port} failed: {exc.strerror or exc}"
             ) from exc
         return connection
 
-    def _checkout(self, key: tuple[str, int]) -> _Connection | None:
+    def _checkout(self, key: tuple[str, str, int]) -> _Connection | None:
         idle = self._idle.get(key)
         while idle:
             connection = idle.pop()
@@ -240,7 +259,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
                 return connection
         return None
 
-    def _release(self, key: tuple[str, int], connection: _Connection) -> None:
+    def _release(self, key: tuple[str, str, int], connection: _Connection) -> None:
         if connection.keep_alive and not self._closed:
             idle = self._idle.setdefault(key, [])
             if len(idle) < self._max_idle:
@@ -250,11 +269,9 @@ class Http1Transport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        if url.scheme != "http":
-            raise httpx.UnsupportedProtocol(
-                f"the gateway's HTTP/1.1 transport speaks http://, not {url.scheme}://"
-            )
-        key = (url.host, url.port or 80)
+        if url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"unsupported scheme {url.scheme}://")
+        key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         timeouts = request.extensions.get("timeout", {})
         read_timeout = timeouts.get("read")
         head_timeout = read_timeout
@@ -276,7 +293,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
                 if deadline is not None:
                     left = deadline - loop.time()
                     connect = left if connect is None else min(connect, left)
-                connection = await self._connect(key[0], key[1], connect)
+                connection = await self._connect(key[0], key[1], key[2], connect)
             connection.start()
             try:
                 await self._send(connection, head, body, stream)

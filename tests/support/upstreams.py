@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import json
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -155,8 +156,18 @@ class _Server(ThreadingHTTPServer):
 
 
 class ScriptedUpstream:
-    def __init__(self, name: str = "upstream", host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        name: str = "upstream",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ):
         self._server = _Server(name, (host, port))
+        self._scheme = "http"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -165,7 +176,7 @@ class ScriptedUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self._scheme}://127.0.0.1:{self.port}"
 
     @property
     def hits(self) -> collections.Counter[str]:
