@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -28,6 +29,8 @@ def test_edge_demo_shows_routing_versions_deprecation_and_a_401():
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        # Its own process group, so a failed test can take the demo's gateway down with it.
+        start_new_session=True,
     )
     try:
         assert demo.stdout is not None
@@ -62,5 +65,5 @@ def test_edge_demo_shows_routing_versions_deprecation_and_a_401():
         assert demo.returncode == 0
     finally:
         if demo.poll() is None:
-            demo.kill()
+            os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
