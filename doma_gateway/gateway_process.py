@@ -15,18 +15,14 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
-from authz.check import CheckInput, Decision
 from authz.errors import ConfigError
 from authz.loader import load_auth_settings
 from doma_gateway.addresses import HostPort, host_port
@@ -43,7 +39,16 @@ from gateway.transport import build_transport
 if TYPE_CHECKING:
     from doma_gateway.authz_process import AuthzStack
 
-__all__ = ["ServeOptions", "run_serve"]
+__all__ = [
+    "ServeOptions",
+    "address_of",
+    "announce",
+    "bind_listener",
+    "load_config",
+    "run_serve",
+    "uvicorn_server",
+    "wait_started",
+]
 
 log = logging.getLogger("doma.gateway")
 
@@ -71,7 +76,7 @@ def load_config(options: ServeOptions) -> RoutesConfig:
     return config
 
 
-def _bind(address: HostPort) -> socket.socket:
+def bind_listener(address: HostPort) -> socket.socket:
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -81,12 +86,12 @@ def _bind(address: HostPort) -> socket.socket:
     return sock
 
 
-def _address_of(sock: socket.socket) -> str:
+def address_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return str(HostPort(host, port))
 
 
-def _uvicorn(app: object, grace: float) -> uvicorn.Server:
+def uvicorn_server(app: object, grace: float) -> uvicorn.Server:
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         loop="none",
@@ -107,7 +112,7 @@ def _uvicorn(app: object, grace: float) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
-async def _started(*servers: uvicorn.Server) -> None:
+async def wait_started(*servers: uvicorn.Server) -> None:
     # uvicorn exposes startup only as a flag; polling it briefly is the documented way.
     while not all(server.started for server in servers):  # noqa: ASYNC110
         await asyncio.sleep(0.01)
@@ -116,7 +121,9 @@ async def _started(*servers: uvicorn.Server) -> None:
 async def run_serve(options: ServeOptions) -> int:
     config = load_config(options)
     if options.workers > 1 and options.worker_fd is None:
-        return await _run_supervisor(options, config)
+        from doma_gateway.gateway_workers import run_supervisor
+
+        return await run_supervisor(options, config)
 
     stack: AuthzStack | None = None
     identity: tuple[str, ...] = ()
@@ -171,14 +178,14 @@ async def run_serve(options: ServeOptions) -> int:
     if options.worker_fd is not None:
         sock = socket.socket(fileno=options.worker_fd)
     else:
-        sock = _bind(options.listen or host_port(config.gateway.listen))
-    gateway_server = _uvicorn(GatewayApp(holder, metrics), grace)
+        sock = bind_listener(options.listen or host_port(config.gateway.listen))
+    gateway_server = uvicorn_server(GatewayApp(holder, metrics), grace)
     servers = [gateway_server]
     admin_sock: socket.socket | None = None
     if options.worker_fd is None:
-        admin_sock = _bind(options.admin or host_port(config.gateway.admin))
+        admin_sock = bind_listener(options.admin or host_port(config.gateway.admin))
         admin_app = build_admin(holder, metrics.registry, ready)
-        servers.append(_uvicorn(admin_app, 1.0))
+        servers.append(uvicorn_server(admin_app, 1.0))
 
     tasks = [asyncio.create_task(gateway_server.serve(sockets=[sock]))]
     if admin_sock is not None:
@@ -188,7 +195,7 @@ async def run_serve(options: ServeOptions) -> int:
         # Key refresh and, with auth.revocation, the invalidation bus and epoch loops: the
         # gateway's in-process auth sees revocations as soon as doma-gateway authz does.
         background.append(asyncio.create_task(stack.run_background()))
-    await _started(*servers)
+    await wait_started(*servers)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -199,8 +206,8 @@ async def run_serve(options: ServeOptions) -> int:
         background.append(asyncio.create_task(reloader.watch()))
     announce(
         "listening",
-        http=_address_of(sock),
-        admin=_address_of(admin_sock) if admin_sock is not None else None,
+        http=address_of(sock),
+        admin=address_of(admin_sock) if admin_sock is not None else None,
         pid=os.getpid(),
         domains=[d.name for d in config.domains],
     )
@@ -223,116 +230,6 @@ async def run_serve(options: ServeOptions) -> int:
     return 0
 
 
-async def _run_supervisor(options: ServeOptions, config: RoutesConfig) -> int:
-    """The parent of ``--workers N``: shared socket, aggregated admin, reload and stop fan-out."""
-    from prometheus_client import multiprocess
-
-    metrics_dir = tempfile.TemporaryDirectory(prefix="doma-gateway-metrics-")
-    sock = _bind(options.listen or host_port(config.gateway.listen))
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir.name}
-    argv = [
-        sys.executable,
-        "-m",
-        "doma_gateway.cli",
-        "serve",
-        "--routes",
-        str(options.routes),
-        "--workers",
-        "1",
-        "--worker-fd",
-        str(sock.fileno()),
-        "--no-watch",
-    ]
-    if options.domain:
-        argv += ["--domain", options.domain]
-    workers = [
-        subprocess.Popen(  # noqa: ASYNC220 - started once, before serving
-            argv, pass_fds=(sock.fileno(),), env=env, stdout=subprocess.PIPE, text=True
-        )
-        for _ in range(options.workers)
-    ]
-    for worker in workers:
-        assert worker.stdout is not None
-        line = await asyncio.to_thread(worker.stdout.readline)
-        if '"listening"' not in line:
-            for other in workers:
-                other.terminate()
-            raise ConfigError("a worker failed to start", file=str(options.routes))
-        threading.Thread(target=_drain, args=(worker.stdout,), daemon=True).start()
-
-    # The parent keeps its own copy of the config for /admin/routes and for validating reloads.
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=metrics_dir.name)  # type: ignore[no-untyped-call]
-    local = GatewayMetrics(CollectorRegistry())
-    transport = build_transport(config.gateway.transport)
-    validator = _NoAuthorizer() if has_section(options.routes, "auth") else None
-    holder = RuntimeHolder(
-        build_runtime(config, transport=transport, metrics=local, authorizer=validator)
-    )
-
-    def apply() -> int:
-        new = load_config(options)
-        holder.swap(build_runtime(new, transport=transport, metrics=local, authorizer=validator))
-        for worker in workers:
-            worker.send_signal(signal.SIGHUP)
-        return holder.generation
-
-    reloader = Reloader(
-        options.routes,
-        apply,
-        on_result=lambda e, f: announce(e, **f),
-        interval=options.watch_interval,
-    )
-    alive = lambda: all(w.poll() is None for w in workers)  # noqa: E731
-    admin_sock = _bind(options.admin or host_port(config.gateway.admin))
-    admin = _uvicorn(build_admin(holder, registry, alive, lambda: generate_latest(registry)), 1.0)
-    admin_task = asyncio.create_task(admin.serve(sockets=[admin_sock]))
-    await _started(admin)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reloader.reload, "sighup")
-    watcher = asyncio.create_task(reloader.watch()) if options.watch else None
-    announce(
-        "listening",
-        http=_address_of(sock),
-        admin=_address_of(admin_sock),
-        pid=os.getpid(),
-        workers=[w.pid for w in workers],
-        domains=[d.name for d in config.domains],
-    )
-    await stop.wait()
-    if watcher is not None:
-        watcher.cancel()
-    for worker in workers:
-        worker.send_signal(signal.SIGTERM)
-    for worker in workers:
-        await asyncio.to_thread(worker.wait)
-    sock.close()
-    admin.should_exit = True
-    await admin_task
-    await transport.aclose()
-    metrics_dir.cleanup()
-    announce("stopped")
-    return 0
-
-
 def announce(event: str, **fields: object) -> None:
     """A machine-readable line on stdout (tests, the demo and the supervisor wait for these)."""
     print(json.dumps({"event": event, **fields}), file=sys.stdout, flush=True)
-
-
-class _NoAuthorizer:
-    """The supervisor only validates routes; its runtime never serves a request."""
-
-    async def decide(self, request: CheckInput) -> Decision:
-        raise RuntimeError("the supervisor does not serve requests")
-
-
-def _drain(stream: object) -> None:
-    for line in stream:  # type: ignore[attr-defined]
-        with contextlib.suppress(ValueError):
-            event = json.loads(line).get("event")
-            if event in ("reload_rejected",):
-                log.error("a worker rejected a configuration the supervisor accepted")

@@ -1,0 +1,158 @@
+"""The parent of ``doma-gateway serve --workers N``.
+
+It binds the listening socket once and starts N workers on it (each a ``serve`` process
+handed the socket's descriptor), serves the admin listener with metrics summed over every
+worker (Prometheus multiprocess mode), validates a reload before passing SIGHUP on (a worker
+never sees a configuration the parent rejected), and stops the workers on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from authz.check import CheckInput, Decision
+from authz.errors import ConfigError
+from doma_gateway.addresses import host_port
+from doma_gateway.gateway_process import (
+    ServeOptions,
+    address_of,
+    announce,
+    bind_listener,
+    load_config,
+    uvicorn_server,
+    wait_started,
+)
+from doma_gateway.serve_command import has_section
+from gateway.admin import build_admin
+from gateway.metrics import GatewayMetrics
+from gateway.reload import Reloader
+from gateway.routes_model import RoutesConfig
+from gateway.runtime import RuntimeHolder, build_runtime
+from gateway.transport import build_transport
+
+__all__ = ["run_supervisor"]
+
+log = logging.getLogger("doma.gateway")
+
+
+async def run_supervisor(options: ServeOptions, config: RoutesConfig) -> int:
+    """The parent of ``--workers N``: shared socket, aggregated admin, reload and stop fan-out."""
+    from prometheus_client import multiprocess
+
+    metrics_dir = tempfile.TemporaryDirectory(prefix="doma-gateway-metrics-")
+    sock = bind_listener(options.listen or host_port(config.gateway.listen))
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir.name}
+    argv = [
+        sys.executable,
+        "-m",
+        "doma_gateway.cli",
+        "serve",
+        "--routes",
+        str(options.routes),
+        "--workers",
+        "1",
+        "--worker-fd",
+        str(sock.fileno()),
+        "--no-watch",
+    ]
+    if options.domain:
+        argv += ["--domain", options.domain]
+    workers = [
+        subprocess.Popen(  # noqa: ASYNC220 - started once, before serving
+            argv, pass_fds=(sock.fileno(),), env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(options.workers)
+    ]
+    for worker in workers:
+        assert worker.stdout is not None
+        line = await asyncio.to_thread(worker.stdout.readline)
+        if '"listening"' not in line:
+            for other in workers:
+                other.terminate()
+            raise ConfigError("a worker failed to start", file=str(options.routes))
+        threading.Thread(target=_drain, args=(worker.stdout,), daemon=True).start()
+
+    # The parent keeps its own copy of the config for /admin/routes and for validating reloads.
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=metrics_dir.name)  # type: ignore[no-untyped-call]
+    local = GatewayMetrics(CollectorRegistry())
+    transport = build_transport(config.gateway.transport)
+    validator = _NoAuthorizer() if has_section(options.routes, "auth") else None
+    holder = RuntimeHolder(
+        build_runtime(config, transport=transport, metrics=local, authorizer=validator)
+    )
+
+    def apply() -> int:
+        new = load_config(options)
+        holder.swap(build_runtime(new, transport=transport, metrics=local, authorizer=validator))
+        for worker in workers:
+            worker.send_signal(signal.SIGHUP)
+        return holder.generation
+
+    reloader = Reloader(
+        options.routes,
+        apply,
+        on_result=lambda e, f: announce(e, **f),
+        interval=options.watch_interval,
+    )
+    alive = lambda: all(w.poll() is None for w in workers)  # noqa: E731
+    admin_sock = bind_listener(options.admin or host_port(config.gateway.admin))
+    admin = uvicorn_server(
+        build_admin(holder, registry, alive, lambda: generate_latest(registry)), 1.0
+    )
+    admin_task = asyncio.create_task(admin.serve(sockets=[admin_sock]))
+    await wait_started(admin)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload, "sighup")
+    watcher = asyncio.create_task(reloader.watch()) if options.watch else None
+    announce(
+        "listening",
+        http=address_of(sock),
+        admin=address_of(admin_sock),
+        pid=os.getpid(),
+        workers=[w.pid for w in workers],
+        domains=[d.name for d in config.domains],
+    )
+    await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        await asyncio.to_thread(worker.wait)
+    sock.close()
+    admin.should_exit = True
+    await admin_task
+    await transport.aclose()
+    metrics_dir.cleanup()
+    announce("stopped")
+    return 0
+
+
+class _NoAuthorizer:
+    """The supervisor only validates routes; its runtime never serves a request."""
+
+    async def decide(self, request: CheckInput) -> Decision:
+        raise RuntimeError("the supervisor does not serve requests")
+
+
+def _drain(stream: object) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        with contextlib.suppress(ValueError):
+            event = json.loads(line).get("event")
+            if event in ("reload_rejected",):
+                log.error("a worker rejected a configuration the supervisor accepted")
