@@ -212,3 +212,29 @@ def test_a_process_per_domain_from_the_shipped_routes(upstream: ScriptedUpstream
         assert [u["name"] for u in routes["upstreams"]] == ["scan-api"]
     finally:
         process.stop()
+
+
+def test_workers_reload_only_what_the_supervisor_validated(
+    start_gateway: StartGateway, upstream: ScriptedUpstream
+):
+    text = routes_text([upstream.url])
+    gateway = start_gateway(text, "--workers", "2")
+    _replace(
+        gateway.routes,
+        text.replace("upstream: main\n    default_version", "upstream: x\n    default_version"),
+    )
+    assert "upstream 'x' is not defined" in str(
+        gateway.process.wait_event("reload_rejected")["error"]
+    )
+    _replace(gateway.routes, text.replace("/somewhere/else", "/moved/here"))
+    gateway.process.wait_event("reloaded")
+    deadline = time.monotonic() + 5
+    with gateway.client() as client:
+        while time.monotonic() < deadline:
+            paths = {client.get("/api/v2/scan/fixed").json()["path"] for _ in range(10)}
+            if paths == {"/moved/here"}:
+                break
+            time.sleep(0.05)
+    assert paths == {"/moved/here"}
+    gateway.process.process.send_signal(signal.SIGTERM)
+    assert gateway.process.process.wait(15) == 0
