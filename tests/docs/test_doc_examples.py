@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 from dataclasses import dataclass, field
@@ -101,8 +102,15 @@ def check_output(page: Path, page_blocks: list[Block], stdout: str) -> None:
             position += 1
 
 
+# Tools the examples use besides the project's own; a newcomer's machine has them.
+TOOLS = {"bash": "bash", "curl": "curl", "openssl": "openssl", "sed": "sed"}
+
+
 @pytest.mark.parametrize("page", pages(), ids=lambda p: p.name)
 def test_doc_examples_run_and_print_what_the_page_shows(page, tmp_path):
+    for tool, package in TOOLS.items():
+        if shutil.which(tool) is None:
+            pytest.fail(f"the examples need {tool}: apt-get install {package}")
     page_blocks = blocks(page)
     assert page_blocks, f"{page.name} has no runnable example"
     for block in page_blocks:
