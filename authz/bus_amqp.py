@@ -27,6 +27,7 @@ from authz.errors import BusError
 __all__ = ["AmqpBus", "event_exchange"]
 
 # ChannelInvalidStateError (a RuntimeError) is what using a channel of a closed connection raises.
+_CLOSE_SECONDS = 5.0
 _FAILURES = (AMQPError, ChannelInvalidStateError, OSError, TimeoutError, ConnectionError)
 
 
@@ -141,10 +142,10 @@ async def _until_lost(lost: asyncio.Event, received: asyncio.Queue[bytes]) -> As
             getter.cancel()
 
 
-async def _close(connection: AbstractConnection, timeout: float = 5.0) -> None:
+async def _close(connection: AbstractConnection) -> None:
     # Bounded: closing waits for the broker's Close-Ok, which a frozen broker never sends.
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(_CLOSE_SECONDS):
             await connection.close()
     except _FAILURES:
         return
