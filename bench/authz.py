@@ -2,8 +2,10 @@
 
 Cases (see ``bench/README.md``): (a) Envoy alone, (b) Envoy + a no-op Python grpc.aio ext_authz,
 (c) Envoy's native jwt_authn, (d) doma-gateway authz with a repeated token, (e) doma-gateway
-authz verifying RS256 on every request. Each case: a warmup, then a fixed measured run with the
-same wrk connections and threads; a case whose responses are not all 2xx fails loudly.
+authz verifying RS256 on every request, (h) a no-op Python HTTP ext_authz and (i) doma-gateway
+authz over Envoy's HTTP ext_authz protocol; (f) and (g) are levers run on request. Each case: a
+warmup, then a fixed measured run with the same wrk connections and threads; a case whose
+responses are not all 2xx fails loudly.
 Loopback only; every process is stopped at the end.
 """
 
@@ -23,7 +25,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.cases import CASES, DEFAULT_CASES, Case, PythonServer, server_command
+from bench.cases import ALL_CASES, CASES, DEFAULT_CASES, Case, PythonServer, server_command
 from bench.envoy import Envoy, bootstrap
 from bench.processes import Pinning
 from bench.profile import format_summary, record, summarise
@@ -62,12 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.authz", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per case")
+    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per case")
     parser.add_argument("--warmup", type=float, default=2.0, help="warmup seconds per case")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (every case)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (every case)")
     parser.add_argument("--rounds", type=int, default=2, help="runs of every case; the best counts")
-    parser.add_argument("--cases", default=DEFAULT_CASES, help="comma-separated keys or labels")
+    parser.add_argument(
+        "--cases", default=DEFAULT_CASES, help="comma-separated keys or labels, or all (a-i)"
+    )
     parser.add_argument(
         "--no-pin", action="store_true", help="do not pin Envoy and the server to CPUs"
     )
@@ -83,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _selected(spec: str) -> list[Case]:
+    if spec == "all":
+        spec = ALL_CASES
     wanted = {part.strip() for part in spec.split(",") if part.strip()}
     chosen = [case for case in CASES if case.key in wanted or case.label in wanted]
     unknown = wanted - {c.key for c in chosen} - {c.label for c in chosen}
@@ -317,6 +323,10 @@ RATIOS = (
     ("ours/(c) jwt_authn", "d", "c"),
     ("fresh/(b) no-op grpc", "e", "b"),
     ("ours/(a) envoy alone", "d", "a"),
+    ("ours-http/(h) no-op http", "i", "h"),
+    ("ours-http/(c) jwt_authn", "i", "c"),
+    ("ours-http/(b) no-op grpc", "i", "b"),
+    ("noop-http/(b) no-op grpc", "h", "b"),
     ("noop-sync/(b) no-op grpc", "f", "b"),
     ("doma-sync/(b) no-op grpc", "g", "b"),
 )

@@ -15,14 +15,22 @@ from pathlib import Path
 
 from bench.processes import pinned, start, stop, wait_for_event
 
-__all__ = ["CASES", "DEFAULT_CASES", "Case", "PythonServer", "doma_command", "server_command"]
+__all__ = [
+    "ALL_CASES",
+    "CASES",
+    "DEFAULT_CASES",
+    "Case",
+    "PythonServer",
+    "doma_command",
+    "server_command",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class Case:
     key: str
     label: str
-    # "none", "ext_authz" or "jwt_authn": the auth filter in Envoy.
+    # "none", "ext_authz" (gRPC), "ext_authz_http" or "jwt_authn": the auth filter in Envoy.
     envoy: str
     # The Python ext_authz server behind Envoy, if any: "noop", "doma" or "doma-fresh".
     server: str | None
@@ -53,6 +61,17 @@ CASES: tuple[Case, ...] = (
         "doma-gateway authz with auth.token.cache_size: 0 (RS256 verified on every request)",
         enforces=True,
     ),
+    # Envoy's HTTP ext_authz protocol (config/envoy/ext-authz-http.yaml).
+    Case(
+        "h", "noop-http", "ext_authz_http", "noop-http",
+        "Envoy + a no-op Python HTTP ext_authz (asyncio protocol on uvloop, always 200)",
+        enforces=False,
+    ),
+    Case(
+        "i", "doma-http", "ext_authz_http", "doma-http",
+        "doma-gateway authz over Envoy's HTTP ext_authz protocol (--http-listen), repeated token",
+        enforces=True,
+    ),
     # Levers, run only when asked for (--cases f,g): grpc's synchronous server instead of aio.
     Case(
         "f", "noop-sync", "ext_authz", "noop-sync",
@@ -65,13 +84,18 @@ CASES: tuple[Case, ...] = (
         enforces=True,
     ),
 )  # fmt: skip
-DEFAULT_CASES = "a,b,c,d,e"
+DEFAULT_CASES = "a,b,c,d,e,h,i"
+ALL_CASES = ",".join(case.key for case in CASES)
 
 
 def server_command(name: str, routes: dict[str, Path]) -> list[str]:
     """The command line of the Python server a case names."""
     if name == "noop":
         return [sys.executable, "-m", "bench.noop_authz", "--listen", "127.0.0.1:0"]
+    if name == "noop-http":
+        return [sys.executable, "-m", "bench.noop_http_authz", "--listen", "127.0.0.1:0"]
+    if name == "doma-http":
+        return [*doma_command(routes["doma"]), "--http-listen", "127.0.0.1:0"]
     if name in ("noop-sync", "doma-sync"):
         core = name.partition("-")[0]
         argv = [sys.executable, "-m", "bench.sync_authz", "--core", core, "--listen", "127.0.0.1:0"]
@@ -117,7 +141,9 @@ class PythonServer:
         except RuntimeError as exc:
             self.stop()
             raise RuntimeError(f"{self.name}: {exc}; see {self._log}") from exc
-        self.port = int(str(listening["grpc"]).rpartition(":")[2])
+        # An HTTP check listener, when the server has one, is the one the case uses.
+        address = listening.get("http") or listening["grpc"]
+        self.port = int(str(address).rpartition(":")[2])
         if listening.get("metrics"):
             self.metrics_url = f"http://{listening['metrics']}/metrics"
         return self

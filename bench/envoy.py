@@ -1,8 +1,9 @@
 """Envoy for each case, derived from the ext-authz bootstrap in ``config/envoy/``.
 
 Every case keeps the same listener, route, upstream cluster and ``--concurrency 1``; only the
-auth filter differs: none, ``ext_authz`` (the bootstrap as written, pointed at the case's
-server), or ``jwt_authn`` with the same issuer, audience, key and claim header as ours.
+auth filter differs: none, ``ext_authz`` over gRPC or over HTTP (the bootstraps as written,
+pointed at the case's server), or ``jwt_authn`` with the same issuer, audience, key and claim
+header as ours.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from typing import Any
 import yaml
 
 from bench.processes import free_port, pinned, start, stop
-from doma_gateway.envoy_bootstrap import EXT_AUTHZ_BOOTSTRAP, envoy_binary, render, wait_ready
+from doma_gateway.envoy_bootstrap import (
+    EXT_AUTHZ_BOOTSTRAP,
+    EXT_AUTHZ_HTTP_BOOTSTRAP,
+    envoy_binary,
+    render,
+    wait_ready,
+)
 
 __all__ = ["Envoy", "bootstrap"]
 
@@ -34,9 +41,9 @@ def bootstrap(
     authz_port: int = 0,
     jwt: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The bootstrap for one case: ``kind`` is ``none``, ``ext_authz`` or ``jwt_authn``."""
+    """The bootstrap for one case: ``none``, ``ext_authz``, ``ext_authz_http`` or ``jwt_authn``."""
     config = render(
-        EXT_AUTHZ_BOOTSTRAP,
+        EXT_AUTHZ_HTTP_BOOTSTRAP if kind == "ext_authz_http" else EXT_AUTHZ_BOOTSTRAP,
         listen_port=listen_port,
         admin_port=admin_port,
         clusters={
@@ -52,7 +59,7 @@ def bootstrap(
     elif kind == "jwt_authn":
         assert jwt is not None
         filters[index] = _jwt_authn(**jwt)
-    elif kind != "ext_authz":
+    elif kind not in ("ext_authz", "ext_authz_http"):
         raise ValueError(kind)
     return config
 
