@@ -23,10 +23,10 @@ def redis_bus(url: str, prefix: str) -> RedisPubSubBus:
     return RedisPubSubBus(url, key_prefix=prefix, timeout=1, heartbeat=1)
 
 
-async def until(condition, timeout: float = 20.0) -> float:  # type: ignore[no-untyped-def]
+async def until(condition, within: float = 20.0) -> float:  # type: ignore[no-untyped-def]
     started = time.monotonic()
     while not condition():
-        assert time.monotonic() - started < timeout, "timed out"
+        assert time.monotonic() - started < within, "timed out"
         await asyncio.sleep(0.01)
     return time.monotonic() - started
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pybreaker
@@ -98,7 +99,7 @@ async def test_a_dead_redis_fails_fast_behind_the_breaker_and_recovers_when_it_r
                 break
             except StoreUnavailable:
                 assert time.monotonic() < deadline, "the store never recovered"
-                time.sleep(0.05)
+                await asyncio.sleep(0.05)
         assert store.breaker_state == "closed"
     finally:
         await store.close()

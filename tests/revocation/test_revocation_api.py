@@ -108,11 +108,10 @@ def test_the_api_refuses_calls_without_the_admin_credential(instance, token, cod
 def test_a_call_without_any_metadata_is_unauthenticated(instance):
     from authz.api.v1 import revocation_pb2, revocation_pb2_grpc
 
-    with grpc.insecure_channel(instance.admin) as channel:
-        with pytest.raises(grpc.RpcError) as refused:
-            revocation_pb2_grpc.RevocationStub(channel).Revoke(
-                revocation_pb2.RevokeRequest(jti="j", exp=int(time.time()) + 60), timeout=5
-            )
+    with grpc.insecure_channel(instance.admin) as channel, pytest.raises(grpc.RpcError) as refused:
+        revocation_pb2_grpc.RevocationStub(channel).Revoke(
+            revocation_pb2.RevokeRequest(jti="j", exp=int(time.time()) + 60), timeout=5
+        )
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 

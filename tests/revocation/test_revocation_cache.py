@@ -86,9 +86,17 @@ async def running(cache, store, bus, interval=0.05):  # type: ignore[no-untyped-
         asyncio.create_task(follow_bus(bus, cache, initial_backoff=0.01, max_backoff=0.05)),
         asyncio.create_task(watch_epoch(store, cache, interval)),
     ]
-    while not (cache.bus_connected and cache.store_healthy):
-        await asyncio.sleep(0.005)
+    await eventually(lambda: cache.bus_connected and cache.store_healthy)
     return tasks
+
+
+async def eventually(condition, within: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``condition`` until it holds; fail after ``within`` seconds."""
+    for _ in range(int(within / 0.002)):
+        if condition():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError("condition never held")
 
 
 async def stop(tasks) -> None:  # type: ignore[no-untyped-def]
@@ -142,8 +150,10 @@ async def test_lost_events_are_caught_by_the_epoch_within_one_interval():
         await revoker.revoke_token("j-1", time.time() + 600)
         assert await cache.check(CLAIMS) is None  # the event was lost: still cached
         started = time.monotonic()
-        while await cache.check(CLAIMS) is None:
-            await asyncio.sleep(0.005)
+        for _ in range(500):
+            if await cache.check(CLAIMS) is not None:
+                break
+            await asyncio.sleep(0.002)
         assert time.monotonic() - started < 0.5
         assert cache.flushes.get("epoch_changed", 0) >= 1
     finally:
@@ -157,14 +167,12 @@ async def test_bus_drop_flushes_and_reads_the_store_until_resubscribed():
     try:
         await cache.check(CLAIMS)
         bus.drop.set()
-        while cache.bus_connected:
-            await asyncio.sleep(0.001)
+        await eventually(lambda: not cache.bus_connected)
         assert cache.flushes["bus_lost"] == 1
         # Revoked behind the cache's back while the bus is down: the next check sees it.
         await Revoker(store, MemoryBus(), subject_ttl=60).revoke_token("j-1", time.time() + 60)
         assert await cache.check(CLAIMS) == "token_revoked"
-        while not cache.bus_connected:
-            await asyncio.sleep(0.005)
+        await eventually(lambda: cache.bus_connected)
         assert bus.subscriptions >= 2
     finally:
         await stop(tasks)
@@ -188,12 +196,10 @@ async def test_a_failed_epoch_check_stops_trusting_the_cache():
     try:
         await cache.check(CLAIMS)
         store.down = True
-        while cache.store_healthy:
-            await asyncio.sleep(0.005)
+        await eventually(lambda: not cache.store_healthy)
         assert await cache.check(CLAIMS) == "revocation_store_unavailable"
         store.down = False
-        while not cache.store_healthy:
-            await asyncio.sleep(0.005)
+        await eventually(lambda: cache.store_healthy)
         assert await cache.check(CLAIMS) is None
     finally:
         await stop(tasks)

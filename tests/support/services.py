@@ -80,11 +80,25 @@ def _binary(name: str, hint: str, *candidates: Path) -> str:
     pytest.fail(f"{name} is not installed and no shared server answers: {hint}", pytrace=False)
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is a valid port and free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
 class PrivateRedis:
     """A redis-server of our own on a free loopback port, without persistence."""
 
-    def __init__(self, *extra: str) -> None:
-        self.port = free_port()
+    def __init__(self, *extra: str, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._extra = extra
         self._process: subprocess.Popen[bytes] | None = None
@@ -147,6 +161,7 @@ class RedisClusterNodes:
                 f"nodes-{uuid.uuid4().hex[:8]}.conf",
                 "--cluster-node-timeout",
                 "2000",
+                port=_cluster_port(),
             )
             for _ in range(size)
         ]
