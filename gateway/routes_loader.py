@@ -18,6 +18,7 @@ from authz.bypass import validate_glob
 from authz.errors import ConfigError
 from authz.loader import ROUTES_TOP_LEVEL_KEYS
 from authz.yamlnodes import Node, load_documents
+from gateway.policies import POLICIES
 from gateway.routes_model import (
     Domain,
     GatewaySettings,
@@ -39,8 +40,6 @@ _VERSION_KEYS = ("deprecated", "sunset", "link", "routes")
 _ROUTE_KEYS = ("name", "path", "methods", "upstream", "rewrite", "auth", "policies")
 _REWRITE_KEYS = ("prefix", "path")
 _GATEWAY_KEYS = ("listen", "admin", "trusted_proxies", "buffer_bytes", "drain_seconds", "transport")
-# The policy chain's modules register here by name; a route may only name a known policy.
-KNOWN_POLICIES: tuple[str, ...] = ()
 
 
 def load_routes(path: Path) -> RoutesConfig:
@@ -339,8 +338,8 @@ def _policies(node: Node | None) -> tuple[PolicyRef, ...]:
                 raise item.error("a policy is a name, or a mapping of one name to its settings")
             key_raw, value_raw = item.raw.value[0]
             name, settings = Node(key_raw, item.file).str(), Node(value_raw, item.file)
-        if name not in KNOWN_POLICIES:
-            known = ", ".join(KNOWN_POLICIES) or "none are installed"
+        if name not in POLICIES:
+            known = ", ".join(POLICIES) or "none are installed"
             raise item.error(f"unknown policy {name!r} (known: {known})")
         refs.append(PolicyRef(name, settings, item.where))
     return tuple(refs)

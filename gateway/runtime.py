@@ -16,6 +16,7 @@ import httpx
 from authz.errors import ConfigError
 from gateway.asgi import ASGIApp
 from gateway.metrics import GatewayMetrics
+from gateway.policies import POLICIES, build_chain
 from gateway.policies.auth import Authorizer, AuthPolicy
 from gateway.proxy import Proxy
 from gateway.router import Router
@@ -78,7 +79,7 @@ def build_runtime(
                         "but no routes file has an 'auth:' section (add one, or set auth: bypass)",
                         file=route.source,
                     )
-                app: ASGIApp = proxy
+                app = build_chain(proxy, route.policies, POLICIES)
                 if route.auth == "required" or identity:
                     app = AuthPolicy(
                         app,

@@ -1,0 +1,83 @@
+"""The policy chain: a route's ``policies:`` run in YAML order, only installed names load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+from prometheus_client import CollectorRegistry
+
+from authz.errors import ConfigError
+from gateway.app import GatewayApp
+from gateway.asgi import ASGIApp, Receive, Scope, Send
+from gateway.metrics import GatewayMetrics
+from gateway.policies import POLICIES
+from gateway.routes_loader import load_routes
+from gateway.routes_model import PolicyRef
+from gateway.runtime import RuntimeHolder, build_runtime
+
+ROUTES = """\
+layers: [product]
+domains:
+  scan:
+    layer: product
+    owner: team
+    upstream: api
+    auth: bypass
+    versions:
+      v1:
+        routes:
+          - path: /**
+            policies:
+              - stamp: {mark: first}
+              - stamp: {mark: second}
+upstreams:
+  api:
+    endpoints: [http://scan.internal]
+"""
+
+
+class StampPolicy:
+    """Adds its mark to ``x-chain`` on the way in, so the upstream sees the execution order."""
+
+    def __init__(self, app: ASGIApp, ref: PolicyRef):
+        self.app = app
+        self.mark = ref.settings.mapping(("mark",)).require("mark").str().encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = list(scope["headers"])
+        prior = b"".join(v for n, v in headers if n == b"x-chain")
+        headers = [(n, v) for n, v in headers if n != b"x-chain"]
+        headers.append((b"x-chain", prior + b"," + self.mark if prior else self.mark))
+        await self.app({**scope, "headers": headers}, receive, send)
+
+
+def test_an_unknown_policy_is_a_config_error_naming_the_line(tmp_path: Path):
+    (tmp_path / "routes.yaml").write_text(ROUTES)
+    with pytest.raises(
+        ConfigError, match=r"routes.yaml:13:17: unknown policy 'stamp' \(known: none"
+    ):
+        load_routes(tmp_path / "routes.yaml")
+
+
+async def test_policies_run_in_yaml_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(POLICIES, "stamp", StampPolicy)
+    (tmp_path / "routes.yaml").write_text(ROUTES)
+    config = load_routes(tmp_path / "routes.yaml")
+    with respx.mock() as mock:
+        route = mock.get("http://scan.internal/api/v1/scan/x").mock(
+            return_value=httpx.Response(204)
+        )
+        metrics = GatewayMetrics(CollectorRegistry())
+        transport = httpx.MockTransport(mock.async_handler)
+        app = GatewayApp(
+            RuntimeHolder(build_runtime(config, transport=transport, metrics=metrics)), metrics
+        )
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://edge"
+        ) as client:
+            reply = await client.get("/api/v1/scan/x")
+    assert reply.status_code == 204
+    assert route.calls.last.request.headers["x-chain"] == "first,second"
