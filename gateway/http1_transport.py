@@ -48,6 +48,7 @@ class _Connection(asyncio.Protocol):
         self._body_waiter: asyncio.Future[None] | None = None
         self.complete = False
         self._reusable = False
+        self._delimited_by_close = False
         self._reading_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._writing_paused = False
@@ -65,6 +66,11 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self.complete and self._delimited_by_close and exc is None:
+            # No Content-Length and not chunked: the body is whatever came before the close
+            # (RFC 9112 6.3); the parser cannot know that, the transport can.
+            self.complete = True
+            self._wake_body()
         if not self.complete:
             self._fail(httpx.RemoteProtocolError("upstream closed the connection"))
         if self._drain_waiter is not None and not self._drain_waiter.done():
@@ -83,6 +89,14 @@ class _Connection(asyncio.Protocol):
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        names = {name.lower() for name, _ in self._headers}
+        status = self._parser.get_status_code()
+        self._delimited_by_close = (
+            b"content-length" not in names
+            and b"transfer-encoding" not in names
+            and status >= 200
+            and status not in (204, 304)
+        )
         if self._headers_done is not None and not self._headers_done.done():
             self._headers_done.set_result(None)
 
@@ -118,6 +132,7 @@ class _Connection(asyncio.Protocol):
         self._buffered = 0
         self.complete = False
         self._reusable = False
+        self._delimited_by_close = False
         self._error = None
         self._headers_done = self._loop.create_future()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import ssl
@@ -113,3 +114,21 @@ async def test_https_endpoints_are_verified(tmp_path: Path):
         async with _client(Http1Transport()) as client:
             with pytest.raises(httpx.ConnectError, match="TLS"):
                 await client.get(f"{upstream.url}/echo")
+
+
+async def test_a_body_delimited_by_the_connection_close_is_complete():
+    """HTTP/1.0-style answers: no Content-Length, not chunked, the end is the close."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nuntil the end"
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, _client(Http1Transport()) as client:
+        reply = await client.get(f"http://127.0.0.1:{port}/")
+    assert reply.text == "until the end"
