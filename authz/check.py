@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["CheckInput", "Decision", "allow", "deny"]
+__all__ = ["CheckInput", "Decider", "Decision", "allow", "deny"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,12 @@ class Decision:
 
 _ERRORS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 503: "unavailable"}
 _BEARER_CHALLENGE = 'Bearer realm="doma-gateway", error="invalid_token"'
+
+
+class Decider(Protocol):
+    """Anything that decides checks: the core, or the core wrapped with the inter-domain rule."""
+
+    async def decide(self, request: CheckInput) -> Decision: ...
 
 
 def deny(status: int, reason: str) -> Decision:

@@ -20,8 +20,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from authz.check import CheckInput, Decision, deny
-from authz.core import Authorizer
+from authz.check import CheckInput, Decider, Decision, deny
 from authz.metrics import AuthzMetrics
 
 __all__ = ["AuthorizationServicer", "check_input", "check_response"]
@@ -82,7 +81,7 @@ def check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
 
 
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
-    def __init__(self, authorizer: Authorizer, metrics: AuthzMetrics | None = None):
+    def __init__(self, authorizer: Decider, metrics: AuthzMetrics | None = None):
         self._authorizer = authorizer
         self._metrics = metrics
         # Decisions are reused objects (denials, per-token allows): build each response once.

@@ -16,8 +16,7 @@ from typing import cast
 import httptools
 from cachetools import LRUCache
 
-from authz.check import Decision, deny
-from authz.core import Authorizer
+from authz.check import Decider, Decision, deny
 from authz.http_check import check_input, http_reply
 from authz.metrics import AuthzMetrics
 
@@ -31,7 +30,7 @@ _MAX_HEADER_BYTES = 64 * 1024
 class HttpCheckServer:
     def __init__(
         self,
-        authorizer: Authorizer,
+        authorizer: Decider,
         metrics: AuthzMetrics | None = None,
         *,
         path_prefix: str = "",

@@ -29,7 +29,15 @@ from authz.yamlnodes import Mapping, Node, load_documents
 __all__ = ["ROUTES_TOP_LEVEL_KEYS", "load_auth_settings", "parse_auth_section"]
 
 # The sections a routes file may hold; the gateway reads the others.
-ROUTES_TOP_LEVEL_KEYS = ("auth", "layers", "domains", "upstreams", "gateway")
+ROUTES_TOP_LEVEL_KEYS = (
+    "auth",
+    "layers",
+    "domains",
+    "upstreams",
+    "gateway",
+    "inter_domain",
+    "extensions",
+)
 _AUTH_KEYS = ("issuers", "claims_to_headers", "bypass", "token", "revocation")
 _TOKEN_KEYS = ("max_bytes", "cache_size")
 _KEY_SOURCES = ("jwks_url", "jwks_file", "public_key_file", "public_key")

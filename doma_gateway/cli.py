@@ -16,6 +16,7 @@ from authz.errors import ConfigError
 from authz.loader import load_auth_settings
 from authz.revocation_urls import redact
 from doma_gateway.addresses import host_port
+from doma_gateway.check_command import governance_findings
 from doma_gateway.logs import configure_logging
 from doma_gateway.revoke_command import add_revoke_parser, run_revoke
 from doma_gateway.serve_command import (
@@ -156,6 +157,8 @@ def _run(coroutine) -> int:  # type: ignore[no-untyped-def]
 def _check(path: Path) -> int:
     if not has_section(path, "auth"):
         print_route_table(path)
+        if governance_findings(path, has_domains=True):
+            return 1
         print("ok")
         return 0
     settings = load_auth_settings(path)
@@ -179,6 +182,8 @@ def _check(path: Path) -> int:
         )
     if has_section(path, "domains"):
         print_route_table(path)
+    if governance_findings(path, has_domains=has_section(path, "domains")):
+        return 1
     print("ok")
     return 0
 

@@ -1,0 +1,45 @@
+"""The governance half of ``doma-gateway check``: what a file may load with but must not ship.
+
+Findings print as ``file:line:column: message`` on stderr, all of them, so one run shows every
+fix needed; any finding makes ``check`` exit 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from authz.domain_graph import DomainGraph, DomainNode
+from authz.errors import ConfigError
+from authz.inter_domain_loader import load_inter_domain, require_domains
+from gateway.routes_lint import lint_routes
+from gateway.routes_loader import load_routes
+from gateway.routes_model import RoutesConfig
+
+__all__ = ["domain_graph", "governance_findings"]
+
+
+def domain_graph(config: RoutesConfig) -> DomainGraph:
+    """The pure dependency model the authz core and the gateway share, from the routes YAML."""
+    return DomainGraph(
+        config.layers, (DomainNode(d.name, d.layer, d.depends_on) for d in config.domains)
+    )
+
+
+def governance_findings(path: Path, *, has_domains: bool) -> int:
+    """Print every finding for the routes at ``path``; their number."""
+    findings: list[ConfigError] = []
+    inter_domain = load_inter_domain(path)
+    if has_domains:
+        config = load_routes(path)
+        findings.extend(lint_routes(config))
+        if inter_domain is not None:
+            print(
+                f"inter_domain: mode={inter_domain.mode}  "
+                f"trust_domain={inter_domain.trust_domain or '*'}"
+            )
+    elif inter_domain is not None:
+        require_domains(inter_domain, 0)
+    for finding in findings:
+        print(f"error: {finding}", file=sys.stderr)
+    return len(findings)
