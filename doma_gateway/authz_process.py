@@ -26,6 +26,7 @@ from authz.server import AuthzServer
 from authz.settings import AuthSettings
 from authz.tokens import TokenVerifier
 from doma_gateway.addresses import HostPort
+from doma_gateway.inter_domain_wiring import with_inter_domain
 from doma_gateway.revocation import RevocationStack, build_revocation
 
 __all__ = ["AuthzOptions", "AuthzStack", "build_authz", "run_authz"]
@@ -119,8 +120,10 @@ def build_authz(settings: AuthSettings) -> AuthzStack:
 
 async def run_authz(options: AuthzOptions) -> int:
     stack = build_authz(load_auth_settings(options.routes))
+    # The token decision, then (with inter_domain:) the layer rule for the mesh caller.
+    decider = with_inter_domain(options.routes, stack.authorizer, stack.registry)
     server = AuthzServer(
-        AuthorizationServicer(stack.authorizer, stack.metrics),
+        AuthorizationServicer(decider, stack.metrics),
         listen=str(options.listen),
         ready=stack.keys_ready,
         grace=options.grace,
@@ -130,9 +133,7 @@ async def run_authz(options: AuthzOptions) -> int:
     await server.start()
     http_check: HttpCheckServer | None = None
     if options.http_listen is not None:
-        http_check = HttpCheckServer(
-            stack.authorizer, stack.metrics, path_prefix=options.http_path_prefix
-        )
+        http_check = HttpCheckServer(decider, stack.metrics, path_prefix=options.http_path_prefix)
         await http_check.start(options.http_listen.host, options.http_listen.port)
     admin: AdminServer | None = None
     if stack.revocation is not None and options.admin is not None:
