@@ -17,6 +17,7 @@ from authz.loader import load_auth_settings
 from authz.revocation_urls import redact
 from doma_gateway.addresses import host_port
 from doma_gateway.check_command import governance_findings
+from doma_gateway.export_command import add_export_parser, run_export
 from doma_gateway.logs import configure_logging
 from doma_gateway.revoke_command import add_revoke_parser, run_revoke
 from doma_gateway.serve_command import (
@@ -91,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
 
     add_revoke_parser(commands)
 
+    add_export_parser(commands)
+
     demo = commands.add_parser("demo", help="run Envoy + authz + a demo upstream on loopback")
     demo.add_argument("--port", type=int, default=8080, help="Envoy's listener port")
 
@@ -113,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(run_serve_command(args))
         if args.command == "revoke":
             return _run(run_revoke(args))
+        if args.command == "export":
+            return run_export(args)
         if args.command == "demo":
             from doma_gateway.demo import run_demo
 
