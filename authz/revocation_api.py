@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -179,6 +180,18 @@ def _handlers(servicer: RevocationServicer) -> grpc.GenericRpcHandler:
     )
 
 
+def _probe(listen: str) -> None:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port)))
+        except OSError as exc:
+            raise OSError(f"cannot listen on {listen}: {exc.strerror}") from exc
+
+
 class AdminServer:
     """The admin gRPC listener: the revocation API and its own health service."""
 
@@ -191,10 +204,16 @@ class AdminServer:
         self.port: int | None = None
 
     async def start(self) -> None:
+        # Probe the address first: a grpc.aio server that failed to bind cannot be stopped
+        # cleanly, and one left unstopped complains when it is collected after the loop ends.
+        _probe(self._listen)
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers((_handlers(self._servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        self.port = server.add_insecure_port(self._listen)
+        try:
+            self.port = server.add_insecure_port(self._listen)
+        except RuntimeError:  # grpcio reports a port in use this way
+            self.port = 0
         if not self.port:
             raise OSError(f"cannot listen on {self._listen}")
         await server.start()

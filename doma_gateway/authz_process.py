@@ -42,6 +42,9 @@ class AuthzOptions:
     grace: float = 10.0
     # The revocation API listener (only when auth.revocation is configured); None: not served.
     admin: HostPort | None = None
+    # False when ``admin`` is only the default: a taken default port then costs the API, not
+    # the whole server (checks matter more than the admin listener).
+    admin_explicit: bool = True
     # Envoy's HTTP ext_authz protocol (http_service), beside gRPC; None: not served.
     http_listen: HostPort | None = None
     http_path_prefix: str = ""
@@ -122,6 +125,26 @@ async def run_authz(options: AuthzOptions) -> int:
     stack = build_authz(load_auth_settings(options.routes))
     # The token decision, then (with inter_domain:) the layer rule for the mesh caller.
     decider = with_inter_domain(options.routes, stack.authorizer, stack.registry)
+    # The admin listener first: an unusable explicit --admin fails before anything listens.
+    admin: AdminServer | None = None
+    if stack.revocation is not None and options.admin is not None:
+        admin = AdminServer(stack.admin_servicer(), listen=str(options.admin))
+        try:
+            await admin.start()
+        except OSError as exc:
+            if options.admin_explicit:
+                await stack.aclose()
+                raise
+            log.warning(
+                "revocation API not served: its default listener is unavailable; "
+                "pass --admin HOST:PORT (or --no-admin)",
+                extra={
+                    "event": "admin_unavailable",
+                    "admin": str(options.admin),
+                    "error": str(exc),
+                },
+            )
+            admin = None
     server = AuthzServer(
         AuthorizationServicer(decider, stack.metrics),
         listen=str(options.listen),
@@ -135,10 +158,6 @@ async def run_authz(options: AuthzOptions) -> int:
     if options.http_listen is not None:
         http_check = HttpCheckServer(decider, stack.metrics, path_prefix=options.http_path_prefix)
         await http_check.start(options.http_listen.host, options.http_listen.port)
-    admin: AdminServer | None = None
-    if stack.revocation is not None and options.admin is not None:
-        admin = AdminServer(stack.admin_servicer(), listen=str(options.admin))
-        await admin.start()
     metrics_address = None
     if options.metrics is not None:
         http_server, _ = start_http_server(

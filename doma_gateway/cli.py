@@ -15,7 +15,7 @@ from pathlib import Path
 from authz.errors import ConfigError
 from authz.loader import load_auth_settings
 from authz.revocation_urls import redact
-from doma_gateway.addresses import host_port
+from doma_gateway.addresses import HostPort, host_port
 from doma_gateway.check_command import governance_findings
 from doma_gateway.export_command import add_export_parser, run_export
 from doma_gateway.logs import configure_logging
@@ -28,6 +28,8 @@ from doma_gateway.serve_command import (
 )
 
 __all__ = ["main"]
+
+DEFAULT_ADMIN = HostPort("127.0.0.1", 9001)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,9 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     authz.add_argument(
         "--admin",
         type=host_port,
-        default=host_port("127.0.0.1:9001"),
         metavar="HOST:PORT",
-        help="revocation API listener, when auth.revocation is set (loopback by default)",
+        help="revocation API listener, when auth.revocation is set (default 127.0.0.1:9001)",
     )
     authz.add_argument("--no-admin", action="store_true", help="do not serve the revocation API")
     authz.add_argument(
@@ -144,7 +145,8 @@ def _authz(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             listen=args.listen,
             metrics=None if args.no_metrics else args.metrics,
             grace=args.grace,
-            admin=None if args.no_admin else args.admin,
+            admin=None if args.no_admin else (args.admin or DEFAULT_ADMIN),
+            admin_explicit=args.admin is not None,
             http_listen=args.http_listen,
             http_path_prefix=args.http_path_prefix,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -239,3 +240,48 @@ def test_cli_errors_are_one_line_without_the_token(instance):
     assert admin not in done.stderr and "Traceback" not in done.stderr
     done = run_cli("--sub", "x", "--admin", instance.admin, env={"DOMA_ADMIN_TOKEN": ""})
     assert done.returncode == 1 and "admin token is required" in done.stderr
+
+
+def test_a_taken_default_admin_port_costs_the_api_not_the_server(tmp_path, redis_url, amqp_url):
+    import socket
+
+    routes = write_routes(
+        tmp_path, KEY, revocation_yaml(redis_url, amqp_url, unique_prefix("admin-port"))
+    )
+    holder = socket.socket()
+    with contextlib.suppress(OSError):  # already taken by someone else: just as good
+        holder.bind(("127.0.0.1", 9001))
+        holder.listen()
+    try:
+        server = processes.start(
+            ["authz", "--routes", str(routes), "--listen", "127.0.0.1:0", "--no-metrics"]
+        )
+        try:
+            assert server.listening["admin"] is None
+            checker = Checker(server.port("grpc"))
+            checker.wait_serving()
+            assert checker.check(KEY.token()) == (200, "ok")
+            checker.close()
+        finally:
+            server.stop()
+        assert "admin_unavailable" in server.stderr()
+
+        # Asked for explicitly, a taken port is an error.
+        taken = holder.getsockname()[1] if holder.getsockname()[1] else 9001
+        done = processes.run(
+            [
+                "authz",
+                "--routes",
+                str(routes),
+                "--listen",
+                "127.0.0.1:0",
+                "--no-metrics",
+                "--admin",
+                f"127.0.0.1:{taken}",
+            ],
+            timeout=30,
+        )
+        assert done.returncode == 1 and "cannot listen on 127.0.0.1:" in done.stderr
+        assert "Traceback" not in done.stderr
+    finally:
+        holder.close()
