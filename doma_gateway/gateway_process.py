@@ -30,6 +30,8 @@ from doma_gateway.serve_command import has_section
 from gateway.admin import build_admin
 from gateway.app import GatewayApp
 from gateway.metrics import GatewayMetrics
+from gateway.policies import PolicyResources
+from gateway.policies.metrics import PolicyMetrics
 from gateway.reload import Reloader
 from gateway.routes_loader import load_routes
 from gateway.routes_model import RoutesConfig
@@ -138,6 +140,12 @@ async def run_serve(options: ServeOptions) -> int:
     metrics = GatewayMetrics(CollectorRegistry())
     transport = build_transport(config.gateway.transport)
     authorizer = stack.authorizer if stack is not None else None
+    # Shared by every chain and kept across reloads: buckets, Redis clients, ext-authz channels.
+    policies = PolicyResources(
+        authorizer=authorizer,
+        identity_headers=identity,
+        metrics=PolicyMetrics(metrics.registry),
+    )
 
     holder = RuntimeHolder(
         build_runtime(
@@ -146,6 +154,7 @@ async def run_serve(options: ServeOptions) -> int:
             metrics=metrics,
             authorizer=authorizer,
             identity_headers=identity,
+            policies=policies,
         )
     )
 
@@ -156,6 +165,7 @@ async def run_serve(options: ServeOptions) -> int:
             metrics=metrics,
             authorizer=authorizer,
             identity_headers=identity,
+            policies=policies,
             previous=holder.current,
         )
         holder.swap(runtime)
@@ -224,6 +234,7 @@ async def run_serve(options: ServeOptions) -> int:
         task.cancel()
     with contextlib.suppress(Exception):
         await transport.aclose()
+    await policies.aclose()
     if stack is not None:
         await stack.aclose()
     announce("stopped")

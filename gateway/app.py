@@ -41,9 +41,14 @@ class GatewayApp:
         headers = scope["headers"]
         request_id = make_request_id(headers)
         header_version = None
+        method = scope["method"]
         for name, value in headers:
             if name in _VERSION_HEADERS:
                 header_version = value.decode("latin-1").strip()
+            elif name == b"access-control-request-method" and method == "OPTIONS":
+                # A CORS preflight is about the method it names: match that route, whose
+                # chain (its cors policy) answers the preflight.
+                method = value.decode("latin-1").strip()
         raw = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string", b"")
         target = raw.decode("latin-1")
@@ -67,7 +72,7 @@ class GatewayApp:
                 raise InvalidPath("invalid_path", detail=path.invalid)
             if path.ambiguous is not None:
                 raise InvalidPath("ambiguous_path", detail=path.ambiguous)
-            match = runtime.router.match(scope["method"], path.path, header_version)
+            match = runtime.router.match(method, path.path, header_version)
             domain, version, route = match.domain.name, match.version.name, match.route.name
             scope["doma.match"] = match
             scope["doma.request_id"] = request_id

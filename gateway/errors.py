@@ -7,6 +7,7 @@ The tree::
     ├── RouteNotFound            404  no domain, or no route of the domain, matches
     ├── VersionNotFound          404  the domain has no such version; lists the supported ones
     ├── MethodNotAllowed         405  a route matches the path but not the method; carries Allow
+    ├── PayloadTooLarge          413  a streamed request body passed a route's max_body_bytes
     ├── VersionGone              410  the version is past its sunset date
     └── UpstreamError
         ├── BadGateway           502  the upstream answered with something that is not HTTP
@@ -25,6 +26,7 @@ __all__ = [
     "GatewayError",
     "InvalidPath",
     "MethodNotAllowed",
+    "PayloadTooLarge",
     "RouteNotFound",
     "UpstreamError",
     "UpstreamTimeout",
@@ -61,6 +63,10 @@ class VersionNotFound(GatewayError):
 
 class MethodNotAllowed(GatewayError):
     status, error = 405, "method_not_allowed"
+
+
+class PayloadTooLarge(GatewayError):
+    status, error = 413, "payload_too_large"
 
 
 class VersionGone(GatewayError):

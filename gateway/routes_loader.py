@@ -35,7 +35,16 @@ __all__ = ["VERSION_NAME", "load_routes", "parse_documents"]
 
 VERSION_NAME = re.compile(r"^v[0-9][0-9a-z.\-]*$")
 _NAME = re.compile(r"^[a-z][a-z0-9\-]*$")
-_DOMAIN_KEYS = ("layer", "owner", "depends_on", "upstream", "auth", "default_version", "versions")
+_DOMAIN_KEYS = (
+    "layer",
+    "owner",
+    "depends_on",
+    "upstream",
+    "auth",
+    "default_version",
+    "policies",
+    "versions",
+)
 _VERSION_KEYS = ("deprecated", "sunset", "link", "routes")
 _ROUTE_KEYS = ("name", "path", "methods", "upstream", "rewrite", "auth", "policies")
 _REWRITE_KEYS = ("prefix", "path")
@@ -208,6 +217,7 @@ def _domain(
         versions=versions,
         default_version=default_version,
         depends_on=depends_on,
+        policies=_policies(domain.get("policies")),
         source=key.where,
     )
 
@@ -329,7 +339,7 @@ def _rewrite(node: Node | None) -> Rewrite | None:
 def _policies(node: Node | None) -> tuple[PolicyRef, ...]:
     if node is None:
         return ()
-    refs = []
+    refs: list[PolicyRef] = []
     for item in node.items():
         if isinstance(item.raw, yaml.ScalarNode):
             name, settings = item.str(), None
@@ -338,10 +348,14 @@ def _policies(node: Node | None) -> tuple[PolicyRef, ...]:
                 raise item.error("a policy is a name, or a mapping of one name to its settings")
             key_raw, value_raw = item.raw.value[0]
             name, settings = Node(key_raw, item.file).str(), Node(value_raw, item.file)
-        if name not in POLICIES:
+        spec = POLICIES.get(name)
+        if spec is None:
             known = ", ".join(POLICIES) or "none are installed"
             raise item.error(f"unknown policy {name!r} (known: {known})")
-        refs.append(PolicyRef(name, settings, item.where))
+        if any(ref.name == name for ref in refs):
+            raise item.error(f"policy {name!r} is listed twice in this chain")
+        # Settings are parsed here, once: a wrong setting fails `check` with its line.
+        refs.append(PolicyRef(name, spec.parse(settings, item), item.where))
     return tuple(refs)
 
 

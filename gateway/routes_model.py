@@ -142,6 +142,8 @@ class Domain:
     versions: tuple[Version, ...]
     default_version: str
     depends_on: tuple[str, ...] = ()
+    # The domain's policy chain; each route's ``policies`` merge into it (see gateway.policies).
+    policies: tuple[PolicyRef, ...] = ()
     source: str = field(default="", compare=False)
 
     def version(self, name: str) -> Version | None:

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 import httpx
 
-from authz.errors import ConfigError
 from gateway.asgi import ASGIApp
 from gateway.metrics import GatewayMetrics
-from gateway.policies import POLICIES, build_chain
-from gateway.policies.auth import Authorizer, AuthPolicy
+from gateway.policies import POLICIES, PolicyResources, build_chain
+from gateway.policies.auth import Authorizer
 from gateway.proxy import Proxy
 from gateway.router import Router
 from gateway.routes_model import Route, RoutesConfig
@@ -59,7 +58,10 @@ def build_runtime(
     authorizer: Authorizer | None = None,
     identity_headers: Sequence[str] = (),
     previous: Runtime | None = None,
+    policies: PolicyResources | None = None,
 ) -> Runtime:
+    """``policies`` carries what chains share across reloads (the composition root builds it);
+    without it, one is made from ``authorizer`` and ``identity_headers``."""
     old_pools = previous.pools if previous is not None else {}
     pools = {}
     for name, upstream in config.upstreams.items():
@@ -68,24 +70,20 @@ def build_runtime(
             old if old is not None and old.settings == upstream else UpstreamPool(upstream, metrics)
         )
     proxy = Proxy(pools, transport, metrics, config.gateway)
+    resources = policies or PolicyResources(
+        authorizer=authorizer, identity_headers=identity_headers
+    )
     chains: dict[int, ASGIApp] = {}
-    identity = tuple(identity_headers)
     for domain in config.domains:
         for version in domain.versions:
             for route in version.routes:
-                if route.auth == "required" and authorizer is None:
-                    raise ConfigError(
-                        f"route {route.name!r} of {domain.name} {version.name} requires auth, "
-                        "but no routes file has an 'auth:' section (add one, or set auth: bypass)",
-                        file=route.source,
-                    )
-                app = build_chain(proxy, route.policies, POLICIES)
-                if route.auth == "required" or identity:
-                    app = AuthPolicy(
-                        app,
-                        authorizer=authorizer,
-                        required=route.auth == "required",
-                        identity_headers=identity,
-                    )
-                chains[id(route)] = app
+                chains[id(route)] = build_chain(
+                    proxy,
+                    domain=domain,
+                    version=version,
+                    route=route,
+                    gateway=config.gateway,
+                    resources=resources,
+                    policies=POLICIES,
+                )
     return Runtime(config, Router(config), pools, chains)

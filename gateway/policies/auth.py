@@ -1,72 +1,106 @@
-"""In-process authentication with the authz decision core, the one ``doma-gateway authz`` runs.
+"""Authentication: in-process with the authz decision core, or remotely over Envoy's ext-authz.
 
-Identity headers (the targets of ``claims_to_headers``) are removed from every request first,
-on bypassed routes too (security rule 3); a required route then asks the core for a decision
-and either answers the denial itself or forwards with the headers the decision sets.
+In-process (``- auth``) uses the very :class:`authz.core.Authorizer`, key caches, revocation
+cache and invalidation bus that ``doma-gateway authz`` runs, wired once by the composition root,
+so one process can serve both roles and both decide alike. Remote (``- auth: {ext_authz: ...}``)
+is :mod:`gateway.policies.ext_authz`.
+
+Identity headers are stripped from the client's request by the chain's fixed outermost step,
+on every route; here an allowed request gets the ones the decision sets, and the verified claims
+go downstream in ``scope["doma.claims"]`` for scopes, roles and per-user rate limits.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from authz.check import CheckInput, Decision
+from authz.errors import ConfigError
+from authz.yamlnodes import Node
 from gateway.asgi import ASGIApp, Receive, Scope, Send
-from gateway.responses import send_json
+from gateway.policies.denial import send_json
+from gateway.policies.metrics import PolicyMetrics
+from gateway.policies.spec import ChainContext, PolicySpec
 
-__all__ = ["AuthPolicy", "Authorizer"]
+__all__ = [
+    "CLAIMS",
+    "SPEC",
+    "AuthPolicy",
+    "AuthPolicySettings",
+    "Authorizer",
+    "ExtAuthzSettings",
+    "check_input",
+]
+
+CLAIMS = "doma.claims"
+_EXT_AUTHZ_KEYS = (
+    "grpc_service",
+    "timeout_seconds",
+    "failure_mode_allow",
+    "status_on_error",
+    "identity_headers",
+)
 
 
 class Authorizer(Protocol):
     async def decide(self, request: CheckInput) -> Decision: ...
 
 
-class AuthPolicy:
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        authorizer: Authorizer | None,
-        required: bool,
-        identity_headers: tuple[str, ...],
-    ):
-        if required and authorizer is None:
-            raise ValueError("a route that requires auth needs an authorizer")
-        self.app = app
-        self._authorizer = authorizer
-        self._required = required
-        names = set()
-        for header in identity_headers:
-            names.update({header.encode(), header.replace("-", "_").encode()})
-        self._strip = frozenset(names)
+@dataclass(frozen=True, slots=True)
+class ExtAuthzSettings:
+    """An Envoy-compatible ext-authz gRPC server, with Envoy's names and defaults."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = [(n, v) for n, v in scope["headers"] if n not in self._strip]
-        if self._required and self._authorizer is not None:
-            decision = await self._authorizer.decide(_check_input(scope))
-            if not decision.allowed:
-                await _deny(decision, scope["doma.request_id"], send)
-                return
-            if decision.headers_to_remove:
-                removed = {name.encode() for name in decision.headers_to_remove}
-                headers = [(n, v) for n, v in headers if n not in removed]
-            headers.extend(
-                (name.encode(), value.encode()) for name, value in decision.headers_to_set
-            )
-        scope = dict(scope)
-        scope["headers"] = headers
-        await self.app(scope, receive, send)
+    grpc_service: str
+    timeout: float = 0.2
+    failure_mode_allow: bool = False
+    status_on_error: int = 403
+    # Headers the server sets from a token: never taken from the client.
+    identity_headers: tuple[str, ...] = ()
 
 
-def _check_input(scope: Scope) -> CheckInput:
+@dataclass(frozen=True, slots=True)
+class AuthPolicySettings:
+    # None: in-process, with the routes' auth: section.
+    ext_authz: ExtAuthzSettings | None = None
+
+
+def parse(node: Node | None, item: Node) -> AuthPolicySettings:
+    if node is None:
+        return AuthPolicySettings()
+    mapping = node.mapping(("ext_authz",))
+    ext = mapping.get("ext_authz")
+    if ext is None:
+        return AuthPolicySettings()
+    e = ext.mapping(_EXT_AUTHZ_KEYS)
+    target_node = e.require("grpc_service")
+    target = target_node.str()
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise target_node.error(f"grpc_service must be HOST:PORT, got {target!r}")
+    timeout = e.get("timeout_seconds")
+    allow = e.get("failure_mode_allow")
+    status = e.get("status_on_error")
+    identity = e.get("identity_headers")
+    return AuthPolicySettings(
+        ExtAuthzSettings(
+            grpc_service=target,
+            timeout=timeout.float(minimum=0.001, maximum=60) if timeout is not None else 0.2,
+            failure_mode_allow=allow.bool() if allow is not None else False,
+            status_on_error=status.int(minimum=400, maximum=599) if status is not None else 403,
+            identity_headers=tuple(h.lower() for h in identity.str_list()) if identity else (),
+        )
+    )
+
+
+def check_input(scope: Scope) -> CheckInput:
+    """What the decision core needs: the raw target and the headers, repeats joined by ``,``."""
     joined: dict[str, str] = {}
     for name, value in scope["headers"]:
         key = name.decode("latin-1")
         text = value.decode("latin-1")
-        # Repeated headers are joined with "," as Envoy does, so the core sees every value.
+        # Joined as Envoy does, so the core sees every value (two Authorization headers fail).
         joined[key] = f"{joined[key]},{text}" if key in joined else text
     raw = scope.get("raw_path") or scope["path"].encode()
     query = scope.get("query_string", b"")
@@ -74,16 +108,84 @@ def _check_input(scope: Scope) -> CheckInput:
     return CheckInput(method=scope["method"], path=target, headers=joined)
 
 
+class AuthPolicy:
+    """In-process authentication of a route that requires a token."""
+
+    def __init__(self, app: ASGIApp, *, settings: Authorizer, metrics: PolicyMetrics):
+        self.app = app
+        self._authorizer = settings
+        self._metrics = metrics
+        # Per decision object (denials and per-token allows are reused by the core).
+        self._bytes: dict[int, tuple[Decision, tuple[tuple[bytes, bytes], ...], frozenset[bytes]]]
+        self._bytes = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        decision = await self._authorizer.decide(check_input(scope))
+        if not decision.allowed:
+            self._metrics.denial("auth", decision.reason).inc()
+            await _deny(decision, scope["doma.request_id"], send)
+            return
+        cached = self._bytes.get(id(decision))
+        if cached is None or cached[0] is not decision:
+            if len(self._bytes) > 16_384:
+                self._bytes.clear()
+            to_set = tuple((n.encode(), v.encode()) for n, v in decision.headers_to_set)
+            drop = frozenset(n.encode() for n in decision.headers_to_remove) | {
+                n for n, _ in to_set
+            }
+            cached = self._bytes[id(decision)] = (decision, to_set, drop)
+        _, to_set, drop = cached
+        if drop:
+            headers = [(n, v) for n, v in scope["headers"] if n not in drop]
+            headers.extend(to_set)
+            scope["headers"] = headers
+        scope[CLAIMS] = decision.claims
+        await self.app(scope, receive, send)
+
+
 async def _deny(decision: Decision, request_id: str, send: Send) -> None:
     try:
-        payload = json.loads(decision.body) if decision.body else {}
+        payload: Any = json.loads(decision.body) if decision.body else {}
     except ValueError:
         payload = {}
+    if not isinstance(payload, dict):
+        payload = {}
+    payload.setdefault("error", "unauthorized" if decision.status == 401 else "forbidden")
+    payload.setdefault("reason", decision.reason)
     payload["request_id"] = request_id
     headers = [
-        (name.encode(), value.encode())
+        (name.lower().encode(), value.encode())
         for name, value in decision.response_headers
-        if name.lower() != "content-type"
+        if name.lower() not in ("content-type", "content-length")
     ]
-    headers.append((b"x-request-id", request_id.encode()))
-    await send_json(send, decision.status, json.dumps(payload).encode(), headers)
+    await send_json(send, decision.status, json.dumps(payload).encode(), headers, request_id)
+
+
+def build(app: ASGIApp, settings: AuthPolicySettings, context: ChainContext) -> ASGIApp:
+    if context.route.auth == "bypass":
+        # No token needed; the chain's outermost step has already stripped identity headers.
+        return app
+    resources = context.resources
+    if settings.ext_authz is not None:
+        from gateway.policies.ext_authz import ExtAuthzPolicy
+
+        return ExtAuthzPolicy(
+            app,
+            settings=settings.ext_authz,
+            client=resources.ext_authz_client(settings.ext_authz),
+            metrics=resources.metrics,
+            client_address=resources.client_address(context.gateway.trusted_proxies),
+        )
+    if resources.authorizer is None:
+        raise ConfigError(
+            f"route {context.label} requires auth, but no routes file has an 'auth:' section "
+            "(add one, use auth: {ext_authz: ...}, or set auth: bypass)",
+            file=context.route.source,
+        )
+    return AuthPolicy(app, settings=resources.authorizer, metrics=resources.metrics)
+
+
+SPEC = PolicySpec(parse=parse, build=build)

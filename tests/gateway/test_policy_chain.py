@@ -13,9 +13,9 @@ from authz.errors import ConfigError
 from gateway.app import GatewayApp
 from gateway.asgi import ASGIApp, Receive, Scope, Send
 from gateway.metrics import GatewayMetrics
-from gateway.policies import POLICIES
+from authz.yamlnodes import Node
+from gateway.policies import POLICIES, ChainContext, PolicySpec
 from gateway.routes_loader import load_routes
-from gateway.routes_model import PolicyRef
 from gateway.runtime import RuntimeHolder, build_runtime
 
 ROUTES = """\
@@ -32,7 +32,7 @@ domains:
           - path: /**
             policies:
               - stamp: {mark: first}
-              - stamp: {mark: second}
+              - stamp_again: {mark: second}
 upstreams:
   api:
     endpoints: [http://scan.internal]
@@ -42,9 +42,9 @@ upstreams:
 class StampPolicy:
     """Adds its mark to ``x-chain`` on the way in, so the upstream sees the execution order."""
 
-    def __init__(self, app: ASGIApp, ref: PolicyRef):
+    def __init__(self, app: ASGIApp, *, settings: bytes):
         self.app = app
-        self.mark = ref.settings.mapping(("mark",)).require("mark").str().encode()
+        self.mark = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = list(scope["headers"])
@@ -54,16 +54,29 @@ class StampPolicy:
         await self.app({**scope, "headers": headers}, receive, send)
 
 
+def _parse_stamp(node: Node | None, item: Node) -> bytes:
+    assert node is not None
+    return node.mapping(("mark",)).require("mark").str().encode()
+
+
+def _build_stamp(app: ASGIApp, settings: bytes, context: ChainContext) -> ASGIApp:
+    return StampPolicy(app, settings=settings)
+
+
+STAMP = PolicySpec(parse=_parse_stamp, build=_build_stamp)
+
+
 def test_an_unknown_policy_is_a_config_error_naming_the_line(tmp_path: Path):
     (tmp_path / "routes.yaml").write_text(ROUTES)
     with pytest.raises(
-        ConfigError, match=r"routes.yaml:13:17: unknown policy 'stamp' \(known: none"
+        ConfigError, match=r"routes.yaml:13:17: unknown policy 'stamp' \(known: auth, scopes"
     ):
         load_routes(tmp_path / "routes.yaml")
 
 
 async def test_policies_run_in_yaml_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setitem(POLICIES, "stamp", StampPolicy)
+    monkeypatch.setitem(POLICIES, "stamp", STAMP)
+    monkeypatch.setitem(POLICIES, "stamp_again", STAMP)
     (tmp_path / "routes.yaml").write_text(ROUTES)
     config = load_routes(tmp_path / "routes.yaml")
     with respx.mock() as mock:

@@ -1,0 +1,104 @@
+"""The one place a route's chain is assembled: domain policies, then the route's, in YAML order.
+
+The effective list is the domain's ``policies:`` with the route's merged in (Kong's service and
+route plugins): a route entry with the name of a domain entry replaces it in place, the others
+follow in the route's order. A route that requires auth and lists no ``auth`` gets the
+in-process one first. The list is then wrapped in reverse, so the YAML order is the execution
+order (Starlette's ``build_middleware_stack``), inside a fixed outermost step that strips
+identity headers from the client's request on every route (security rule 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from authz.errors import ConfigError
+from gateway.asgi import ASGIApp, Receive, Scope, Send
+from gateway.policies.auth import AuthPolicySettings
+from gateway.policies.resources import PolicyResources
+from gateway.policies.spec import ChainContext, PolicySpec
+from gateway.routes_model import Domain, GatewaySettings, PolicyRef, Route, Version
+
+__all__ = ["IdentityStrip", "build_chain", "effective_policies"]
+
+# Preflights carry no credentials: CORS must answer them before anything asks for a token.
+_AFTER_CORS = ("auth", "scopes")
+
+
+class IdentityStrip:
+    """Removes identity headers (both spellings) the client sent, before any policy runs."""
+
+    def __init__(self, app: ASGIApp, *, names: tuple[bytes, ...]):
+        self.app = app
+        self._names = frozenset(names)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            names = self._names
+            headers = scope["headers"]
+            for name, _ in headers:
+                if name in names:
+                    scope["headers"] = [(n, v) for n, v in headers if n not in names]
+                    break
+        await self.app(scope, receive, send)
+
+
+def effective_policies(
+    domain: Domain, version: Version, route: Route
+) -> list[tuple[PolicyRef, str]]:
+    """The route's chain as (policy, owner) pairs, outermost first."""
+    domain_owner = domain.name
+    route_owner = f"{domain.name}:{version.name}:{route.name}"
+    chain: list[tuple[PolicyRef, str]] = [(ref, domain_owner) for ref in domain.policies]
+    for ref in route.policies:
+        for index, (existing, _) in enumerate(chain):
+            if existing.name == ref.name:
+                chain[index] = (ref, route_owner)
+                break
+        else:
+            chain.append((ref, route_owner))
+    if route.auth == "required" and all(ref.name != "auth" for ref, _ in chain):
+        chain.insert(0, (PolicyRef("auth", AuthPolicySettings(), route.source), route_owner))
+    return chain
+
+
+def build_chain(
+    endpoint: ASGIApp,
+    *,
+    domain: Domain,
+    version: Version,
+    route: Route,
+    gateway: GatewaySettings,
+    resources: PolicyResources,
+    policies: Mapping[str, PolicySpec],
+) -> ASGIApp:
+    chain = effective_policies(domain, version, route)
+    names = tuple(ref.name for ref, _ in chain)
+    if "cors" in names:
+        cors_at = names.index("cors")
+        for name in _AFTER_CORS:
+            if name in names[:cors_at]:
+                ref = chain[cors_at][0]
+                raise ConfigError(
+                    f"route {domain.name} {version.name} {route.name}: cors must come before "
+                    f"{name} (a browser's preflight carries no credentials)",
+                    file=ref.source or route.source,
+                )
+    app = endpoint
+    for index in range(len(chain) - 1, -1, -1):
+        ref, owner = chain[index]
+        spec = policies.get(ref.name)
+        if spec is None:
+            raise ConfigError(f"unknown policy {ref.name!r}", file=ref.source or route.source)
+        context = ChainContext(
+            domain, version, route, gateway, resources, before=names[:index], owner=owner
+        )
+        app = spec.build(app, ref.settings, context)
+    identity = list(resources.identity_spellings)
+    for ref, _ in chain:
+        ext_authz = getattr(ref.settings, "ext_authz", None) if ref.name == "auth" else None
+        for header in ext_authz.identity_headers if ext_authz is not None else ():
+            identity += [header.encode(), header.replace("-", "_").encode()]
+    if identity:
+        app = IdentityStrip(app, names=tuple(identity))
+    return app

@@ -1,0 +1,184 @@
+"""CORS, answered at the gateway: preflights never reach a domain service.
+
+A preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) is answered 204
+with the allowed methods and headers when the origin, method and headers are allowed, else 403
+``cors_preflight_denied``. An actual request from an allowed origin gets
+``Access-Control-Allow-Origin`` (and ``-Credentials``, ``-Expose-Headers``) on its response;
+from another origin it passes untouched and the browser withholds the answer. ``Vary: Origin``
+is always set when the answer depends on the origin. Requests without ``Origin`` (not from a
+browser) cost one header scan.
+
+Origins are exact (``https://app.example``), ``*``, or a wildcard subdomain
+(``https://*.example.com``). With ``allow_credentials`` the actual origin is echoed, never ``*``
+(the Fetch standard forbids ``*`` with credentials).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from authz.yamlnodes import Node
+from gateway.asgi import ASGIApp, Message, Receive, Scope, Send
+from gateway.policies.denial import Denial
+from gateway.policies.spec import ChainContext, PolicySpec
+
+__all__ = ["SPEC", "CorsPolicy", "CorsSettings"]
+
+_KEYS = (
+    "allow_origins",
+    "allow_methods",
+    "allow_headers",
+    "expose_headers",
+    "allow_credentials",
+    "max_age_seconds",
+)
+_DEFAULT_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+_ORIGIN = re.compile(r"^https?://(\*\.)?[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
+
+
+@dataclass(frozen=True, slots=True)
+class CorsSettings:
+    allow_origins: tuple[str, ...]
+    allow_methods: tuple[str, ...] = _DEFAULT_METHODS
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    max_age_seconds: int = 600
+
+
+def parse(node: Node | None, item: Node) -> CorsSettings:
+    if node is None:
+        raise item.error("cors needs settings, e.g. - cors: {allow_origins: [https://app.example]}")
+    m = node.mapping(_KEYS)
+    origins_node = m.require("allow_origins")
+    origins = origins_node.str_list()
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise origins_node.error(
+                f"origin {origin!r} must be '*', scheme://host[:port] or scheme://*.domain"
+            )
+    methods = m.get("allow_methods")
+    headers = m.get("allow_headers")
+    expose = m.get("expose_headers")
+    credentials = m.get("allow_credentials")
+    max_age = m.get("max_age_seconds")
+    settings = CorsSettings(
+        allow_origins=origins,
+        allow_methods=tuple(x.upper() for x in methods.str_list()) if methods else _DEFAULT_METHODS,
+        allow_headers=tuple(x.lower() for x in headers.str_list()) if headers else (),
+        expose_headers=tuple(x.lower() for x in expose.str_list()) if expose else (),
+        allow_credentials=credentials.bool() if credentials is not None else False,
+        max_age_seconds=max_age.int(minimum=0, maximum=86_400) if max_age is not None else 600,
+    )
+    if settings.allow_credentials and "*" in settings.allow_headers:
+        raise node.error("allow_headers '*' cannot be combined with allow_credentials")
+    return settings
+
+
+class CorsPolicy:
+    def __init__(self, app: ASGIApp, *, settings: CorsSettings, denied: Denial):
+        self.app = app
+        self._denied = denied
+        self._any_origin = "*" in settings.allow_origins
+        self._exact = frozenset(o.encode() for o in settings.allow_origins if "*" not in o)
+        wildcards = [
+            re.escape(o).replace(r"\*\.", r"[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.")
+            for o in settings.allow_origins
+            if "*." in o
+        ]
+        self._wildcard = re.compile("|".join(wildcards).encode()) if wildcards else None
+        self._methods = frozenset(m.encode() for m in settings.allow_methods)
+        self._any_header = "*" in settings.allow_headers
+        self._headers = frozenset(h.encode() for h in settings.allow_headers)
+        self._credentials = settings.allow_credentials
+        # Echo the origin unless any origin is allowed without credentials.
+        self._echo = not (self._any_origin and not settings.allow_credentials)
+        simple: list[tuple[bytes, bytes]] = []
+        if settings.allow_credentials:
+            simple.append((b"access-control-allow-credentials", b"true"))
+        if settings.expose_headers:
+            simple.append(
+                (b"access-control-expose-headers", ", ".join(settings.expose_headers).encode())
+            )
+        self._simple = tuple(simple)
+        self._preflight = (
+            (b"access-control-allow-methods", ", ".join(settings.allow_methods).encode()),
+            (b"access-control-max-age", str(settings.max_age_seconds).encode()),
+            *simple,
+        )
+
+    def _allowed(self, origin: bytes) -> bool:
+        if self._any_origin or origin in self._exact:
+            return True
+        return self._wildcard is not None and self._wildcard.fullmatch(origin) is not None
+
+    def _origin_headers(self, origin: bytes) -> list[tuple[bytes, bytes]]:
+        if self._echo:
+            return [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
+        return [(b"access-control-allow-origin", b"*")]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        origin = request_method = request_headers = None
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                origin = value
+            elif name == b"access-control-request-method":
+                request_method = value
+            elif name == b"access-control-request-headers":
+                request_headers = value
+        if origin is None:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS" and request_method is not None:
+            await self._answer_preflight(scope, send, origin, request_method, request_headers)
+            return
+        if not self._allowed(origin):
+            await self.app(scope, receive, send)
+            return
+        added = [*self._origin_headers(origin), *self._simple]
+
+        async def with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message["headers"], *added]
+            await send(message)
+
+        await self.app(scope, receive, with_cors)
+
+    async def _answer_preflight(
+        self,
+        scope: Scope,
+        send: Send,
+        origin: bytes,
+        method: bytes,
+        requested: bytes | None,
+    ) -> None:
+        asked = [h.strip().lower() for h in (requested or b"").split(b",") if h.strip()]
+        if (
+            not self._allowed(origin)
+            or method.strip() not in self._methods
+            or not (self._any_header or all(h in self._headers for h in asked))
+        ):
+            await self._denied.send(send, scope["doma.request_id"], ((b"vary", b"Origin"),))
+            return
+        headers = [*self._origin_headers(origin), *self._preflight]
+        if asked:
+            # Echo what was asked: all of it is allowed (checked above), '*' included.
+            headers.append((b"access-control-allow-headers", b", ".join(asked)))
+        if not self._echo:
+            headers.append((b"vary", b"Origin"))
+        headers.append((b"content-length", b"0"))
+        headers.append((b"x-request-id", scope["doma.request_id"].encode()))
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def build(app: ASGIApp, settings: CorsSettings, context: ChainContext) -> ASGIApp:
+    denied = Denial(context.resources.metrics, "cors", 403, "cors_preflight_denied")
+    return CorsPolicy(app, settings=settings, denied=denied)
+
+
+SPEC = PolicySpec(parse=parse, build=build)

@@ -1,0 +1,258 @@
+"""Remote authentication: ask an Envoy-compatible ext-authz gRPC server, apply its answer as Envoy.
+
+The request goes out as Envoy builds it (``envoy.service.auth.v3.Authorization/Check``): the raw
+request target as ``path`` (query included, not decoded), lower-cased headers with repeats
+joined by ``,`` plus the ``:authority``, ``:method``, ``:path`` and ``:scheme`` pseudo-headers,
+the source and destination addresses and the request id. The answer is applied the way Envoy's
+ext_authz filter applies it:
+
+- OK: ``headers`` are mutated in order by their action (the deprecated ``append`` wins when set:
+  true appends to the value, false overwrites; otherwise ``append_action``), then
+  ``headers_to_remove`` are removed (never pseudo-headers or ``host``); ``response_headers_to_add``
+  go on the response to the client. ``dynamic_metadata.claims``, when the server sends it, is the
+  verified claims for the policies after this one.
+- Denied: the status (403 when unset), headers and body go to the client. A JSON object body
+  also gets the ``request_id``.
+- Error (unreachable, timeout, ``error_response``): ``failure_mode_allow`` lets the request
+  through; otherwise ``status_on_error`` (403) with reason ``ext_authz_error``. Fails closed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from google.protobuf import json_format  # type: ignore[import-untyped]
+from google.rpc import code_pb2
+
+from gateway.asgi import ASGIApp, Message, Receive, Scope, Send
+from gateway.policies.auth import CLAIMS, ExtAuthzSettings
+from gateway.policies.client_ip import ClientAddress
+from gateway.policies.denial import Denial
+from gateway.policies.metrics import PolicyMetrics
+
+__all__ = ["ExtAuthzClient", "ExtAuthzPolicy", "apply_mutations", "check_request"]
+
+log = logging.getLogger("doma.gateway.ext_authz")
+RawHeaders = list[tuple[bytes, bytes]]
+_Action = base_pb2.HeaderValueOption
+_PROTECTED = frozenset({b"host"})
+
+
+class ExtAuthzClient:
+    """One gRPC channel per ext-authz server, opened on first use (inside the serving loop)."""
+
+    def __init__(self, settings: ExtAuthzSettings):
+        self.settings = settings
+        self._channel: grpc.aio.Channel | None = None
+        self._check: Any = None
+
+    async def check(
+        self, request: external_auth_pb2.CheckRequest
+    ) -> external_auth_pb2.CheckResponse:
+        if self._check is None:
+            self._channel = grpc.aio.insecure_channel(self.settings.grpc_service)
+            self._check = external_auth_pb2_grpc.AuthorizationStub(self._channel).Check
+        return await self._check(request, timeout=self.settings.timeout)
+
+    async def aclose(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+            self._check = None
+
+
+def check_request(scope: Scope, client_ip: str, request_id: str) -> external_auth_pb2.CheckRequest:
+    """The ``CheckRequest`` Envoy would send for this request (the inverse of authz's reader)."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    query = scope.get("query_string", b"")
+    target = raw.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+    headers: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        key = name.decode("latin-1")
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]},{text}" if key in headers else text
+    host = headers.get("host", "")
+    headers[":authority"] = host
+    headers[":method"] = scope["method"]
+    headers[":path"] = target
+    headers[":scheme"] = scope.get("scheme", "http")
+    request = external_auth_pb2.CheckRequest()
+    attributes = request.attributes
+    http = attributes.request.http
+    http.id = request_id
+    http.method = scope["method"]
+    http.path = target
+    http.host = host
+    http.scheme = scope.get("scheme", "http")
+    http.protocol = "HTTP/" + scope.get("http_version", "1.1")
+    http.headers.update(headers)
+    attributes.request.time.GetCurrentTime()
+    client = scope.get("client")
+    if client:
+        source = attributes.source.address.socket_address
+        source.address = client_ip or client[0]
+        source.port_value = int(client[1])
+    server = scope.get("server")
+    if server and server[1] is not None:
+        destination = attributes.destination.address.socket_address
+        destination.address = str(server[0])
+        destination.port_value = int(server[1])
+    return request
+
+
+def _action(option: Any) -> str:
+    if option.HasField("append"):
+        return "append" if option.append.value else "set"
+    action = option.append_action
+    if action == _Action.ADD_IF_ABSENT:
+        return "add_if_absent"
+    if action == _Action.OVERWRITE_IF_EXISTS:
+        return "overwrite_if_exists"
+    if action == _Action.OVERWRITE_IF_EXISTS_OR_ADD:
+        return "set"
+    return "add"
+
+
+def apply_mutations(
+    headers: RawHeaders, options: Iterable[Any], remove: Iterable[str] = ()
+) -> RawHeaders:
+    """``headers`` after Envoy's header mutations, in order, then the removals."""
+    out = list(headers)
+    for option in options:
+        name = option.header.key.lower().encode("latin-1")
+        if name.startswith(b":") or name in _PROTECTED:
+            continue
+        raw = option.header.raw_value
+        value = raw if raw else option.header.value.encode("latin-1")
+        if not value and not option.keep_empty_value:
+            continue
+        action = _action(option)
+        present = any(n == name for n, _ in out)
+        if action == "add" or (action == "add_if_absent" and not present):
+            out.append((name, value))
+        elif action == "append":
+            if present:
+                joined = b",".join([v for n, v in out if n == name] + [value])
+                out = [(n, v) for n, v in out if n != name]
+                out.append((name, joined))
+            else:
+                out.append((name, value))
+        elif action == "set" or (action == "overwrite_if_exists" and present):
+            out = [(n, v) for n, v in out if n != name]
+            out.append((name, value))
+    drop = {n.lower().encode("latin-1") for n in remove}
+    drop = {n for n in drop if not n.startswith(b":") and n not in _PROTECTED}
+    if drop:
+        out = [(n, v) for n, v in out if n not in drop]
+    return out
+
+
+class ExtAuthzPolicy:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: ExtAuthzSettings,
+        client: ExtAuthzClient,
+        metrics: PolicyMetrics,
+        client_address: ClientAddress,
+    ):
+        self.app = app
+        self._settings = settings
+        self._client = client
+        self._metrics = metrics
+        self._address = client_address
+        self._error = Denial(metrics, "auth", settings.status_on_error, "ext_authz_error")
+        self._allowed_on_error = metrics.fallback("auth", "ext_authz_error")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id: str = scope["doma.request_id"]
+        request = check_request(scope, self._address.of(scope), request_id)
+        try:
+            response = await self._client.check(request)
+        except (grpc.RpcError, OSError, TimeoutError) as exc:
+            # Never the request's headers in a log line: they hold credentials.
+            log.warning("ext-authz check failed", extra={"error": type(exc).__name__})
+            response = None
+        if response is None or response.HasField("error_response"):
+            if self._settings.failure_mode_allow:
+                self._allowed_on_error.inc()
+                await self.app(scope, receive, send)
+                return
+            await self._error.send(send, request_id)
+            return
+        if response.status.code != code_pb2.OK:
+            await self._deny(response, request_id, send)
+            return
+        ok = response.ok_response
+        if ok.headers or ok.headers_to_remove:
+            scope["headers"] = apply_mutations(scope["headers"], ok.headers, ok.headers_to_remove)
+        metadata = ok.dynamic_metadata if ok.HasField("dynamic_metadata") else None
+        if metadata is None and response.HasField("dynamic_metadata"):
+            metadata = response.dynamic_metadata
+        scope[CLAIMS] = _claims(metadata)
+        if ok.response_headers_to_add:
+            send = _response_mutator(send, list(ok.response_headers_to_add))
+        await self.app(scope, receive, send)
+
+    async def _deny(
+        self, response: external_auth_pb2.CheckResponse, request_id: str, send: Send
+    ) -> None:
+        denied = response.denied_response
+        status = denied.status.code or 403
+        body = denied.body.encode()
+        reason = response.status.message or "denied"
+        try:
+            payload = json.loads(body) if body else None
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict):
+            reason = str(payload.get("reason", reason))
+            payload["request_id"] = request_id
+            body = json.dumps(payload).encode()
+        self._metrics.denial("auth", _label(reason)).inc()
+        headers = apply_mutations([], denied.headers)
+        content_type = [(n, v) for n, v in headers if n == b"content-type"]
+        headers = [(n, v) for n, v in headers if n not in (b"content-type", b"content-length")]
+        start_headers = [
+            *(
+                content_type
+                or [(b"content-type", b"application/json" if payload else b"text/plain")]
+            ),
+            (b"content-length", str(len(body)).encode()),
+            *headers,
+            (b"x-request-id", request_id.encode()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": start_headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _label(reason: str) -> str:
+    # A metric label from a remote server: bounded and plain, whatever the server sent.
+    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in reason.lower())[:64]
+    return cleaned or "denied"
+
+
+def _claims(metadata: Any) -> Mapping[str, Any] | None:
+    if metadata is None or "claims" not in metadata.fields:
+        return None
+    claims = json_format.MessageToDict(metadata)["claims"]
+    return claims if isinstance(claims, dict) else None
+
+
+def _response_mutator(send: Send, options: list[Any]) -> Send:
+    async def mutated(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = apply_mutations(list(message["headers"]), options)
+        await send(message)
+
+    return mutated

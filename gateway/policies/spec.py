@@ -1,0 +1,49 @@
+"""What every policy module provides: a settings parser and a builder, and what a builder gets.
+
+A policy's settings are parsed once, at load time, into a frozen object (errors carry
+``file:line:column``), so ``doma-gateway check`` refuses a wrong setting before anything runs.
+The builder wraps one ASGI app per route; whatever it can compute ahead (header tuples,
+compiled patterns, bound metric children) it computes there, so a request only branches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from authz.yamlnodes import Node
+from gateway.asgi import ASGIApp
+
+if TYPE_CHECKING:
+    from gateway.policies.resources import PolicyResources
+    from gateway.routes_model import Domain, GatewaySettings, Route, Version
+
+__all__ = ["ChainContext", "PolicySpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainContext:
+    """The route a chain is built for, the policies before this one, and the shared resources."""
+
+    domain: Domain
+    version: Version
+    route: Route
+    gateway: GatewaySettings
+    resources: PolicyResources
+    # Names of the policies that run before this one in the chain (outermost first).
+    before: tuple[str, ...] = ()
+    # Who defined the policy: "scan" for a domain's chain, "scan:v1:results" for a route's.
+    # State that outlives a request (rate-limit buckets) is kept per owner.
+    owner: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.domain.name} {self.version.name} {self.route.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    # (settings, list item): settings is None when the policy is listed by name alone.
+    parse: Callable[[Node | None, Node], Any]
+    build: Callable[[ASGIApp, Any, ChainContext], ASGIApp]
