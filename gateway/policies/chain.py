@@ -5,7 +5,8 @@ route plugins): a route entry with the name of a domain entry replaces it in pla
 follow in the route's order. A route that requires auth and lists no ``auth`` gets the
 in-process one first. The list is then wrapped in reverse, so the YAML order is the execution
 order (Starlette's ``build_middleware_stack``), inside a fixed outermost step that strips
-identity headers from the client's request on every route (security rule 3).
+identity and ``Connection``-named headers from the client's request on every route (security
+rule 3).
 """
 
 from __future__ import annotations
@@ -26,11 +27,17 @@ _AFTER_CORS = ("auth", "scopes")
 
 
 class IdentityStrip:
-    """Removes identity headers (both spellings) the client sent, before any policy runs."""
+    """The fixed outermost step: what the client may never hand the rest of the chain.
+
+    Identity headers (both spellings) are removed, and so are ``Connection`` and every header it
+    names: those are for this hop only (RFC 9110 7.6.1), and removing them here, before any
+    policy adds a header, means a client listing ``x-user-id`` in ``Connection`` cannot make the
+    proxy drop the identity auth sets (Traefik CVE-2021-32813, CVE-2024-45410).
+    """
 
     def __init__(self, app: ASGIApp, *, names: tuple[bytes, ...]):
         self.app = app
-        self._names = frozenset(names)
+        self._names = frozenset((*names, b"connection"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -38,7 +45,11 @@ class IdentityStrip:
             headers = scope["headers"]
             for name, _ in headers:
                 if name in names:
-                    scope["headers"] = [(n, v) for n, v in headers if n not in names]
+                    drop = set(names)
+                    for n, value in headers:
+                        if n == b"connection":
+                            drop.update(t.strip().lower() for t in value.split(b",") if t.strip())
+                    scope["headers"] = [(n, v) for n, v in headers if n not in drop]
                     break
         await self.app(scope, receive, send)
 
@@ -62,6 +73,12 @@ def effective_policies(
     return chain
 
 
+def _inter_domain_at(chain: list[tuple[PolicyRef, str]]) -> int:
+    """Where the layer rule goes unless listed: after auth and scopes (DESIGN's order)."""
+    after = ("cors", "auth", "scopes")
+    return max((i + 1 for i, (ref, _) in enumerate(chain) if ref.name in after), default=0)
+
+
 def build_chain(
     endpoint: ASGIApp,
     *,
@@ -73,6 +90,9 @@ def build_chain(
     policies: Mapping[str, PolicySpec],
 ) -> ASGIApp:
     chain = effective_policies(domain, version, route)
+    if resources.inter_domain is not None and all(ref.name != "inter_domain" for ref, _ in chain):
+        at = _inter_domain_at(chain)
+        chain.insert(at, (PolicyRef("inter_domain", None, route.source), domain.name))
     names = tuple(ref.name for ref, _ in chain)
     if "cors" in names:
         cors_at = names.index("cors")
@@ -99,6 +119,4 @@ def build_chain(
         ext_authz = getattr(ref.settings, "ext_authz", None) if ref.name == "auth" else None
         for header in ext_authz.identity_headers if ext_authz is not None else ():
             identity += [header.encode(), header.replace("-", "_").encode()]
-    if identity:
-        app = IdentityStrip(app, names=tuple(identity))
-    return app
+    return IdentityStrip(app, names=tuple(identity))

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from gateway.policies import auth, cors, headers, ip_restriction, rate_limit, request_limits, scopes
+from gateway.policies import (
+    auth,
+    cors,
+    headers,
+    inter_domain,
+    ip_restriction,
+    rate_limit,
+    request_limits,
+    scopes,
+)
 from gateway.policies.spec import PolicySpec
 
 __all__ = ["POLICIES"]
@@ -10,6 +19,7 @@ __all__ = ["POLICIES"]
 POLICIES: dict[str, PolicySpec] = {
     "auth": auth.SPEC,
     "scopes": scopes.SPEC,
+    "inter_domain": inter_domain.SPEC,
     "rate_limit": rate_limit.SPEC,
     "cors": cors.SPEC,
     "ip_restriction": ip_restriction.SPEC,

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry
 
+from authz.inter_domain import InterDomainRule
 from gateway.policies.auth import Authorizer, ExtAuthzSettings
 from gateway.policies.buckets import LocalBuckets
 from gateway.policies.client_ip import ClientAddress
@@ -27,10 +28,13 @@ class PolicyResources:
         authorizer: Authorizer | None = None,
         identity_headers: Iterable[str] = (),
         metrics: PolicyMetrics | None = None,
+        inter_domain: InterDomainRule | None = None,
     ):
         self.authorizer = authorizer
         self.identity_headers = tuple(h.lower() for h in identity_headers)
         self.metrics = metrics or PolicyMetrics(CollectorRegistry())
+        # The layer rule (inter_domain:); a reload replaces it with one for the new domains.
+        self.inter_domain = inter_domain
         self._addresses: dict[tuple[str, ...], ClientAddress] = {}
         self._buckets: dict[tuple[str, float, float], LocalBuckets] = {}
         self._redis: dict[tuple[str, float], object] = {}

@@ -10,10 +10,10 @@ import respx
 from prometheus_client import CollectorRegistry
 
 from authz.errors import ConfigError
+from authz.yamlnodes import Node
 from gateway.app import GatewayApp
 from gateway.asgi import ASGIApp, Receive, Scope, Send
 from gateway.metrics import GatewayMetrics
-from authz.yamlnodes import Node
 from gateway.policies import POLICIES, ChainContext, PolicySpec
 from gateway.routes_loader import load_routes
 from gateway.runtime import RuntimeHolder, build_runtime
