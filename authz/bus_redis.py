@@ -24,7 +24,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from authz.errors import BusError
-from authz.revocation_redis import RedisClient, redis_client
+from authz.revocation_redis import RedisClient, close_client, redis_client
 from authz.revocation_urls import parse_redis_url
 
 __all__ = ["RedisPubSubBus", "event_channel"]
@@ -61,7 +61,7 @@ class RedisPubSubBus:
         finally:
             try:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
-                await client.aclose()
+                await close_client(client)
             except _FAILURES:
                 pass
 
@@ -122,13 +122,13 @@ class RedisPubSubBus:
 
     async def close(self) -> None:
         if self._publisher is not None:
-            await self._publisher.aclose()
+            await close_client(self._publisher)
             self._publisher = None
 
 
 async def _quietly_close(pubsub: PubSub, client: Redis | RedisCluster) -> None:
     try:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
-        await client.aclose()
+        await close_client(client)
     except _FAILURES:
         return

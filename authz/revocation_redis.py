@@ -34,7 +34,7 @@ from authz.errors import StoreUnavailable
 from authz.revocation import Lookup
 from authz.revocation_urls import parse_redis_url
 
-__all__ = ["RedisClient", "RedisStore", "redis_client", "store_keys"]
+__all__ = ["RedisClient", "RedisStore", "close_client", "redis_client", "store_keys"]
 
 RedisClient = Redis | RedisCluster
 _T = TypeVar("_T")
@@ -99,6 +99,14 @@ def redis_client(url: str, timeout: float) -> RedisClient:
     return master
 
 
+async def close_client(client: RedisClient) -> None:
+    """Close ``client`` and, for a Sentinel master client, its connections to the sentinels."""
+    await client.aclose()
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
+
+
 class RedisStore:
     def __init__(
         self,
@@ -148,7 +156,7 @@ class RedisStore:
         return int(value) if value is not None else 0
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await close_client(self._client)
 
     def _eval(self, script: str, keys: tuple[str, ...], args: tuple[str, ...]) -> Awaitable[Any]:
         return self._client.eval(script, len(keys), *keys, *args)

@@ -9,9 +9,15 @@ import pybreaker
 import pytest
 from redis.asyncio import Redis
 
+from authz.bus_redis import RedisPubSubBus
 from authz.errors import StoreUnavailable
 from authz.revocation_redis import RedisStore, redis_client, store_keys
-from tests.support.services import PrivateRedis, RedisClusterNodes, unique_prefix
+from tests.support.services import (
+    PrivateRedis,
+    PrivateSentinel,
+    RedisClusterNodes,
+    unique_prefix,
+)
 
 
 def make_store(url: str, prefix: str, *, failures: int = 3, reset: float = 0.5) -> RedisStore:
@@ -73,6 +79,29 @@ async def test_the_store_works_on_a_three_node_redis_cluster():
             await store.close()
     finally:
         cluster.close()
+
+
+async def test_the_store_and_the_pubsub_bus_work_through_redis_sentinel():
+    sentinel = PrivateSentinel().start()
+    try:
+        prefix = unique_prefix("sentinel")
+        store = make_store(sentinel.url, prefix)
+        bus = RedisPubSubBus(sentinel.url, key_prefix=prefix, timeout=1, heartbeat=1)
+        try:
+            assert await store.revoke_token("jti-s", time.time() + 60) == 1
+            assert (await store.lookup("jti-s", None)).jti_revoked
+            # The data really is on the master the sentinel names.
+            direct = Redis.from_url(sentinel.master.url)
+            assert await direct.exists("{" + prefix + "}:jti:jti-s") == 1
+            await direct.aclose()
+            async with bus.subscribe() as payloads:
+                await bus.publish(b"hello")
+                assert await asyncio.wait_for(anext(payloads), 5) == b"hello"
+        finally:
+            await bus.close()
+            await store.close()
+    finally:
+        sentinel.close()
 
 
 async def test_a_dead_redis_fails_fast_behind_the_breaker_and_recovers_when_it_returns():

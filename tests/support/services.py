@@ -149,6 +149,46 @@ class PrivateRedis:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
+class PrivateSentinel:
+    """A redis-server master plus one ``redis-server --sentinel`` watching it as ``mymaster``."""
+
+    service = "mymaster"
+
+    def __init__(self) -> None:
+        self.master = PrivateRedis()
+        self.port = free_port()
+        self._dir = Path(tempfile.mkdtemp(prefix="doma-sentinel-"))
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.service}"
+
+    def start(self) -> PrivateSentinel:
+        self.master.start()
+        config = self._dir / "sentinel.conf"
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self._dir}\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 1\n"
+            f"sentinel down-after-milliseconds {self.service} 5000\n"
+        )
+        binary = _binary("redis-server", _INSTALL_REDIS)
+        self._process = subprocess.Popen(
+            [binary, str(config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_port("127.0.0.1", self.port, 10, self._process)
+        return self
+
+    def close(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(5)
+        self.master.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
 class RedisClusterNodes:
     """Three ``redis-server --cluster-enabled yes`` masters on loopback, slots spread over all."""
 
