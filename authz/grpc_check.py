@@ -5,7 +5,7 @@ It only converts: a ``CheckRequest`` into a :class:`CheckInput`, a :class:`Decis
 ``append_action: OVERWRITE_IF_EXISTS_OR_ADD`` (the deprecated ``append`` defaults to false in
 ext_authz, so the action is always explicit) and the identity headers this decision does not set
 in ``headers_to_remove`` (Envoy applies removals after it sets headers, so a set header is never
-listed there).
+listed there), and the verified claims in ``dynamic_metadata.claims``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def check_input(request: external_auth_pb2.CheckRequest) -> CheckInput:
 
 def check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
     if decision.allowed:
-        return external_auth_pb2.CheckResponse(
+        response = external_auth_pb2.CheckResponse(
             status=_OK_STATUS,
             ok_response=external_auth_pb2.OkHttpResponse(
                 headers=[
@@ -64,6 +64,11 @@ def check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
                 headers_to_remove=list(decision.headers_to_remove),
             ),
         )
+        if decision.claims:
+            # Envoy's channel from ext_authz to later filters (and the edge gateway's scopes and
+            # per-user limits in remote mode): the verified claims, never the token.
+            response.dynamic_metadata.update({"claims": dict(decision.claims)})
+        return response
     code = code_pb2.UNAUTHENTICATED if decision.status == 401 else code_pb2.PERMISSION_DENIED
     return external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=code, message=decision.reason),

@@ -1,0 +1,105 @@
+"""Rate limits shared by two gateway processes through the real Redis, and what happens when
+Redis goes away: the configured fallback, never a crash or a 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.gateway.chain.conftest import get, raw_request
+from tests.gateway.conftest import StartGateway
+from tests.support.services import PrivateRedis, unique_prefix
+from tests.support.upstreams import ScriptedUpstream
+
+PATH = "/api/v1/shop/items/1"
+
+
+def _routes(upstream: str, store: str, prefix: str, extra: str = "") -> str:
+    return f"""\
+layers: [product]
+domains:
+  shop:
+    layer: product
+    owner: team-shop
+    upstream: main
+    auth: bypass
+    policies:
+      - rate_limit:
+          requests: 6
+          period_seconds: 60
+          limit_by: header
+          header_name: x-api-key
+          store: {store}
+          key_prefix: {prefix}{extra}
+    versions:
+      v1:
+        routes:
+          - {{name: items, path: /**}}
+upstreams:
+  main:
+    endpoints: [{upstream}]
+    circuit_breaker: false
+    outlier_detection: false
+"""
+
+
+@pytest.fixture
+def upstream() -> Iterator[ScriptedUpstream]:
+    with ScriptedUpstream("shared-limit") as server:
+        yield server
+
+
+def test_two_gateways_share_one_bucket_in_redis(
+    start_gateway: StartGateway, upstream: ScriptedUpstream, redis_url: str
+):
+    text = _routes(upstream.url, redis_url, unique_prefix("ratelimit"))
+    first = start_gateway(text, filename="a.yaml")
+    second = start_gateway(text, filename="b.yaml")
+    statuses = []
+    for index in range(8):
+        port = (first if index % 2 == 0 else second).port
+        statuses.append(raw_request(port, get(PATH, "x-api-key: k1")).status)
+    # Six requests per minute between both instances, not six each.
+    assert statuses == [200] * 6 + [429] * 2
+    refused = raw_request(second.port, get(PATH, "x-api-key: k1"))
+    assert refused.json()["reason"] == "rate_limited"
+    assert refused.header("ratelimit") is not None and refused.header("retry-after")
+    # Another key has its own bucket, on either instance.
+    assert raw_request(first.port, get(PATH, "x-api-key: k2")).status == 200
+
+
+def test_redis_down_falls_back_to_local_limits_by_default(
+    start_gateway: StartGateway, upstream: ScriptedUpstream
+):
+    redis = PrivateRedis().start()
+    try:
+        gateway = start_gateway(_routes(upstream.url, redis.url, unique_prefix("fallback")))
+        assert raw_request(gateway.port, get(PATH, "x-api-key: k")).status == 200
+        redis.stop()
+        statuses = [raw_request(gateway.port, get(PATH, "x-api-key: k")).status for _ in range(8)]
+        # The local bucket (a full one: it never saw the first request) takes over.
+        assert statuses == [200] * 6 + [429] * 2
+    finally:
+        redis.close()
+
+
+@pytest.mark.parametrize(("mode", "status"), [("allow", 200), ("deny", 503)])
+def test_redis_down_with_allow_or_deny(
+    start_gateway: StartGateway, upstream: ScriptedUpstream, mode: str, status: int
+):
+    redis = PrivateRedis().start()
+    redis.stop()
+    try:
+        gateway = start_gateway(
+            _routes(
+                upstream.url, redis.url, unique_prefix(mode), f"\n          on_store_error: {mode}"
+            )
+        )
+        replies = [raw_request(gateway.port, get(PATH, "x-api-key: k")) for _ in range(8)]
+        assert {r.status for r in replies} == {status}
+        if status == 503:
+            assert replies[0].json()["reason"] == "rate_limit_store_unavailable"
+    finally:
+        redis.close()
