@@ -186,3 +186,60 @@ def test_redis_stopped_gives_503_at_once_and_recovers_without_restart(tmp_path, 
             server.stop()
             assert "Traceback" not in server.stderr(), server.stderr()[-3000:]
         redis.close()
+
+
+def test_events_lost_on_a_silently_dead_bus_are_caught_by_the_epoch_check(tmp_path, redis_url):
+    """The bus (a Redis of its own) is frozen, not closed: no error, no event. A revocation
+    written to the store must still be enforced within the epoch-check interval."""
+    import asyncio
+
+    import pybreaker
+
+    from authz.revocation_redis import RedisStore, redis_client
+
+    bus = PrivateRedis().start()
+    prefix = unique_prefix("silent")
+    server = None
+    try:
+        routes = write_routes(
+            tmp_path,
+            KEY,
+            revocation_yaml(
+                redis_url,
+                bus.url,
+                prefix,
+                epoch_check_interval_seconds=0.5,
+                bus_heartbeat_seconds=30,
+            ),
+        )
+        server, checker = start_authz(routes)
+        token = KEY.token(sub="grace")
+        assert checker.check(token) == (200, "ok")
+        assert checker.check(token) == (200, "ok")  # now answered from the cache
+        bus.freeze()
+        jti, exp = _claims(token)
+
+        async def revoke_without_event() -> None:
+            store = RedisStore(
+                redis_client(redis_url, 1.0),
+                key_prefix=prefix,
+                timeout=1.0,
+                breaker=pybreaker.CircuitBreaker(),
+            )
+            await store.revoke_token(jti, exp + 30)
+            await store.close()
+
+        asyncio.run(revoke_without_event())
+        took = wait_for(lambda: checker.check(token) == (401, "token_revoked"), 3, interval=0.005)
+        print(f"\nrevocation with its event lost enforced after {took:.3f}s (interval 0.5 s)")
+        assert took < 1.0
+        assert metric(server, "doma_authz_revocation_bus_connected") == 1.0  # it never noticed
+        assert (
+            metric(server, 'doma_authz_revocation_cache_flushes_total{cause="epoch_changed"}') >= 2
+        )
+    finally:
+        bus.thaw()
+        if server is not None:
+            server.stop()
+        bus.close()
+    assert "Traceback" not in server.stderr(), server.stderr()[-3000:]
