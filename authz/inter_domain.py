@@ -65,8 +65,10 @@ class InterDomainRule:
         if caller is None:
             return None
         target = target_domain(path)
-        if target is None:
-            return None
+        return None if target is None else self.judge(caller, target)
+
+    def judge(self, caller: str, target: str) -> Decision | None:
+        """The same verdict when the target domain is already known (the edge's route match)."""
         reason = self.graph.violation(caller, target)
         if reason is None:
             return None

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from authz.errors import ConfigError
 from authz.loader import load_auth_settings
 from doma_gateway.addresses import HostPort, host_port
+from doma_gateway.inter_domain_wiring import InterDomainMetrics, inter_domain_rule
 from doma_gateway.serve_command import has_section
 from gateway.admin import build_admin
 from gateway.app import GatewayApp
@@ -141,10 +142,12 @@ async def run_serve(options: ServeOptions) -> int:
     transport = build_transport(config.gateway.transport)
     authorizer = stack.authorizer if stack is not None else None
     # Shared by every chain and kept across reloads: buckets, Redis clients, ext-authz channels.
+    inter_domain = InterDomainMetrics(metrics.registry, "doma_gateway")
     policies = PolicyResources(
         authorizer=authorizer,
         identity_headers=identity,
         metrics=PolicyMetrics(metrics.registry),
+        inter_domain=inter_domain_rule(options.routes, inter_domain),
     )
 
     holder = RuntimeHolder(
@@ -159,6 +162,7 @@ async def run_serve(options: ServeOptions) -> int:
     )
 
     def apply() -> int:
+        policies.inter_domain = inter_domain_rule(options.routes, inter_domain)
         runtime = build_runtime(
             load_config(options),
             transport=transport,

@@ -18,30 +18,25 @@ from authz.inter_domain_metrics import InterDomainMetrics
 from doma_gateway.check_command import domain_graph
 from doma_gateway.serve_command import has_section
 from gateway.routes_loader import load_routes
-from gateway.routes_model import RoutesConfig
 
-__all__ = ["inter_domain_rule", "with_inter_domain"]
+__all__ = ["InterDomainMetrics", "inter_domain_rule", "with_inter_domain"]
 
 
-def inter_domain_rule(
-    routes: Path,
-    registry: CollectorRegistry,
-    namespace: str,
-    config: RoutesConfig | None = None,
-) -> InterDomainRule | None:
-    """The rule when ``inter_domain:`` is configured; its metrics are registered either way."""
-    metrics = InterDomainMetrics(registry, namespace)
+def inter_domain_rule(routes: Path, metrics: InterDomainMetrics) -> InterDomainRule | None:
+    """The rule when ``inter_domain:`` is configured, judged by every domain of ``routes``.
+
+    Always the whole edge's domains, even for ``serve --domain``: a domain's own gateway must
+    still know its callers' layers.
+    """
     settings = load_inter_domain(routes)
     if settings is None:
         return None
-    if config is None:
-        if not has_section(routes, "domains"):
-            require_domains(settings, 0)
-        config = load_routes(routes)
-    return InterDomainRule(domain_graph(config), settings, metrics.observe)
+    if not has_section(routes, "domains"):
+        require_domains(settings, 0)
+    return InterDomainRule(domain_graph(load_routes(routes)), settings, metrics.observe)
 
 
 def with_inter_domain(routes: Path, decider: Decider, registry: CollectorRegistry) -> Decider:
     """``decider`` judged by the layer rule for callers with a mesh identity, when configured."""
-    rule = inter_domain_rule(routes, registry, "doma_authz")
+    rule = inter_domain_rule(routes, InterDomainMetrics(registry, "doma_authz"))
     return decider if rule is None else DomainAwareAuthorizer(decider, rule)
