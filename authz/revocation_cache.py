@@ -4,7 +4,8 @@ A lookup is answered from the cache only while the cache can be trusted: the bus
 (so new revocations arrive as events) *and* the last epoch check succeeded (so events lost on a
 silently dead connection are noticed). Otherwise every check reads the store. That gives the
 staleness bound the README states: a revocation written to the store is applied everywhere
-within one epoch-check interval plus one store round trip, whatever happens to the bus.
+within one epoch-check interval, a short grace for events in flight and one store round trip,
+whatever happens to the bus.
 
 Races are closed with a generation counter: a store read that started before a flush or an event
 must not write its (possibly older) answer into the cache after it.
@@ -37,6 +38,7 @@ __all__ = ["RevocationCache", "follow_bus", "watch_epoch"]
 log = logging.getLogger("doma.authz.revocation")
 
 _RECENT_EPOCHS = 4096
+_EVENT_GRACE_SECONDS = 0.05
 FlushCause = Literal["bus_connected", "bus_lost", "epoch_changed", "epoch_unknown"]
 
 
@@ -127,6 +129,10 @@ class RevocationCache:
         self._recent_epochs[event.epoch] = None
         if len(self._recent_epochs) > _RECENT_EPOCHS:
             self._recent_epochs.popitem(last=False)
+        # Every epoch up to here seen as an event: the next epoch check has nothing to catch up
+        # on, so a steady stream of revocations does not flush the cache every interval.
+        while self.epoch is not None and self.epoch + 1 in self._recent_epochs:
+            self.epoch += 1
         self._generation += 1
         if event.kind == "jti":
             if self._trusted:
@@ -211,10 +217,15 @@ async def follow_bus(
 
 async def watch_epoch(store: RevocationStore, cache: RevocationCache, interval: float) -> None:
     """Read the store's epoch every ``interval`` seconds: lost events show up as a changed epoch."""
+    grace = min(interval, _EVENT_GRACE_SECONDS)
     while True:
         try:
             epoch: int | None = await store.epoch()
         except StoreUnavailable:
             epoch = None
+        if epoch is not None and cache.epoch is not None and epoch > cache.epoch:
+            # A revoke's event trails its store write by a moment: give it that moment before
+            # flushing, so that events which are merely in flight do not empty the cache.
+            await asyncio.sleep(grace)
         cache.epoch_checked(epoch)
         await asyncio.sleep(interval)

@@ -125,6 +125,21 @@ async def test_warm_cache_answers_without_the_store_and_events_revoke_at_once():
         await stop(tasks)
 
 
+async def test_revocations_seen_on_the_bus_do_not_flush_the_cache_at_epoch_checks():
+    store, bus = CountingStore(), MemoryBus()
+    cache, _ = make(store, bus)
+    _, revoker = make(store, bus)  # another instance
+    tasks = await running(cache, store, bus, interval=0.01)
+    try:
+        flushes = dict(cache.flushes)
+        for index in range(5):
+            await revoker.revoke_token(f"other-{index}", time.time() + 60)
+            await asyncio.sleep(0.03)  # several epoch checks
+        assert cache.flushes == flushes and cache.epoch == 5
+    finally:
+        await stop(tasks)
+
+
 async def test_subject_revocation_denies_older_tokens_only():
     store, bus = CountingStore(), MemoryBus()
     cache, revoker = make(store, bus)
