@@ -1,6 +1,7 @@
 """``python -m bench.gateway``: wrk → proxy → nginx, every proxy side by side in one run.
 
-Cases: nginx directly; Envoy (``--concurrency 1``); ``doma-gateway serve`` (one worker) with
+Cases: nginx directly; Envoy (``--concurrency 1``); ``doma-gateway serve`` (one worker) bare,
+with the policy chain on (CORS, auth with a repeated token, scopes, a rate limit), with
 its aiohttp transport and with httpx's default transport (httpcore); a naive Starlette + httpx
 proxy with httpx's default transport and with the ``httpx-aiohttp`` transport. The proxy under
 test gets one CPU of its own; wrk, nginx and this driver share the other. Then a fixed-rate run
@@ -56,6 +57,55 @@ upstreams:
 """
 
 
+# The same edge with the policy chain on: CORS, in-process auth (one repeated token, so the
+# verified-token cache is warm, as in steady traffic), scopes and a local rate limit that the
+# load never reaches. The bare "doma" case is the same gateway without any of it.
+_CHAIN_ROUTES = """\
+layers: [edge]
+gateway:
+  transport: http1
+auth:
+  issuers:
+    - issuer: https://bench.invalid
+      audiences: [bench]
+      jwks_file: {jwks}
+  claims_to_headers:
+    sub: x-user-id
+domains:
+  bench:
+    layer: edge
+    owner: bench
+    upstream: nginx
+    policies:
+      - cors: {{allow_origins: [https://app.bench.invalid], allow_headers: [authorization]}}
+      - auth
+      - scopes: {{scopes: [bench.read]}}
+      - rate_limit: {{requests: 1000000, period_seconds: 1, limit_by: user}}
+    versions:
+      v1:
+        routes:
+          - {{name: all, path: /**}}
+upstreams:
+  nginx:
+    endpoints: [http://127.0.0.1:{port}]
+"""
+
+
+def _chain_credentials(workdir: Path) -> tuple[Path, str]:
+    """A JWKS file and a token it verifies (RS256, one hour)."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    path = workdir / "bench-jwks.json"
+    path.write_text(json.dumps({"keys": [{**jwk, "kid": "bench", "alg": "RS256"}]}))
+    now = int(time.time())
+    claims = {"iss": "https://bench.invalid", "aud": "bench", "sub": "bench-user",
+              "scope": "bench.read", "iat": now, "exp": now + 3600}  # fmt: skip
+    return path, jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
+
+
 @dataclass(frozen=True, slots=True)
 class Case:
     key: str
@@ -66,6 +116,7 @@ CASES = (
     Case("direct", "wrk → nginx, no proxy: the floor"),
     Case("envoy", "Envoy --concurrency 1, plain HTTP route to the nginx cluster"),
     Case("doma", "doma-gateway serve, 1 worker, its HTTP/1.1 transport (the default)"),
+    Case("doma-chain", "doma-gateway serve, 1 worker, chain on: CORS, auth, scopes, rate limit"),
     Case("doma-aiohttp", "doma-gateway serve, 1 worker, gateway.transport: aiohttp"),
     Case("doma-httpcore", "doma-gateway serve, 1 worker, gateway.transport: httpcore"),
     Case("naive", "naive Starlette + httpx (httpcore) + StreamingResponse"),
@@ -89,6 +140,11 @@ class Bench:
             self.proxy_cpu = cpus[-1]
             os.sched_setaffinity(0, set(cpus[:-1]))
         self.nginx = Nginx(workdir).start()
+        self.jwks, token = _chain_credentials(workdir)
+        self.chain_headers = {
+            "authorization": f"Bearer {token}",
+            "origin": "https://app.bench.invalid",
+        }
 
     def close(self) -> None:
         self.nginx.stop()
@@ -114,7 +170,10 @@ class Bench:
             transport = {"doma-httpcore": "httpcore", "doma-aiohttp": "aiohttp"}.get(
                 case.key, "http1"
             )
-            routes.write_text(_ROUTES.format(transport=transport, port=self.nginx.port))
+            if case.key == "doma-chain":
+                routes.write_text(_CHAIN_ROUTES.format(jwks=self.jwks, port=self.nginx.port))
+            else:
+                routes.write_text(_ROUTES.format(transport=transport, port=self.nginx.port))
             argv = [sys.executable, "-m", "doma_gateway.cli", "--log-level", "warning", "serve",
                     "--routes", str(routes), "--listen", "127.0.0.1:0",
                     "--admin", f"127.0.0.1:{free_port()}", "--no-watch"]  # fmt: skip
@@ -130,18 +189,19 @@ class Bench:
         finally:
             stop(process)
 
-    def wrk(self, port: int, seconds: float) -> WrkResult:
+    def wrk(self, port: int, seconds: float, headers: dict[str, str] | None = None) -> WrkResult:
         return run_wrk(f"http://127.0.0.1:{port}{PATH}", seconds=seconds,
-                       connections=self.args.connections, threads=1, headers={},
+                       connections=self.args.connections, threads=1, headers=headers or {},
                        workdir=self.workdir)  # fmt: skip
 
     def throughput(self, case: Case) -> dict[str, Any]:
+        headers = self.chain_headers if case.key == "doma-chain" else None
         with self.proxy(case) as (port, pid):
             if self.args.warmup > 0:
-                self.wrk(port, self.args.warmup)
+                self.wrk(port, self.args.warmup, headers)
             cpu_before = _cpu_seconds(pid) if pid else 0.0
             started = time.monotonic()
-            result = self.wrk(port, self.args.duration)
+            result = self.wrk(port, self.args.duration, headers)
             elapsed = time.monotonic() - started
             cpu = 100 * (_cpu_seconds(pid) - cpu_before) / elapsed if pid else None
         if result.non_2xx or result.socket_errors or result.requests == 0:
@@ -264,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             ratios[f"http1_vs_{other.partition('-')[2]}_transport"] = round(
                 by_case["doma"]["rps"] / by_case[other]["rps"], 2
             )
+    if "doma" in by_case and "doma-chain" in by_case:
+        ratios["chain_vs_bare"] = round(by_case["doma-chain"]["rps"] / by_case["doma"]["rps"], 3)
     if "naive" in by_case and "naive-aiohttp" in by_case:
         ratios["naive_httpx_aiohttp_vs_httpcore"] = round(
             by_case["naive-aiohttp"]["rps"] / by_case["naive"]["rps"], 2
@@ -293,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         "doma_vs_envoy >= 0.30": vs_envoy >= 0.30 if vs_envoy is not None else None,
         "doma_vs_naive >= 5": vs_naive >= 5 if vs_naive is not None else None,
         "p99 added <= 5 ms": added <= 5 if added is not None else None,
+        "chain_vs_bare >= 0.85": ratios["chain_vs_bare"] >= 0.85
+        if "chain_vs_bare" in ratios
+        else None,
     }
     for name, met in targets.items():
         if met is not None:
