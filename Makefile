@@ -26,7 +26,7 @@ run: $(VENV)/.run
 run-edge: $(VENV)/.run
 	$(BIN)/doma-gateway edge-demo
 
-test: $(VENV)/.dev services test-tools
+test: $(VENV)/.dev services test-tools bench-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # promtool (Debian's prometheus package) lints the live /metrics of both commands in the tests.

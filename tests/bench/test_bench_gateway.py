@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is missing (make bench-tools)"),
-    pytest.mark.skipif(
-        shutil.which("nginx") is None and not os.access("/usr/sbin/nginx", os.X_OK),
-        reason="nginx is missing (make bench-tools)",
-    ),
-]
+pytestmark = pytest.mark.e2e
 
 
 def test_short_run_measures_direct_envoy_and_the_gateway_with_only_2xx(tmp_path: Path) -> None:
