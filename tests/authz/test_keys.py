@@ -1,4 +1,4 @@
-"""Key sets: last good keys kept; unknown-kid refetch single-flight, rate-limited, negative-cached."""
+"""Key sets: the last good keys kept; unknown-kid refetch single-flight, rate-limited, cached."""
 
 import asyncio
 

@@ -4,7 +4,6 @@ import pytest
 
 from tests.support.processes import run
 
-
 GOOD = (
     "auth:\n  issuers:\n    - issuer: https://i.test\n      audiences: [a]\n"
     "      jwks_url: https://i.test/k\n"
