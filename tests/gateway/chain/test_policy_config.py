@@ -1,0 +1,132 @@
+"""Policy settings are validated at load time with file:line:column, the chain's order rules
+at build time, and the routes JSON Schema agrees with the loader."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from authz.errors import ConfigError
+from gateway.metrics import GatewayMetrics
+from gateway.routes_loader import load_routes
+from gateway.runtime import build_runtime
+from gateway.transport import build_transport
+
+ROOT = Path(__file__).resolve().parents[3]
+SCHEMA = json.loads((ROOT / "routes" / "schema.json").read_text())
+
+
+def routes(domain_policies: str = "[]", route_policies: str = "[]", auth: str = "bypass") -> str:
+    return f"""\
+layers: [product]
+domains:
+  shop:
+    layer: product
+    owner: team
+    upstream: api
+    auth: {auth}
+    policies: {domain_policies}
+    versions:
+      v1:
+        routes:
+          - path: /**
+            policies: {route_policies}
+upstreams:
+  api:
+    endpoints: [http://api.internal]
+"""
+
+
+BROKEN = [
+    ("[{rate_limit: {period_seconds: 1}}]", r":8:\d+: missing required key 'requests'"),
+    ("[{rate_limit: {requests: 5, limit_by: header}}]", r"limit_by: header needs header_name"),
+    ("[{rate_limit: {requests: 5, store: 'mysql://x'}}]", r"store must be 'local' or a Redis"),
+    ("[{rate_limit: {requests: 0}}]", r"must be at least 1"),
+    ("[{cors: {allow_origins: ['app.example']}}]", r"must be '\*', scheme://host"),
+    (
+        "[{cors: {allow_origin: ['*']}}]",
+        r"unknown key 'allow_origin'; did you mean 'allow_origins'",
+    ),
+    ("[{ip_restriction: {allow: [10.0.0.0/33]}}]", r"is not an IP address or CIDR range"),
+    ("[ip_restriction]", r":8:\d+: ip_restriction needs allow, deny or both"),
+    ("[{request_limits: {methods: [get]}}]", r"is not an HTTP method"),
+    ("[{headers: {request: {add: {host: x}}}}]", r"is set by the gateway itself"),
+    ("[{auth: {ext_authz: {grpc_service: nowhere}}}]", r"grpc_service must be HOST:PORT"),
+    ("[{scopes: {}}]", r"scopes needs 'scopes', 'roles' or both"),
+    ("[{cors: {allow_origins: ['*']}}, {cors: {allow_origins: ['*']}}]", r"'cors' is listed twice"),
+    ("[{nonsense: {}}]", r"unknown policy 'nonsense' \(known: auth, scopes"),
+]
+
+
+@pytest.mark.parametrize(("policies", "message"), BROKEN, ids=[m for _, m in BROKEN])
+def test_a_wrong_setting_names_its_line_and_the_schema_refuses_it_too(
+    tmp_path: Path, policies: str, message: str
+):
+    text = routes(domain_policies=policies)
+    (tmp_path / "routes.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_routes(tmp_path / "routes.yaml")
+    assert str(raised.value).startswith(str(tmp_path / "routes.yaml") + ":8:")
+    # What a JSON Schema cannot express (CIDR arithmetic, names the gateway reserves, order).
+    if not any(word in message for word in ("twice", "CIDR", "gateway itself")):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.Draft202012Validator(SCHEMA).validate(yaml.safe_load(text))
+
+
+def _build(tmp_path: Path, text: str) -> None:
+    (tmp_path / "routes.yaml").write_text(text)
+    build_runtime(
+        load_routes(tmp_path / "routes.yaml"),
+        transport=build_transport("http1"),
+        metrics=GatewayMetrics(CollectorRegistry()),
+    )
+
+
+def test_scopes_need_an_auth_policy_before_them(tmp_path: Path):
+    with pytest.raises(ConfigError, match="scopes needs an auth policy before it"):
+        _build(tmp_path, routes(route_policies="[{scopes: {scopes: [a]}}]"))
+
+
+def test_cors_must_come_before_auth(tmp_path: Path):
+    text = routes(
+        domain_policies="[{auth: {ext_authz: {grpc_service: '127.0.0.1:1'}}}]",
+        route_policies="[{cors: {allow_origins: ['*']}}]",
+        auth="required",
+    )
+    with pytest.raises(ConfigError, match="cors must come before auth"):
+        _build(tmp_path, text)
+
+
+def test_header_rules_may_not_write_an_identity_header(tmp_path: Path):
+    (tmp_path / "routes.yaml").write_text(
+        routes(route_policies="[{headers: {request: {rename: {x-client: x-user-id}}}}]")
+    )
+    with pytest.raises(ConfigError, match="may not write the identity header 'x-user-id'"):
+        build_runtime(
+            load_routes(tmp_path / "routes.yaml"),
+            transport=build_transport("http1"),
+            metrics=GatewayMetrics(CollectorRegistry()),
+            identity_headers=("x-user-id",),
+        )
+
+
+def test_a_route_entry_replaces_the_domain_entry_of_the_same_name_in_place(tmp_path: Path):
+    from gateway.policies.chain import effective_policies
+
+    text = routes(
+        domain_policies="[{cors: {allow_origins: ['*']}}, {rate_limit: {requests: 5}}, auth]",
+        route_policies="[{rate_limit: {requests: 1}}, {scopes: {scopes: [a]}}]",
+        auth="required",
+    )
+    (tmp_path / "routes.yaml").write_text(text)
+    config = load_routes(tmp_path / "routes.yaml")
+    domain = config.domains[0]
+    chain = effective_policies(domain, domain.versions[0], domain.versions[0].routes[0])
+    assert [ref.name for ref, _ in chain] == ["cors", "rate_limit", "auth", "scopes"]
+    assert chain[1][0].settings.requests == 1 and chain[1][1] == "shop:v1:/**"
+    assert chain[0][1] == "shop"
