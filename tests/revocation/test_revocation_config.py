@@ -111,3 +111,29 @@ def test_passwords_never_reach_messages():
     assert redact("redis://:hunter2@h:6379/0") == "redis://:***@h:6379/0"
     assert redact("amqp://guest:guest@h/") == "amqp://guest:***@h/"
     assert redact("redis://h:6379") == "redis://h:6379"
+
+
+def test_check_prints_the_revocation_settings_without_passwords(tmp_path):
+    from tests.support import processes
+
+    routes = write_routes(
+        tmp_path,
+        KEY,
+        "    store: redis://:hunter2@127.0.0.1:6379/0\n    bus: amqp://doma:s3cret@127.0.0.1:5672/",
+    )
+    done = processes.run(["check", str(routes)])
+    assert done.returncode == 0, done.stderr
+    assert (
+        "revocation store=redis://:***@127.0.0.1:6379/0  bus=amqp://doma:***@127.0.0.1:5672/"
+        in done.stdout
+    )
+    assert "hunter2" not in done.stdout and "s3cret" not in done.stdout
+
+
+def test_revoke_before_accepts_unix_seconds_and_iso_8601():
+    from doma_gateway.revoke_command import _time
+
+    assert _time("1767225600") == 1767225600.0
+    assert _time("2026-01-01T00:00:00Z") == 1767225600.0
+    with pytest.raises(Exception, match="ISO 8601"):
+        _time("yesterday")
