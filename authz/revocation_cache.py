@@ -206,7 +206,7 @@ async def follow_bus(
             raise BusError("subscription ended")
         except BusError as exc:
             log.warning(
-                "revocation bus unavailable", extra={"event": "bus_lost", "error": str(exc)}
+                "revocation bus unavailable", extra={"event": "bus_unavailable", "error": str(exc)}
             )
         finally:
             if connected:
