@@ -12,7 +12,8 @@ The tree::
     └── UpstreamError
         ├── BadGateway           502  the upstream answered with something that is not HTTP
         ├── UpstreamUnavailable  503  connection refused or reset, no endpoint left to try
-        │   └── CircuitOpen      503  the upstream's breaker is open; carries Retry-After
+        │   ├── CircuitOpen      503  the upstream's breaker is open; carries Retry-After
+        │   └── UpstreamOverflow 503  max_requests already in flight; carries Retry-After
         └── UpstreamTimeout      504  connect, read or the total deadline expired
 
 Configuration errors are :class:`authz.errors.ConfigError` (file, line, column), shared with authz.
@@ -29,6 +30,7 @@ __all__ = [
     "PayloadTooLarge",
     "RouteNotFound",
     "UpstreamError",
+    "UpstreamOverflow",
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "VersionGone",
@@ -86,6 +88,10 @@ class UpstreamUnavailable(UpstreamError):
 
 
 class CircuitOpen(UpstreamUnavailable):
+    status, error = 503, "service_unavailable"
+
+
+class UpstreamOverflow(UpstreamUnavailable):
     status, error = 503, "service_unavailable"
 
 

@@ -180,6 +180,7 @@ class Proxy:
         retries_left = policy.attempts if replayable else 0
         retry = 0
         retrying = False
+        pool.admit()
         pool.active += 1
         try:
             while True:

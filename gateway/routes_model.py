@@ -91,6 +91,9 @@ class Upstream:
     circuit_breaker: CircuitBreakerSettings | None = CircuitBreakerSettings()
     outlier_detection: OutlierDetection | None = OutlierDetection()
     max_connections: int = 256
+    # Envoy's circuit-breaker threshold ``max_requests``: requests in flight to this upstream
+    # (per process) beyond which new ones are refused at once with 503 and Retry-After.
+    max_requests: int = 1024
     preserve_host: bool = False
     source: str = field(default="", compare=False)
 

@@ -25,6 +25,7 @@ _UPSTREAM_KEYS = (
     "endpoints",
     "load_balancing",
     "max_connections",
+    "max_requests",
     "preserve_host",
     "timeouts",
     "retries",
@@ -91,6 +92,9 @@ def parse_upstream(name: str, key: Node, node: Node) -> Upstream:
     max_connections = defaults.max_connections
     if (n := upstream.get("max_connections")) is not None:
         max_connections = n.int(minimum=1, maximum=100_000)
+    max_requests = defaults.max_requests
+    if (n := upstream.get("max_requests")) is not None:
+        max_requests = n.int(minimum=1, maximum=1_000_000)
     preserve_host = upstream.get("preserve_host")
     timeouts = Timeouts()
     if (n := upstream.get("timeouts")) is not None:
@@ -111,6 +115,7 @@ def parse_upstream(name: str, key: Node, node: Node) -> Upstream:
         circuit_breaker=_breaker(upstream, "circuit_breaker"),
         outlier_detection=_outlier(upstream, "outlier_detection"),
         max_connections=max_connections,
+        max_requests=max_requests,
         preserve_host=preserve_host.bool() if preserve_host is not None else False,
         source=key.where,
     )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pybreaker
 
-from gateway.errors import CircuitOpen, UpstreamUnavailable
+from gateway.errors import CircuitOpen, UpstreamOverflow, UpstreamUnavailable
 from gateway.metrics import GatewayMetrics
 from gateway.routes_model import CircuitBreakerSettings, Upstream
 
@@ -212,6 +212,18 @@ class UpstreamPool:
         policy = self.settings.retries
         allowed = max(policy.budget_min_concurrency, int(policy.budget_ratio * self.active))
         return self.retries_in_flight < allowed
+
+    def admit(self) -> None:
+        """Refuse a new request at once when ``max_requests`` are already in flight.
+
+        Nothing waits in a queue: under overload the client is told to come back (Envoy's
+        ``max_requests`` threshold), so memory and latency stay bounded.
+        """
+        if self.active >= self.settings.max_requests:
+            self._metrics.upstream_error(self.name, "overflow")
+            raise UpstreamOverflow(
+                "upstream_overflow", headers=(("retry-after", "1"),), upstream=self.name
+            )
 
     def unavailable(self) -> UpstreamUnavailable:
         return UpstreamUnavailable("no_healthy_endpoint", upstream=self.name)

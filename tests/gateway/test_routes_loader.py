@@ -116,6 +116,10 @@ def test_the_same_domain_in_two_files_names_both(tmp_path: Path):
             "routes.yaml:13:21: 'random' is not one of: round_robin, least_outstanding",
         ),
         (
+            ("    endpoints:", "    max_requests: 0\n    endpoints:"),
+            "routes.yaml:13:19: must be at least 1, got 0",
+        ),
+        (
             ("    versions:", "    default_version: v3\n    versions:"),
             "routes.yaml:7:22: default_version 'v3' is not one of this domain's versions "
             "(known: v1)",
