@@ -316,6 +316,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=200, help="revocations per bus")
     parser.add_argument(
+        "--output", type=Path, default=RESULTS / "revocation.json", help="where the JSON goes"
+    )
+    parser.add_argument(
         "--seconds", type=float, default=3.0, help="duration of each throughput run"
     )
     args = parser.parse_args()
@@ -347,8 +350,9 @@ def main() -> int:
             f"  {row['variant']:<46} {row['checks_per_second']:>9.0f}  "
             f"({ratio:.0%} of no revocation)"
         )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "revocation.json").write_text(json.dumps(report, indent=2))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.output}")
     return 0
 
 
