@@ -4,6 +4,7 @@ The tree::
 
     GatewayError                 status, reason (a stable snake_case metric label)
     ├── InvalidPath              400  the request target is malformed or ambiguous
+    ├── InvalidFraming           400  ambiguous body framing (Transfer-Encoding in HTTP/1.0)
     ├── RouteNotFound            404  no domain, or no route of the domain, matches
     ├── VersionNotFound          404  the domain has no such version; lists the supported ones
     ├── MethodNotAllowed         405  a route matches the path but not the method; carries Allow
@@ -25,6 +26,7 @@ __all__ = [
     "BadGateway",
     "CircuitOpen",
     "GatewayError",
+    "InvalidFraming",
     "InvalidPath",
     "MethodNotAllowed",
     "PayloadTooLarge",
@@ -52,6 +54,10 @@ class GatewayError(Exception):
 
 
 class InvalidPath(GatewayError):
+    status, error = 400, "bad_request"
+
+
+class InvalidFraming(GatewayError):
     status, error = 400, "bad_request"
 
 

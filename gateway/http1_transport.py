@@ -75,6 +75,7 @@ class _Connection(asyncio.Protocol):
             self._fail(httpx.RemoteProtocolError("upstream closed the connection"))
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_exception(httpx.WriteError("upstream closed the connection"))
+            self._drain_waiter.exception()
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -119,6 +120,9 @@ class _Connection(asyncio.Protocol):
         self._error = error
         if self._headers_done is not None and not self._headers_done.done():
             self._headers_done.set_exception(error)
+            # The exchange may have been abandoned before its head was awaited (the client left
+            # mid-body): mark the error as seen so asyncio does not log it as never retrieved.
+            self._headers_done.exception()
         self._wake_body()
 
     def _wake_body(self) -> None:

@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 import httpx
 
-from gateway.asgi import Receive, Scope, Send
+from gateway.asgi import Message, Receive, Scope, Send
 from gateway.errors import (
     BadGateway,
     CircuitOpen,
     GatewayError,
+    InvalidFraming,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -82,6 +83,16 @@ async def _stream_body(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
+def _replay(first: Message, receive: Receive) -> Receive:
+    """``receive`` that hands out ``first`` once before reading on."""
+    pending = [first]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed
+
+
 class Proxy:
     """Pure ASGI endpoint; reads the route match the app put in ``scope['doma.match']``."""
 
@@ -129,12 +140,22 @@ class Proxy:
                 chunked = True
             elif name == b"host":
                 host = value
+        if chunked and scope.get("http_version") == "1.0":
+            # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing; a proxy in front
+            # may have read this body another way, so it is refused, never re-framed.
+            raise InvalidFraming("transfer_encoding_in_http_1_0")
         body: bytes | None
         if length is None and not chunked:
             body = b""
         elif length is not None and length <= self._buffer:
             body = await _read_body(receive)
         else:
+            # The first piece of a streamed body is read before the upstream is contacted: a
+            # request whose framing breaks at once (a bad chunk size) never reaches it.
+            first = await receive()
+            if first["type"] == "http.disconnect":
+                raise ClientDisconnected
+            receive = _replay(first, receive)
             body = None
 
         headers = strip_request_headers(client_headers)
