@@ -125,6 +125,13 @@ class _CheckProtocol(asyncio.Protocol):
             raise httptools.HttpParserError("headers too large")
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
+    def on_headers_complete(self) -> None:
+        # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing; refused, never guessed.
+        if self._parser.get_http_version() == "1.0" and any(
+            name.lower() == "transfer-encoding" for name, _ in self._headers
+        ):
+            raise httptools.HttpParserError("transfer-encoding in HTTP/1.0")
+
     def on_message_complete(self) -> None:
         method = self._parser.get_method().decode("ascii")
         target = self._url.decode("latin-1")
