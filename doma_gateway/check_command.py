@@ -9,9 +9,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from authz.domain_graph import DomainGraph, DomainNode
 from authz.errors import ConfigError
 from authz.inter_domain_loader import load_inter_domain, require_domains
+from gateway.extensions.loader import load_extensions
+from gateway.extensions.metrics import ExtensionMetrics
 from gateway.routes_lint import lint_routes
 from gateway.routes_loader import load_routes
 from gateway.routes_model import RoutesConfig
@@ -33,6 +37,11 @@ def governance_findings(path: Path, *, has_domains: bool) -> int:
     if has_domains:
         config = load_routes(path)
         findings.extend(lint_routes(config))
+        # Imports every factory and entry point named, so a typo fails here, not in serve.
+        host = load_extensions(path, config, ExtensionMetrics(CollectorRegistry()))
+        for plan in host.plans.values() if host is not None else ():
+            steps = ", ".join(f"{step.name} ({step.timeout:g}s)" for step in plan.steps)
+            print(f"extensions {plan.name}  on_error={plan.on_error}: {steps}")
         if inter_domain is not None:
             print(
                 f"inter_domain: mode={inter_domain.mode}  "

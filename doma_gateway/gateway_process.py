@@ -30,6 +30,9 @@ from doma_gateway.inter_domain_wiring import InterDomainMetrics, inter_domain_ru
 from doma_gateway.serve_command import has_section
 from gateway.admin import build_admin
 from gateway.app import GatewayApp
+from gateway.extensions.host import ExtensionHost
+from gateway.extensions.loader import load_extensions
+from gateway.extensions.metrics import ExtensionMetrics
 from gateway.metrics import GatewayMetrics
 from gateway.policies import PolicyResources
 from gateway.policies.metrics import PolicyMetrics
@@ -150,6 +153,15 @@ async def run_serve(options: ServeOptions) -> int:
         inter_domain=inter_domain_rule(options.routes, inter_domain),
     )
 
+    extension_metrics = ExtensionMetrics(metrics.registry)
+
+    def extensions(served: RoutesConfig) -> ExtensionHost | None:
+        # Domain points are checked against the whole edge, route_to against what is served.
+        whole = load_routes(options.routes) if options.domain is not None else served
+        return load_extensions(
+            options.routes, whole, extension_metrics, upstreams=frozenset(served.upstreams)
+        )
+
     holder = RuntimeHolder(
         build_runtime(
             config,
@@ -158,19 +170,22 @@ async def run_serve(options: ServeOptions) -> int:
             authorizer=authorizer,
             identity_headers=identity,
             policies=policies,
+            extensions=extensions(config),
         )
     )
 
     def apply() -> int:
         policies.inter_domain = inter_domain_rule(options.routes, inter_domain)
+        served = load_config(options)
         runtime = build_runtime(
-            load_config(options),
+            served,
             transport=transport,
             metrics=metrics,
             authorizer=authorizer,
             identity_headers=identity,
             policies=policies,
             previous=holder.current,
+            extensions=extensions(served),
         )
         holder.swap(runtime)
         metrics.reload("ok")

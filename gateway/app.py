@@ -13,6 +13,7 @@ import time
 from authz.paths import normalize
 from gateway.asgi import Message, Receive, Scope, Send
 from gateway.errors import GatewayError, InvalidPath
+from gateway.extensions.endpoint import run_pre_route
 from gateway.headers import request_id as make_request_id
 from gateway.metrics import GatewayMetrics
 from gateway.proxy import ClientDisconnected
@@ -72,6 +73,10 @@ class GatewayApp:
                 raise InvalidPath("invalid_path", detail=path.invalid)
             if path.ambiguous is not None:
                 raise InvalidPath("ambiguous_path", detail=path.ambiguous)
+            if runtime.extensions is not None and await run_pre_route(
+                runtime.extensions, scope, path.path, request_id, capture
+            ):
+                return
             match = runtime.router.match(method, path.path, header_version)
             domain, version, route = match.domain.name, match.version.name, match.route.name
             scope["doma.match"] = match

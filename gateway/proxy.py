@@ -126,7 +126,8 @@ class Proxy:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match: RouteMatch = scope["doma.match"]
         request_id: str = scope["doma.request_id"]
-        pool = self._pools[match.route.upstream]
+        # An extension may have chosen another upstream (gateway.extensions.endpoint.UPSTREAM).
+        pool = self._pools[scope.get("doma.upstream") or match.route.upstream]
         method: str = scope["method"]
         client_headers: list[tuple[bytes, bytes]] = scope["headers"]
 

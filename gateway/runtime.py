@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import httpx
 
 from gateway.asgi import ASGIApp
+from gateway.extensions.endpoint import ExtensionEndpoint
+from gateway.extensions.host import ExtensionHost
 from gateway.metrics import GatewayMetrics
 from gateway.policies import POLICIES, PolicyResources, build_chain
 from gateway.policies.auth import Authorizer
@@ -31,6 +33,8 @@ class Runtime:
     router: Router
     pools: dict[str, UpstreamPool]
     chains: dict[int, ASGIApp]
+    # The extension points of this configuration (extensions:); None without extensions.
+    extensions: ExtensionHost | None = None
 
     def chain(self, route: Route) -> ASGIApp:
         return self.chains[id(route)]
@@ -59,6 +63,7 @@ def build_runtime(
     identity_headers: Sequence[str] = (),
     previous: Runtime | None = None,
     policies: PolicyResources | None = None,
+    extensions: ExtensionHost | None = None,
 ) -> Runtime:
     """``policies`` carries what chains share across reloads (the composition root builds it);
     without it, one is made from ``authorizer`` and ``identity_headers``."""
@@ -69,7 +74,9 @@ def build_runtime(
         pools[name] = (
             old if old is not None and old.settings == upstream else UpstreamPool(upstream, metrics)
         )
-    proxy = Proxy(pools, transport, metrics, config.gateway)
+    proxy: ASGIApp = Proxy(pools, transport, metrics, config.gateway)
+    if extensions is not None:
+        proxy = ExtensionEndpoint(proxy, host=extensions)
     resources = policies or PolicyResources(
         authorizer=authorizer, identity_headers=identity_headers
     )
@@ -86,4 +93,4 @@ def build_runtime(
                     resources=resources,
                     policies=POLICIES,
                 )
-    return Runtime(config, Router(config), pools, chains)
+    return Runtime(config, Router(config), pools, chains, extensions)

@@ -1,0 +1,1 @@
+"""Example extensions for doma-gateway (see docs/extensions.md)."""

@@ -1,0 +1,105 @@
+"""What an extension sees and answers: a :class:`Call` in, an :class:`Outcome` (or None) out.
+
+An extension is any object with ``async def __call__(self, call: Call) -> Outcome | None``,
+made by a factory ``factory(settings) -> extension`` that the routes YAML names
+(``module:factory``) or a Python entry point in the group ``doma_gateway.extensions`` provides.
+None means "carry on, change nothing".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = [
+    "BUILTIN_POINTS",
+    "Call",
+    "Extension",
+    "Factory",
+    "Outcome",
+    "add_headers",
+    "deny",
+    "route_to",
+]
+
+# Points the gateway itself runs; domains declare more as "<domain>.<name>".
+BUILTIN_POINTS = ("pre_route", "pre_upstream", "post_response")
+_REASON = re.compile(r"^[a-z][a-z0-9_]*$")
+_HEADER = re.compile(r"^[a-z0-9][a-z0-9\-]*$")
+_FRAMING = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "te", "upgrade", "trailer"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request at one extension point. Headers are lower-case, repeated values joined."""
+
+    point: str
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    request_id: str = ""
+    # Known once the route matched (every point but pre_route).
+    domain: str = ""
+    version: str = ""
+    route: str = ""
+    upstream: str = ""
+    # Verified token claims, when an auth policy ran.
+    claims: Mapping[str, Any] | None = None
+    # post_response only: the upstream's status and headers.
+    status: int = 0
+    response_headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A veto (``status`` and ``reason``), headers to add, or another upstream; or several."""
+
+    status: int = 0
+    reason: str = ""
+    # Request headers at pre_route, pre_upstream and domain points; response headers at
+    # post_response. Set, replacing a header of the same name.
+    headers: tuple[tuple[str, str], ...] = ()
+    upstream: str | None = None
+
+    @property
+    def denied(self) -> bool:
+        return self.status != 0
+
+    def __post_init__(self) -> None:
+        if self.status and not (400 <= self.status <= 599):
+            raise ValueError(f"a denial's status is 4xx or 5xx, got {self.status}")
+        if self.status and not _REASON.match(self.reason):
+            raise ValueError(f"a denial's reason is a snake_case word, got {self.reason!r}")
+        for name, value in self.headers:
+            if not _HEADER.match(name):
+                raise ValueError(f"{name!r} is not a lower-case header name")
+            if name in _FRAMING:
+                raise ValueError(f"{name!r} frames the message; an extension cannot set it")
+            if any(c in value for c in "\r\n\x00"):
+                raise ValueError(f"header {name!r} has a line break or NUL in its value")
+
+
+def deny(reason: str, status: int = 403) -> Outcome:
+    """Stop the request: no later extension runs, the client gets ``status`` and ``reason``."""
+    return Outcome(status=status, reason=reason)
+
+
+def add_headers(**headers: str) -> Outcome:
+    """Set headers (``x_promo_tag="spring"`` sets ``x-promo-tag``)."""
+    return Outcome(headers=tuple((k.replace("_", "-").lower(), v) for k, v in headers.items()))
+
+
+def route_to(upstream: str) -> Outcome:
+    """Send the request to another upstream of the routes YAML."""
+    return Outcome(upstream=upstream)
+
+
+class Extension(Protocol):
+    async def __call__(self, call: Call) -> Outcome | None: ...
+
+
+Factory = Callable[[Mapping[str, Any]], Extension]

@@ -1,0 +1,215 @@
+"""Reads the ``extensions:`` section of the routes YAML and loads the extensions it names.
+
+Each entry of ``registered`` names its code by ``factory: module:callable`` or by
+``entry_point: name`` (group ``doma_gateway.extensions``), the points it joins, a timeout and
+its settings. An installed entry point is only ever run when an entry names it: installing a
+package must not change what the gateway does to requests. Errors point at the line, imports
+included, so ``doma-gateway check`` catches a typo in a factory before anything serves.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from authz.loader import ROUTES_TOP_LEVEL_KEYS
+from authz.yamlnodes import Node, load_documents
+from gateway.extensions.api import BUILTIN_POINTS, Factory
+from gateway.extensions.host import ExtensionHost, OnError, PointPlan, Step
+from gateway.extensions.metrics import ExtensionMetrics
+from gateway.routes_model import RoutesConfig
+
+__all__ = ["ENTRY_POINT_GROUP", "load_extensions", "parse_extensions"]
+
+ENTRY_POINT_GROUP = "doma_gateway.extensions"
+_KEYS = ("points", "registered")
+_POINT_KEYS = ("on_error", "routes")
+_ENTRY_KEYS = ("name", "factory", "entry_point", "points", "timeout_seconds", "settings")
+_NAME = re.compile(r"^[a-z][a-z0-9\-_]*$")
+_DOMAIN_POINT = re.compile(r"^([a-z][a-z0-9\-]*)\.([a-z][a-z0-9_]*)$")
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+# A request waits for every extension of a point: keep each one's budget small.
+DEFAULT_TIMEOUT = 0.1
+
+
+def load_extensions(
+    path: Path,
+    config: RoutesConfig,
+    metrics: ExtensionMetrics,
+    *,
+    upstreams: frozenset[str] | None = None,
+) -> ExtensionHost | None:
+    """The extension host for the routes at ``path``; None when no file has ``extensions:``.
+
+    ``config`` is the whole edge (domain points are checked against it); ``upstreams`` the ones
+    this process serves (``serve --domain``), which ``route_to`` may name.
+    """
+    found: list[tuple[Node, Node]] = []
+    for document in load_documents(path):
+        top = document.mapping(ROUTES_TOP_LEVEL_KEYS)
+        section = top.get("extensions")
+        if section is not None:
+            found.append((top.key("extensions"), section))
+    if not found:
+        return None
+    if len(found) > 1:
+        raise found[1][0].error(
+            f"a second 'extensions:' section (the first is at {found[0][0].where})"
+        )
+    return parse_extensions(found[0][1], config, metrics, upstreams=upstreams)
+
+
+def parse_extensions(
+    node: Node,
+    config: RoutesConfig,
+    metrics: ExtensionMetrics,
+    *,
+    upstreams: frozenset[str] | None = None,
+) -> ExtensionHost:
+    section = node.mapping(_KEYS)
+    declared = _points(section.get("points"), config)
+    steps: dict[str, list[Step]] = {name: [] for name in declared}
+    names: dict[str, int] = {}
+    for item in section.require("registered").items():
+        entry = item.mapping(_ENTRY_KEYS)
+        name_node = entry.require("name")
+        name = name_node.str()
+        if not _NAME.match(name):
+            raise name_node.error(f"{name!r} is not a valid extension name (a-z, 0-9, '-', '_')")
+        if name in names:
+            raise name_node.error(f"extension {name!r} is already registered at line {names[name]}")
+        names[name] = name_node.line
+        timeout = DEFAULT_TIMEOUT
+        if (n := entry.get("timeout_seconds")) is not None:
+            timeout = n.float(minimum=0.001, maximum=30.0)
+        settings = _plain(entry.get("settings"))
+        try:
+            extension = _factory(entry, item)(settings)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise item.error(f"extension {name!r} refused its settings: {exc}") from exc
+        if not callable(extension):
+            raise item.error(f"extension {name!r}: its factory returned a non-callable")
+        points_node = entry.require("points")
+        for point_node in (
+            points_node.items() if isinstance(points_node.raw, yaml.SequenceNode) else [points_node]
+        ):
+            point = point_node.str()
+            if point not in steps:
+                if _DOMAIN_POINT.match(point):
+                    raise point_node.error(
+                        f"point {point!r} is not declared: add it under extensions.points"
+                    )
+                known = ", ".join(steps)
+                raise point_node.error(f"unknown extension point {point!r} (known: {known})")
+            steps[point].append(Step(name, extension, timeout, metrics.bind(name, point)))
+    plans = {}
+    for point, (on_error, domain, routes) in declared.items():
+        if steps[point]:
+            plans[point] = PointPlan(point, on_error, tuple(steps[point]), domain, routes)
+    return ExtensionHost(plans, upstreams if upstreams is not None else frozenset(config.upstreams))
+
+
+def _points(
+    node: Node | None, config: RoutesConfig
+) -> dict[str, tuple[OnError, str | None, frozenset[str] | None]]:
+    # Requests wait on the points before the upstream: a broken safety check must not wave
+    # requests through. Response headers are decoration: fail open there.
+    points: dict[str, tuple[OnError, str | None, frozenset[str] | None]] = {
+        "pre_route": ("fail_closed", None, None),
+        "pre_upstream": ("fail_closed", None, None),
+        "post_response": ("fail_open", None, None),
+    }
+    if node is None:
+        return points
+    if not isinstance(node.raw, yaml.MappingNode):
+        raise node.error("expected a mapping of point: {on_error: ..., routes: [...]}")
+    for key_raw, value_raw in node.raw.value:
+        key, value = Node(key_raw, node.file), Node(value_raw, node.file)
+        point = key.str()
+        settings = value.mapping(_POINT_KEYS) if not value.is_null() else None
+        domain: str | None = None
+        routes: frozenset[str] | None = None
+        if point not in BUILTIN_POINTS:
+            found = _DOMAIN_POINT.match(point)
+            if found is None:
+                raise key.error(
+                    f"{point!r} is neither a built-in point ({', '.join(BUILTIN_POINTS)}) nor "
+                    "a domain point '<domain>.<name>' (e.g. rides.pre_ride)"
+                )
+            domain = found.group(1)
+            owner = config.domain(domain)
+            if owner is None:
+                known = ", ".join(d.name for d in config.domains)
+                raise key.error(f"point {point!r}: no domain {domain!r} (known: {known})")
+            if settings is not None and (n := settings.get("routes")) is not None:
+                names = {r.name for v in owner.versions for r in v.routes}
+                for item in n.items():
+                    if item.str() not in names:
+                        raise item.error(
+                            f"{domain} has no route {item.str()!r} "
+                            f"(known: {', '.join(sorted(names))})"
+                        )
+                routes = frozenset(n.str_list())
+        elif settings is not None and "routes" in settings:
+            raise settings.key("routes").error("'routes' applies to domain points only")
+        on_error = points.get(point, ("fail_closed", None, None))[0]
+        if settings is not None and (n := settings.get("on_error")) is not None:
+            on_error = n.choice(("fail_open", "fail_closed"))  # type: ignore[assignment]
+        points[point] = (on_error, domain, routes)
+    return points
+
+
+def _factory(entry: Any, item: Node) -> Factory:
+    present = [key for key in ("factory", "entry_point") if key in entry]
+    if len(present) != 1:
+        raise item.error(
+            "an extension needs exactly one of 'factory' (module:callable) or 'entry_point'"
+        )
+    node = entry.require(present[0])
+    text = node.str()
+    if present[0] == "factory":
+        if not _FACTORY.match(text):
+            raise node.error(
+                f"factory {text!r} must be module:callable, e.g. examples.promo_tag:create"
+            )
+        module_name, _, attribute = text.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise node.error(f"cannot import {module_name!r}: {exc}") from exc
+        factory = getattr(module, attribute, None)
+    else:
+        found = [
+            ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name == text
+        ]
+        if not found:
+            installed = sorted(
+                ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+            )
+            raise node.error(
+                f"no entry point {text!r} in group {ENTRY_POINT_GROUP} "
+                f"(installed: {', '.join(installed) or 'none'})"
+            )
+        try:
+            factory = found[0].load()
+        except ImportError as exc:
+            raise node.error(f"entry point {text!r} cannot load: {exc}") from exc
+    if not callable(factory):
+        raise node.error(f"{text!r} is not a callable factory")
+    return factory  # type: ignore[no-any-return]
+
+
+def _plain(node: Node | None) -> Mapping[str, Any]:
+    """Settings as plain Python values, as the factory receives them."""
+    if node is None:
+        return {}
+    value = yaml.safe_load(yaml.serialize(node.raw))
+    if not isinstance(value, dict):
+        raise node.error("settings must be a mapping")
+    return value
