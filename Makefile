@@ -35,6 +35,9 @@ test-tools:
 	@command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus && \
 		{ $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; }; }
+	@# Headless Chromium loads the admin listener's /admin/map page in the tests.
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 # Revocation tests need real Redis and RabbitMQ: the running ones ($$REDIS_URL, $$AMQP_URL or the
 # loopback defaults) when they answer, else the tests start private servers from these packages.

@@ -18,6 +18,7 @@ from authz.revocation_urls import redact
 from doma_gateway.addresses import HostPort, host_port
 from doma_gateway.check_command import governance_findings
 from doma_gateway.export_command import add_export_parser, run_export
+from doma_gateway.graph_command import add_graph_parser, run_graph
 from doma_gateway.logs import configure_logging
 from doma_gateway.revoke_command import add_revoke_parser, run_revoke
 from doma_gateway.serve_command import (
@@ -95,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
 
     add_export_parser(commands)
 
+    add_graph_parser(commands)
+
     demo = commands.add_parser("demo", help="run Envoy + authz + a demo upstream on loopback")
     demo.add_argument("--port", type=int, default=8080, help="Envoy's listener port")
 
@@ -119,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(run_revoke(args))
         if args.command == "export":
             return run_export(args)
+        if args.command == "graph":
+            return run_graph(args)
         if args.command == "demo":
             from doma_gateway.demo import run_demo
 

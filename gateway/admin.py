@@ -1,4 +1,4 @@
-"""The admin listener: health, readiness, Prometheus metrics and the live route table.
+"""The admin listener: health, readiness, Prometheus metrics, the route table and the domain map.
 
 It binds to loopback by default (security rule 7); nothing here changes state.
 """
@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from gateway.admin_map import map_routes
 from gateway.runtime import Runtime, RuntimeHolder
 
 __all__ = ["build_admin", "route_table"]
@@ -80,11 +81,16 @@ def build_admin(
     async def routes(request: Request) -> Response:
         return JSONResponse({"generation": holder.generation, **route_table(holder.current)})
 
+    def exposition() -> bytes:
+        return metrics_text() if metrics_text is not None else generate_latest(registry)
+
     return Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
             Route("/admin/routes", routes),
+            # The domain map with live state (gateway.admin_map).
+            *map_routes(holder, exposition),
         ]
     )
