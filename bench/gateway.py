@@ -212,6 +212,8 @@ class Bench:
             "case": case.key, "about": case.about, "rps": round(result.rps, 1),
             "p50_ms": result.p50_ms, "p99_ms": result.p99_ms, "requests": result.requests,
             "proxy_cpu_percent": round(cpu, 1) if cpu is not None else None,
+            # CPU per request: what the proxy itself spends, whatever else the machine runs.
+            "proxy_cpu_us_per_request": round(cpu * 1e4 / result.rps, 1) if cpu else None,
         }  # fmt: skip
 
     def fixed_rate(self, case: Case) -> dict[str, Any]:
@@ -326,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
             )
     if "doma" in by_case and "doma-chain" in by_case:
         ratios["chain_vs_bare"] = round(by_case["doma-chain"]["rps"] / by_case["doma"]["rps"], 3)
+        bare_us = by_case["doma"]["proxy_cpu_us_per_request"]
+        chain_us = by_case["doma-chain"]["proxy_cpu_us_per_request"]
+        if bare_us and chain_us:
+            # The throughput ratio a CPU-bound proxy would show: less sensitive to other load.
+            ratios["chain_vs_bare_cpu"] = round(bare_us / chain_us, 3)
     if "naive" in by_case and "naive-aiohttp" in by_case:
         ratios["naive_httpx_aiohttp_vs_httpcore"] = round(
             by_case["naive-aiohttp"]["rps"] / by_case["naive"]["rps"], 2

@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["LocalBuckets", "Verdict"]
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
+    # A tuple, not a frozen dataclass: one is made per request and tuples are built in C.
     allowed: bool
     remaining: int
     # Seconds until the bucket is full again, and (denied) until the next request may pass.

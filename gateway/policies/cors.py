@@ -19,8 +19,9 @@ import re
 from dataclasses import dataclass
 
 from authz.yamlnodes import Node
-from gateway.asgi import ASGIApp, Message, Receive, Scope, Send
+from gateway.asgi import ASGIApp, Receive, Scope, Send
 from gateway.policies.denial import Denial
+from gateway.policies.response_headers import with_response_headers
 from gateway.policies.spec import ChainContext, PolicySpec
 
 __all__ = ["SPEC", "CorsPolicy", "CorsSettings"]
@@ -102,6 +103,8 @@ class CorsPolicy:
                 (b"access-control-expose-headers", ", ".join(settings.expose_headers).encode())
             )
         self._simple = tuple(simple)
+        # Response headers per allowed origin: a browser app sends one origin over and over.
+        self._added: dict[bytes, tuple[tuple[bytes, bytes], ...]] = {}
         self._preflight = (
             (b"access-control-allow-methods", ", ".join(settings.allow_methods).encode()),
             (b"access-control-max-age", str(settings.max_age_seconds).encode()),
@@ -139,14 +142,12 @@ class CorsPolicy:
         if not self._allowed(origin):
             await self.app(scope, receive, send)
             return
-        added = [*self._origin_headers(origin), *self._simple]
-
-        async def with_cors(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message["headers"], *added]
-            await send(message)
-
-        await self.app(scope, receive, with_cors)
+        added = self._added.get(origin)
+        if added is None:
+            if len(self._added) >= 1024:
+                self._added.clear()
+            added = self._added[origin] = (*self._origin_headers(origin), *self._simple)
+        await self.app(scope, receive, with_response_headers(scope, send, added))
 
     async def _answer_preflight(
         self,

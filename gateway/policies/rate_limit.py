@@ -15,12 +15,13 @@ from typing import Literal
 
 from authz.revocation_urls import url_problem
 from authz.yamlnodes import Node
-from gateway.asgi import ASGIApp, Message, Receive, Scope, Send
+from gateway.asgi import ASGIApp, Receive, Scope, Send
 from gateway.policies.auth import CLAIMS
 from gateway.policies.buckets import LocalBuckets, Verdict
 from gateway.policies.client_ip import ClientAddress
 from gateway.policies.denial import Denial
 from gateway.policies.rate_limit_redis import RedisBuckets
+from gateway.policies.response_headers import with_response_headers
 from gateway.policies.spec import ChainContext, PolicySpec
 
 __all__ = ["SPEC", "RateLimitPolicy", "RateLimitSettings"]
@@ -194,14 +195,8 @@ class RateLimitPolicy:
         if not self._settings.headers:
             await self.app(scope, receive, send)
             return
-        policy_header = self._policy_header
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message["headers"], policy_header, state]
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
+        send = with_response_headers(scope, send, (self._policy_header, state))
+        await self.app(scope, receive, send)
 
 
 def _seconds(value: float) -> int:

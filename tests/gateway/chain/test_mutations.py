@@ -90,3 +90,41 @@ def test_a_bucket_never_admits_more_than_burst_plus_elapsed_over_interval(times:
         clock[0] = moment
         admitted += bucket.take("k").allowed
     assert admitted <= 4 + sorted(times)[-1] / 0.5 + 1e-9
+
+
+header_names = st.sampled_from(
+    [b"x-user-id", b"x_user_id", b"connection", b"authorization", b"x-other", b"accept", b"te"]
+)
+connection_values = st.lists(header_names, max_size=3).map(lambda names: b", ".join(names))
+
+
+@given(
+    headers=st.lists(
+        st.one_of(
+            st.tuples(header_names.filter(lambda n: n != b"connection"), st.binary(max_size=4)),
+            st.tuples(st.just(b"connection"), connection_values),
+        ),
+        max_size=10,
+    )
+)
+async def test_the_outermost_step_leaves_no_identity_and_nothing_connection_names(
+    headers: list[tuple[bytes, bytes]],
+):
+    from gateway.policies.chain import IdentityStrip
+
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def endpoint(scope, receive, send):  # type: ignore[no-untyped-def]
+        seen.append(scope["headers"])
+
+    strip = IdentityStrip(endpoint, names=(b"x-user-id", b"x_user_id"))
+    await strip({"type": "http", "headers": list(headers)}, None, None)  # type: ignore[arg-type]
+    named = {
+        token.strip()
+        for name, value in headers
+        if name == b"connection"
+        for token in value.split(b",")
+        if token.strip()
+    }
+    dropped = {b"x-user-id", b"x_user_id", b"connection"} | named
+    assert seen[0] == [(n, v) for n, v in headers if n not in dropped]
