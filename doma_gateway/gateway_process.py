@@ -37,6 +37,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.policies import PolicyResources
 from gateway.policies.metrics import PolicyMetrics
 from gateway.reload import Reloader
+from gateway.routes_lint import lint_routes
 from gateway.routes_loader import load_routes
 from gateway.routes_model import RoutesConfig
 from gateway.runtime import RuntimeHolder, build_runtime
@@ -126,6 +127,10 @@ async def wait_started(*servers: uvicorn.Server) -> None:
 
 async def run_serve(options: ServeOptions) -> int:
     config = load_config(options)
+    if options.worker_fd is None:
+        # First match wins either way; check refuses these, serve only says so.
+        for finding in lint_routes(config):
+            log.warning("%s", finding, extra={"event": "routes_lint"})
     if options.workers > 1 and options.worker_fd is None:
         from doma_gateway.gateway_workers import run_supervisor
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from doma_gateway.cli import main
+from tests.support.processes import start
 
 BASE = """\
 layers: [infrastructure, business-logic, product]
@@ -125,3 +127,22 @@ def test_check_names_the_line_of_each_violation(tmp_path, capsys, old, new, wher
     assert code == 1
     assert f"error: {where}" in output and message in output, output
     assert "Traceback" not in output
+
+
+def test_serve_loads_a_file_with_route_findings_and_warns_with_the_line(tmp_path):
+    routes = tmp_path / "routes.yaml"
+    shadowed = "          - {name: rest, path: /**}\n          - {name: late, path: /scans/*}\n"
+    text = BASE.replace("          - {name: rest, path: /**}\n", shadowed)
+    routes.write_text(text.replace("    owner: team-", "    auth: bypass\n    owner: team-"))
+    server = start(
+        ["serve", "--routes", str(routes), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+    )
+    expected = f"{routes}:24:1: scan v1: route 'late' (/scans/*) can never match"
+    try:
+        # stderr is read by its own thread: give it a moment to catch up with stdout.
+        deadline = time.monotonic() + 5
+        while expected not in server.stderr() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert expected in server.stderr()
+    finally:
+        server.stop()
