@@ -19,6 +19,7 @@ from authz.errors import ConfigError
 from authz.loader import ROUTES_TOP_LEVEL_KEYS
 from authz.yamlnodes import Node, load_documents
 from gateway.policies import POLICIES
+from gateway.policies.chain import check_order
 from gateway.routes_model import (
     Domain,
     GatewaySettings,
@@ -103,6 +104,10 @@ def parse_documents(documents: list[Node], *, source: str = "<config>") -> Route
         _domain(name, key, value, layers, upstreams) for name, (key, value) in domain_nodes.items()
     )
     _check_dependencies(domains, domain_nodes, layers)
+    for domain in domains:
+        for version in domain.versions:
+            for route in version.routes:
+                check_order(domain, version, route)
     files = tuple(dict.fromkeys(document.file for document in documents))
     return RoutesConfig(layers, domains, upstreams, gateway or GatewaySettings(), files)
 

@@ -20,7 +20,7 @@ from gateway.policies.resources import PolicyResources
 from gateway.policies.spec import ChainContext, PolicySpec
 from gateway.routes_model import Domain, GatewaySettings, PolicyRef, Route, Version
 
-__all__ = ["IdentityStrip", "build_chain", "effective_policies"]
+__all__ = ["IdentityStrip", "build_chain", "check_order", "effective_policies"]
 
 # Preflights carry no credentials: CORS must answer them before anything asks for a token.
 _AFTER_CORS = ("auth", "scopes")
@@ -79,6 +79,36 @@ def _inter_domain_at(chain: list[tuple[PolicyRef, str]]) -> int:
     return max((i + 1 for i, (ref, _) in enumerate(chain) if ref.name in after), default=0)
 
 
+def check_order(
+    domain: Domain,
+    version: Version,
+    route: Route,
+    chain: list[tuple[PolicyRef, str]] | None = None,
+) -> None:
+    """The order rules of a chain, checked when the routes load (so ``check`` reports them)."""
+    if chain is None:
+        chain = effective_policies(domain, version, route)
+    names = tuple(ref.name for ref, _ in chain)
+    label = f"route {domain.name} {version.name} {route.name}"
+    if "cors" in names:
+        cors_at = names.index("cors")
+        for name in _AFTER_CORS:
+            if name in names[:cors_at]:
+                raise ConfigError(
+                    f"{label}: cors must come before {name} "
+                    "(a browser's preflight carries no credentials)",
+                    file=chain[cors_at][0].source or route.source,
+                )
+    if "scopes" in names:
+        scopes_at = names.index("scopes")
+        if "auth" not in names[:scopes_at] or route.auth == "bypass":
+            raise ConfigError(
+                f"{label}: scopes needs an auth policy before it on a route that requires auth "
+                "(the scopes come from the verified token)",
+                file=chain[scopes_at][0].source or route.source,
+            )
+
+
 def build_chain(
     endpoint: ASGIApp,
     *,
@@ -94,16 +124,7 @@ def build_chain(
         at = _inter_domain_at(chain)
         chain.insert(at, (PolicyRef("inter_domain", None, route.source), domain.name))
     names = tuple(ref.name for ref, _ in chain)
-    if "cors" in names:
-        cors_at = names.index("cors")
-        for name in _AFTER_CORS:
-            if name in names[:cors_at]:
-                ref = chain[cors_at][0]
-                raise ConfigError(
-                    f"route {domain.name} {version.name} {route.name}: cors must come before "
-                    f"{name} (a browser's preflight carries no credentials)",
-                    file=ref.source or route.source,
-                )
+    check_order(domain, version, route, chain)
     app = endpoint
     for index in range(len(chain) - 1, -1, -1):
         ref, owner = chain[index]

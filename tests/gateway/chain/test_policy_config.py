@@ -87,9 +87,10 @@ def _build(tmp_path: Path, text: str) -> None:
     )
 
 
-def test_scopes_need_an_auth_policy_before_them(tmp_path: Path):
-    with pytest.raises(ConfigError, match="scopes needs an auth policy before it"):
-        _build(tmp_path, routes(route_policies="[{scopes: {scopes: [a]}}]"))
+def test_scopes_need_an_auth_policy_before_them_and_check_says_where(tmp_path: Path):
+    (tmp_path / "routes.yaml").write_text(routes(route_policies="[{scopes: {scopes: [a]}}]"))
+    with pytest.raises(ConfigError, match=r"routes.yaml:13: route shop v1 /\*\*: scopes needs"):
+        load_routes(tmp_path / "routes.yaml")
 
 
 def test_cors_must_come_before_auth(tmp_path: Path):
