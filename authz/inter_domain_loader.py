@@ -17,7 +17,7 @@ from authz.inter_domain import InterDomainSettings
 from authz.loader import ROUTES_TOP_LEVEL_KEYS
 from authz.yamlnodes import Node, load_documents
 
-__all__ = ["INTER_DOMAIN_KEYS", "load_inter_domain", "parse_inter_domain", "require_domains"]
+__all__ = ["INTER_DOMAIN_KEYS", "load_inter_domain", "no_domains", "parse_inter_domain"]
 
 INTER_DOMAIN_KEYS = ("mode", "trust_domain", "trusted_proxies", "token_claim")
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9._\-]+$")
@@ -77,10 +77,9 @@ def parse_inter_domain(node: Node) -> InterDomainSettings:
     )
 
 
-def require_domains(settings: InterDomainSettings, domains: int) -> None:
+def no_domains(settings: InterDomainSettings) -> ConfigError:
     """The rule needs a domain table: an ``inter_domain:`` without ``domains:`` is a mistake."""
-    if domains == 0:
-        raise ConfigError(
-            "'inter_domain:' needs the domains it checks: add the 'domains:' and 'layers:' files",
-            file=settings.source,
-        )
+    return ConfigError(
+        "'inter_domain:' needs the domains it checks: add the 'domains:' and 'layers:' files",
+        file=settings.source,
+    )

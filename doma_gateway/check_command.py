@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from authz.domain_graph import DomainGraph, DomainNode
 from authz.errors import ConfigError
-from authz.inter_domain_loader import load_inter_domain, require_domains
+from authz.inter_domain_loader import load_inter_domain, no_domains
 from gateway.extensions.loader import load_extensions
 from gateway.extensions.metrics import ExtensionMetrics
 from gateway.routes_lint import lint_routes
@@ -48,7 +48,7 @@ def governance_findings(path: Path, *, has_domains: bool) -> int:
                 f"trust_domain={inter_domain.trust_domain or '*'}"
             )
     elif inter_domain is not None:
-        require_domains(inter_domain, 0)
+        raise no_domains(inter_domain)
     for finding in findings:
         print(f"error: {finding}", file=sys.stderr)
     return len(findings)

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from authz.check import Decider
 from authz.inter_domain import DomainAwareAuthorizer, InterDomainRule
-from authz.inter_domain_loader import load_inter_domain, require_domains
+from authz.inter_domain_loader import load_inter_domain, no_domains
 from authz.inter_domain_metrics import InterDomainMetrics
 from doma_gateway.check_command import domain_graph
 from doma_gateway.serve_command import has_section
@@ -32,7 +32,7 @@ def inter_domain_rule(routes: Path, metrics: InterDomainMetrics) -> InterDomainR
     if settings is None:
         return None
     if not has_section(routes, "domains"):
-        require_domains(settings, 0)
+        raise no_domains(settings)
     return InterDomainRule(domain_graph(load_routes(routes)), settings, metrics.observe)
 
 
