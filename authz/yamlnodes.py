@@ -172,6 +172,11 @@ def _kind(raw: yaml.Node) -> str:
     return f"scalar {raw.value!r}"
 
 
+def _place(before: str) -> tuple[int, int]:
+    """Line and column (1-based) of the character that follows ``before``."""
+    return before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+
+
 def load_documents(path: Path) -> list[Node]:
     """The YAML files at ``path`` (a file, or every ``*.yaml``/``*.yml`` in a directory, sorted)."""
     if path.is_dir():
@@ -184,14 +189,29 @@ def load_documents(path: Path) -> list[Node]:
         raise ConfigError("no such file or directory", file=str(path))
     documents = []
     for file in files:
+        text = ""
         try:
-            text = file.read_text(encoding="utf-8")
+            data = file.read_bytes()
+            text = data.decode("utf-8")
             root = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
             raise ConfigError(str(exc.problem), file=str(file), line=line, column=column) from exc
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        except UnicodeDecodeError as exc:
+            line, column = _place(data[: exc.start].decode("utf-8", "replace"))
+            raise ConfigError("not UTF-8 text", file=str(file), line=line, column=column) from exc
+        except yaml.reader.ReaderError as exc:
+            # The reader reports a character index, not a mark: turn it into line and column.
+            line, column = _place(text[: exc.position])
+            raise ConfigError(
+                f"character {chr(exc.character)!r} is not allowed in YAML "
+                "(write it as an escape in a double-quoted string)",
+                file=str(file),
+                line=line,
+                column=column,
+            ) from exc
+        except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read: {exc}", file=str(file)) from exc
         if root is not None:
             documents.append(Node(root, str(file)))
