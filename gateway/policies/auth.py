@@ -13,6 +13,7 @@ go downstream in ``scope["doma.claims"]`` for scopes, roles and per-user rate li
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -94,27 +95,57 @@ def parse(node: Node | None, item: Node) -> AuthPolicySettings:
     )
 
 
-def check_input(scope: Scope) -> CheckInput:
-    """What the decision core needs: the raw target and the headers, repeats joined by ``,``."""
-    joined: dict[str, str] = {}
-    for name, value in scope["headers"]:
-        key = name.decode("latin-1")
-        text = value.decode("latin-1")
+class RequestHeaders(Mapping[str, str]):
+    """The request's headers as the core reads them: lower-case names, repeats joined by ``,``.
+
+    Looked up on demand from the raw ASGI list instead of decoding every header into a dict:
+    the core asks for one or two names per request.
+    """
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]):
+        self._raw = raw
+
+    def __getitem__(self, name: str) -> str:
+        key = name.encode("latin-1")
+        values = [v.decode("latin-1") for n, v in self._raw if n == key]
+        if not values:
+            raise KeyError(name)
         # Joined as Envoy does, so the core sees every value (two Authorization headers fail).
-        joined[key] = f"{joined[key]},{text}" if key in joined else text
+        return ",".join(values)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(n.decode("latin-1") for n, _ in self._raw))
+
+    def __len__(self) -> int:
+        return len({n for n, _ in self._raw})
+
+
+def check_input(scope: Scope) -> CheckInput:
+    """What the decision core needs: the raw target (query included) and the headers."""
     raw = scope.get("raw_path") or scope["path"].encode()
     query = scope.get("query_string", b"")
     target = raw.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
-    return CheckInput(method=scope["method"], path=target, headers=joined)
+    return CheckInput(method=scope["method"], path=target, headers=RequestHeaders(scope["headers"]))
 
 
 class AuthPolicy:
     """In-process authentication of a route that requires a token."""
 
-    def __init__(self, app: ASGIApp, *, settings: Authorizer, metrics: PolicyMetrics):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: Authorizer,
+        metrics: PolicyMetrics,
+        stripped: frozenset[bytes] = frozenset(),
+    ):
         self.app = app
         self._authorizer = settings
         self._metrics = metrics
+        # Identity headers the chain's outermost step has already removed from the request.
+        self._stripped = stripped
         # Per decision object (denials and per-token allows are reused by the core).
         self._bytes: dict[int, tuple[Decision, tuple[tuple[bytes, bytes], ...], frozenset[bytes]]]
         self._bytes = {}
@@ -138,7 +169,10 @@ class AuthPolicy:
             }
             cached = self._bytes[id(decision)] = (decision, to_set, drop)
         _, to_set, drop = cached
-        if drop:
+        if drop <= self._stripped:
+            # Nothing to remove (the outermost step did): add the identity, no copy.
+            scope["headers"].extend(to_set)
+        else:
             headers = [(n, v) for n, v in scope["headers"] if n not in drop]
             headers.extend(to_set)
             scope["headers"] = headers
@@ -185,7 +219,12 @@ def build(app: ASGIApp, settings: AuthPolicySettings, context: ChainContext) -> 
             "(add one, use auth: {ext_authz: ...}, or set auth: bypass)",
             file=context.route.source,
         )
-    return AuthPolicy(app, settings=resources.authorizer, metrics=resources.metrics)
+    return AuthPolicy(
+        app,
+        settings=resources.authorizer,
+        metrics=resources.metrics,
+        stripped=frozenset(resources.identity_spellings),
+    )
 
 
 SPEC = PolicySpec(parse=parse, build=build)
