@@ -47,6 +47,9 @@ def test_rabbitmq_killed_and_restarted_twice(tmp_path, redis_url: str, record: R
                 unique_prefix("faults-amqp"),
                 epoch_check_interval_seconds=30,
                 bus_heartbeat_seconds=1,
+                # While the bus is down every check reads Redis: on a starved 2-core machine a
+                # read can pass the 0.25 s default and fail closed (503), which is not this fault.
+                store_timeout_seconds=1,
                 readiness="[store]",
             ),
         )
