@@ -12,7 +12,7 @@ import time
 
 from authz.paths import normalize
 from gateway.asgi import Message, Receive, Scope, Send
-from gateway.errors import GatewayError, InvalidPath
+from gateway.errors import GatewayError, InvalidPath, MethodNotAllowed
 from gateway.extensions.endpoint import run_pre_route
 from gateway.headers import request_id as make_request_id
 from gateway.metrics import GatewayMetrics
@@ -42,14 +42,12 @@ class GatewayApp:
         headers = scope["headers"]
         request_id = make_request_id(headers)
         header_version = None
-        method = scope["method"]
+        preflight = None
         for name, value in headers:
             if name in _VERSION_HEADERS:
                 header_version = value.decode("latin-1").strip()
-            elif name == b"access-control-request-method" and method == "OPTIONS":
-                # A CORS preflight is about the method it names: match that route, whose
-                # chain (its cors policy) answers the preflight.
-                method = value.decode("latin-1").strip()
+            elif name == b"access-control-request-method" and scope["method"] == "OPTIONS":
+                preflight = value.decode("latin-1").strip()
         raw = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string", b"")
         target = raw.decode("latin-1")
@@ -77,7 +75,15 @@ class GatewayApp:
                 runtime.extensions, scope, path.path, request_id, capture
             ):
                 return
-            match = runtime.router.match(method, path.path, header_version)
+            try:
+                match = runtime.router.match(scope["method"], path.path, header_version)
+            except MethodNotAllowed:
+                if not preflight:
+                    raise
+                # A CORS preflight is about the method it names: that route's cors policy
+                # answers it (a chain without one refuses it, see gateway.policies.chain).
+                match = runtime.router.match(preflight, path.path, header_version)
+                scope["doma.preflight"] = True
             domain, version, route = match.domain.name, match.version.name, match.route.name
             scope["doma.match"] = match
             scope["doma.request_id"] = request_id

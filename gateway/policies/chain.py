@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from authz.errors import ConfigError
 from gateway.asgi import ASGIApp, Receive, Scope, Send
+from gateway.errors import MethodNotAllowed
 from gateway.policies.auth import AuthPolicySettings
 from gateway.policies.resources import PolicyResources
 from gateway.policies.spec import ChainContext, PolicySpec
@@ -24,6 +25,21 @@ __all__ = ["IdentityStrip", "build_chain", "check_order", "effective_policies"]
 
 # Preflights carry no credentials: CORS must answer them before anything asks for a token.
 _AFTER_CORS = ("auth", "scopes")
+
+
+class PreflightGuard:
+    """Innermost on a route without ``cors``: a CORS preflight matched by the method it asks
+    about (see :mod:`gateway.app`) is refused 405 here instead of reaching the upstream as an
+    ``OPTIONS`` the route does not allow."""
+
+    def __init__(self, app: ASGIApp, *, allow: str):
+        self.app = app
+        self._allow = allow
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("doma.preflight"):
+            raise MethodNotAllowed("method_not_allowed", headers=(("allow", self._allow),))
+        await self.app(scope, receive, send)
 
 
 class IdentityStrip:
@@ -126,6 +142,14 @@ def build_chain(
     names = tuple(ref.name for ref, _ in chain)
     check_order(domain, version, route, chain)
     app = endpoint
+    if "cors" not in names:
+        methods = route.methods
+        allow = (
+            ", ".join(sorted(methods | {"HEAD"} if "GET" in methods else methods))
+            if methods
+            else ""
+        )
+        app = PreflightGuard(app, allow=allow)
     for index in range(len(chain) - 1, -1, -1):
         ref, owner = chain[index]
         spec = policies.get(ref.name)

@@ -313,3 +313,35 @@ def test_httpx_sees_the_same_json_denials(edge: int):
     url = f"http://127.0.0.1:{edge}{BASE}/admin/x"
     reply = httpx.get(url, headers={"authorization": f"Bearer {READER}"})
     assert reply.status_code == 403 and reply.json()["error"] == "forbidden"
+
+
+def test_a_preflight_to_a_route_without_cors_is_405_and_never_proxied(
+    start_gateway, upstream: ScriptedUpstream
+):  # type: ignore[no-untyped-def]
+    gateway = start_gateway(
+        f"""\
+layers: [product]
+domains:
+  plain:
+    layer: product
+    owner: team
+    upstream: main
+    auth: bypass
+    versions:
+      v1:
+        routes:
+          - {{name: read, path: /read, methods: [GET]}}
+upstreams:
+  main:
+    endpoints: [{upstream.url}]
+"""
+    )
+    before = sum(upstream.hits.values())
+    reply = raw_request(
+        gateway.port,
+        get("/api/v1/plain/read", "origin: https://app.example",
+            "access-control-request-method: GET", method="OPTIONS"),
+    )  # fmt: skip
+    assert (reply.status, reply.header("allow")) == (405, "GET, HEAD")
+    assert reply.json()["reason"] == "method_not_allowed"
+    assert sum(upstream.hits.values()) == before
