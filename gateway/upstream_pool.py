@@ -220,7 +220,7 @@ class UpstreamPool:
         ``max_requests`` threshold), so memory and latency stay bounded.
         """
         if self.active >= self.settings.max_requests:
-            self._metrics.upstream_error(self.name, "overflow")
+            self._metrics.upstream_error(self.name, "upstream_overflow")
             raise UpstreamOverflow(
                 "upstream_overflow", headers=(("retry-after", "1"),), upstream=self.name
             )

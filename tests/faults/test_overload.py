@@ -85,7 +85,7 @@ def test_requests_over_max_requests_get_a_fast_503_with_retry_after(
     assert p99 < 0.5
     assert rss_after - rss_before < 30
     metrics = send(gateway.process.port("admin"), "/metrics").body.decode()
-    assert 'reason="overflow"' in metrics
+    assert 'reason="upstream_overflow"' in metrics
     # Once the wave is over the slots are free again.
     assert send(gateway.port, "/api/v2/scan/echo").status == 200
 
