@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from prometheus_client import Counter
+
 from authz.revocation_urls import url_problem
 from authz.yamlnodes import Node
 from gateway.asgi import ASGIApp, Receive, Scope, Send
@@ -125,7 +127,7 @@ class RateLimitPolicy:
         client_address: ClientAddress,
         limited: Denial,
         unavailable: Denial,
-        fallbacks: object,
+        fallbacks: Counter,
     ):
         self.app = app
         self._settings = settings
@@ -166,7 +168,7 @@ class RateLimitPolicy:
         verdict = await self._shared.take(key)
         if verdict is not None:
             return verdict
-        self._fallbacks.inc()  # type: ignore[attr-defined]
+        self._fallbacks.inc()
         mode = self._settings.on_store_error
         if mode == "local":
             return self._local.take(key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -17,6 +18,11 @@ from gateway.policies.auth import Authorizer, ExtAuthzSettings
 from gateway.policies.buckets import LocalBuckets
 from gateway.policies.client_ip import ClientAddress
 from gateway.policies.metrics import PolicyMetrics
+
+if TYPE_CHECKING:
+    # Imported where first used: a gateway without ext-authz never loads the gRPC client.
+    from gateway.policies.ext_authz import ExtAuthzClient
+    from gateway.policies.rate_limit_redis import SharedRedis
 
 __all__ = ["PolicyResources"]
 
@@ -37,8 +43,8 @@ class PolicyResources:
         self.inter_domain = inter_domain
         self._addresses: dict[tuple[str, ...], ClientAddress] = {}
         self._buckets: dict[tuple[str, float, float], LocalBuckets] = {}
-        self._redis: dict[tuple[str, float], object] = {}
-        self._ext_authz: dict[ExtAuthzSettings, object] = {}
+        self._redis: dict[tuple[str, float], SharedRedis] = {}
+        self._ext_authz: dict[ExtAuthzSettings, ExtAuthzClient] = {}
 
     @property
     def identity_spellings(self) -> tuple[bytes, ...]:
@@ -62,7 +68,7 @@ class PolicyResources:
             found = self._buckets[key] = LocalBuckets(interval, tolerance)
         return found
 
-    def redis(self, url: str, timeout: float):  # type: ignore[no-untyped-def]
+    def redis(self, url: str, timeout: float) -> SharedRedis:
         from gateway.policies.rate_limit_redis import SharedRedis
 
         found = self._redis.get((url, timeout))
@@ -70,7 +76,7 @@ class PolicyResources:
             found = self._redis[(url, timeout)] = SharedRedis(url, timeout)
         return found
 
-    def ext_authz_client(self, settings: ExtAuthzSettings):  # type: ignore[no-untyped-def]
+    def ext_authz_client(self, settings: ExtAuthzSettings) -> ExtAuthzClient:
         from gateway.policies.ext_authz import ExtAuthzClient
 
         found = self._ext_authz.get(settings)
@@ -79,6 +85,9 @@ class PolicyResources:
         return found
 
     async def aclose(self) -> None:
-        for client in [*self._redis.values(), *self._ext_authz.values()]:
+        for redis in self._redis.values():
             with contextlib.suppress(Exception):
-                await client.aclose()  # type: ignore[attr-defined]
+                await redis.aclose()
+        for channel in self._ext_authz.values():
+            with contextlib.suppress(Exception):
+                await channel.aclose()
