@@ -33,9 +33,11 @@ from doma_gateway.gateway_process import (
     uvicorn_server,
     wait_started,
 )
+from doma_gateway.inter_domain_wiring import InterDomainMetrics, inter_domain_rule
 from doma_gateway.serve_command import has_section
 from gateway.admin import build_admin
 from gateway.metrics import GatewayMetrics
+from gateway.policies import PolicyResources
 from gateway.reload import Reloader
 from gateway.routes_model import RoutesConfig
 from gateway.runtime import RuntimeHolder, build_runtime
@@ -89,13 +91,25 @@ async def run_supervisor(options: ServeOptions, config: RoutesConfig) -> int:
     local = GatewayMetrics(CollectorRegistry())
     transport = build_transport(config.gateway.transport)
     validator = _NoAuthorizer() if has_section(options.routes, "auth") else None
+    # The layer rule too, so a route that lists inter_domain validates here as in the workers.
+    inter_domain = InterDomainMetrics(local.registry, "doma_gateway")
+    policies = PolicyResources(
+        authorizer=validator, inter_domain=inter_domain_rule(options.routes, inter_domain)
+    )
     holder = RuntimeHolder(
-        build_runtime(config, transport=transport, metrics=local, authorizer=validator)
+        build_runtime(
+            config, transport=transport, metrics=local, authorizer=validator, policies=policies
+        )
     )
 
     def apply() -> int:
         new = load_config(options)
-        holder.swap(build_runtime(new, transport=transport, metrics=local, authorizer=validator))
+        policies.inter_domain = inter_domain_rule(options.routes, inter_domain)
+        holder.swap(
+            build_runtime(
+                new, transport=transport, metrics=local, authorizer=validator, policies=policies
+            )
+        )
         for worker in workers:
             worker.send_signal(signal.SIGHUP)
         return holder.generation

@@ -209,3 +209,20 @@ def test_the_gateway_enforces_the_layer_rule_for_xfcc_and_token_callers(edge):
         'doma_gateway_inter_domain_violations_total{action="denied",caller="chat",'
         'reason="undeclared_dependency",target="character"} 2.0'
     ) in metrics
+
+
+def test_workers_validate_and_enforce_a_route_that_places_the_rule_itself(start_gateway):
+    echo = EchoServer().start()
+    try:
+        text = routes(echo.port).replace(
+            "- {name: catalog, path: /catalog/**, auth: bypass}",
+            "- {name: catalog, path: /catalog/**, auth: bypass, policies: [inter_domain]}",
+        )
+        gateway = start_gateway(text, "--workers", "2")
+        headers = [("x-forwarded-client-cert", xfcc("chat"))]
+        reply = send(gateway.port, "/api/v1/character/catalog/x", headers)
+        assert (reply.status, reply.json()["reason"]) == (403, "undeclared_dependency")
+        headers = [("x-forwarded-client-cert", xfcc("scan"))]
+        assert send(gateway.port, "/api/v1/character/catalog/x", headers).status == 200
+    finally:
+        echo.stop()
