@@ -36,7 +36,7 @@ def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         type=host_port,
         default=None,
         metavar="HOST:PORT",
-        help="admin listener: /healthz /readyz /metrics /admin/routes "
+        help="admin listener: /healthz /readyz /metrics /admin/routes /admin/map "
         "(default: gateway.admin, else 127.0.0.1:9901)",
     )
     serve.add_argument(
