@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test test-faults test-tools check proto bench bench-authz bench-revocation bench-gateway bench-tools services clean run-edge
+.PHONY: run test test-faults test-tools check proto bench bench-authz bench-revocation bench-gateway bench-tools services clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,6 @@ $(VENV)/.dev: $(BIN)/python pyproject.toml constraints.txt
 
 run: $(VENV)/.run
 	$(BIN)/doma-gateway demo
-
-# The edge gateway (doma-gateway serve) in front of demo domain services; prints curl commands.
-run-edge: $(VENV)/.run
-	$(BIN)/doma-gateway edge-demo
 
 # The whole suite, the fault suite (tests/faults) included with a 60 s soak.
 test: $(VENV)/.dev services test-tools bench-tools

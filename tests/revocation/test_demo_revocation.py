@@ -21,7 +21,16 @@ pytestmark = pytest.mark.e2e
 def test_the_demo_guide_revokes_the_demo_user_everywhere():
     port = free_port()
     demo = subprocess.Popen(
-        [sys.executable, "-m", "doma_gateway.cli", "demo", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "doma_gateway.cli",
+            "demo",
+            "--port",
+            str(port),
+            "--gateway-port",
+            str(free_port()),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

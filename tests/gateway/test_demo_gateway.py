@@ -1,4 +1,4 @@
-"""``doma-gateway edge-demo`` starts, and its printed curl commands do what the guide says."""
+"""The demo's edge gateway half: its printed curl commands do what the guide says."""
 
 from __future__ import annotations
 
@@ -21,10 +21,19 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_edge_demo_shows_routing_versions_deprecation_and_a_401():
+def test_demo_gateway_shows_routing_versions_deprecation_and_a_401():
     port = _free_port()
     demo = subprocess.Popen(
-        [sys.executable, "-m", "doma_gateway.cli", "edge-demo", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "doma_gateway.cli",
+            "demo",
+            "--port",
+            str(_free_port()),
+            "--gateway-port",
+            str(port),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
