@@ -1,0 +1,174 @@
+"""Crafted ext-authz answers from a scripted gRPC server, applied the way Envoy applies them:
+header actions, removals, response headers, denials with any body, errors and timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import wrappers_pb2
+from google.rpc import code_pb2, status_pb2
+from prometheus_client import CollectorRegistry
+
+from gateway.policies.auth import ExtAuthzSettings
+from gateway.policies.client_ip import ClientAddress
+from gateway.policies.ext_authz import ExtAuthzClient, ExtAuthzPolicy
+from gateway.policies.metrics import PolicyMetrics
+
+
+class Scripted(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self.answer = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
+        self.delay = 0.0
+        self.seen: list[external_auth_pb2.CheckRequest] = []
+
+    async def Check(self, request: Any, context: Any) -> external_auth_pb2.CheckResponse:
+        self.seen.append(request)
+        await asyncio.sleep(self.delay)
+        return self.answer
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[Scripted, str]]:
+    scripted = Scripted()
+    grpc_server = grpc.aio.server()
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(scripted, grpc_server)
+    port = grpc_server.add_insecure_port("127.0.0.1:0")
+    await grpc_server.start()
+    yield scripted, f"127.0.0.1:{port}"
+    await grpc_server.stop(0)
+
+
+async def call(target: str, headers: list[tuple[bytes, bytes]], **settings: Any) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    async def upstream(scope: Any, receive: Any, send: Any) -> None:
+        seen["headers"] = list(scope["headers"])
+        seen["claims"] = scope.get("doma.claims")
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-up", b"1")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    config = ExtAuthzSettings(grpc_service=target, **settings)
+    client = ExtAuthzClient(config)
+    policy = ExtAuthzPolicy(
+        upstream,
+        settings=config,
+        client=client,
+        metrics=PolicyMetrics(CollectorRegistry()),
+        client_address=ClientAddress(()),
+    )
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "method": "GET", "path": "/api/v1/x", "raw_path": b"/api/v1/x",
+        "query_string": b"", "headers": headers, "client": ("10.0.0.1", 1), "scheme": "http",
+        "doma.request_id": "rid-1",
+    }  # fmt: skip
+    try:
+        await policy(scope, None, send)  # type: ignore[arg-type]
+    finally:
+        await client.aclose()
+    seen["status"] = sent[0]["status"]
+    seen["response_headers"] = sent[0]["headers"]
+    seen["body"] = sent[1]["body"]
+    return seen
+
+
+def option(key: str, value: str, action: int | None = None, append: bool | None = None) -> Any:
+    made = base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value))
+    if action is not None:
+        made.append_action = action
+    if append is not None:
+        made.append.CopyFrom(wrappers_pb2.BoolValue(value=append))
+    return made
+
+
+async def test_an_ok_answer_mutates_request_and_response_headers(server: tuple[Scripted, str]):
+    scripted, target = server
+    Option = base_pb2.HeaderValueOption
+    ok = external_auth_pb2.OkHttpResponse(
+        headers=[
+            option("x-user-id", "u-1", Option.OVERWRITE_IF_EXISTS_OR_ADD),
+            option("x-tag", "second"),
+            option("x-only-if", "no", Option.OVERWRITE_IF_EXISTS),
+        ],
+        headers_to_remove=["cookie", "host"],
+        response_headers_to_add=[option("x-authz", "yes", Option.OVERWRITE_IF_EXISTS_OR_ADD)],
+    )
+    scripted.answer = external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.OK), ok_response=ok
+    )
+    scripted.answer.dynamic_metadata.update({"claims": {"sub": "u-1", "scope": "a b"}})
+    seen = await call(
+        target,
+        [(b"host", b"edge"), (b"x-user-id", b"spoof"), (b"x-tag", b"first"), (b"cookie", b"c")],
+    )
+    assert seen["status"] == 200
+    assert seen["headers"] == [
+        (b"host", b"edge"), (b"x-tag", b"first"), (b"x-user-id", b"u-1"), (b"x-tag", b"second"),
+    ]  # fmt: skip
+    assert (b"x-authz", b"yes") in seen["response_headers"]
+    assert seen["claims"] == {"sub": "u-1", "scope": "a b"}
+    request = scripted.seen[0].attributes.request.http
+    assert (request.path, request.headers[":authority"], request.id) == (
+        "/api/v1/x",
+        "edge",
+        "rid-1",
+    )
+
+
+async def test_a_denial_is_sent_with_the_servers_status_headers_and_body(
+    server: tuple[Scripted, str],
+):
+    scripted, target = server
+    scripted.answer = external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED, message="nope"),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=451),
+            headers=[option("x-why", "legal")],
+            body="plain words",
+        ),
+    )
+    seen = await call(target, [])
+    assert seen["status"] == 451 and seen["body"] == b"plain words"
+    assert (b"x-why", b"legal") in seen["response_headers"]
+    assert (b"x-request-id", b"rid-1") in seen["response_headers"]
+    scripted.answer.denied_response.body = '{"error": "forbidden", "reason": "geo"}'
+    scripted.answer.denied_response.ClearField("status")
+    seen = await call(target, [])
+    assert seen["status"] == 403
+    assert json.loads(seen["body"]) == {
+        "error": "forbidden",
+        "reason": "geo",
+        "request_id": "rid-1",
+    }
+
+
+async def test_errors_and_timeouts_fail_closed_unless_failure_mode_allow(
+    server: tuple[Scripted, str],
+):
+    scripted, target = server
+    scripted.delay = 0.5
+    seen = await call(target, [], timeout=0.05)
+    assert seen["status"] == 403
+    assert json.loads(seen["body"])["reason"] == "ext_authz_error"
+    seen = await call(target, [], timeout=0.05, status_on_error=503)
+    assert seen["status"] == 503
+    scripted.delay = 0.0
+    scripted.answer = external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.UNAVAILABLE),
+        error_response=external_auth_pb2.DeniedHttpResponse(),
+    )
+    assert (await call(target, []))["status"] == 403
+    allowed = await call(target, [(b"x-a", b"1")], failure_mode_allow=True)
+    assert allowed["status"] == 200 and allowed["claims"] is None
