@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from gateway.admin_map import map_routes
+from gateway.policies.chain import effective_policies
 from gateway.runtime import Runtime, RuntimeHolder
 
 __all__ = ["build_admin", "route_table"]
@@ -46,6 +47,11 @@ def route_table(runtime: Runtime) -> dict[str, object]:
                                 "methods": sorted(route.methods) if route.methods else None,
                                 "upstream": route.upstream,
                                 "auth": route.auth,
+                                # The chain as it runs: the domain's merged with the route's.
+                                "policies": [
+                                    ref.name
+                                    for ref, _ in effective_policies(domain, version, route)
+                                ],
                                 "source": route.source,
                             }
                             for route in version.routes

@@ -309,6 +309,14 @@ def test_the_admin_metrics_count_denials_by_policy_and_reason(
     assert 'doma_gateway_policy_denials_total{policy="scopes",reason="insufficient_scope"}' in text
 
 
+def test_the_admin_route_table_shows_each_routes_chain(edge_process: ServerProcess):
+    table = httpx.get(f"http://127.0.0.1:{edge_process.port('admin')}/admin/routes").json()
+    routes = {r["name"]: r["policies"] for r in table["domains"][0]["versions"][0]["routes"]}
+    assert routes["admin"] == ["cors", "auth", "rate_limit", "headers", "scopes"]
+    assert routes["limited"] == ["cors", "auth", "rate_limit", "headers"]
+    assert routes["internal"] == ["cors", "auth", "rate_limit", "headers", "ip_restriction"]
+
+
 def test_httpx_sees_the_same_json_denials(edge: int):
     url = f"http://127.0.0.1:{edge}{BASE}/admin/x"
     reply = httpx.get(url, headers={"authorization": f"Bearer {READER}"})
