@@ -103,3 +103,40 @@ def test_redis_down_with_allow_or_deny(
             assert replies[0].json()["reason"] == "rate_limit_store_unavailable"
     finally:
         redis.close()
+
+
+def test_a_client_ip_limit_keys_on_the_resolved_address_not_a_forged_one(
+    start_gateway: StartGateway, upstream: ScriptedUpstream
+):
+    gateway = start_gateway(
+        f"""\
+gateway:
+  trusted_proxies: [127.0.0.1/32]
+layers: [product]
+domains:
+  shop:
+    layer: product
+    owner: team-shop
+    upstream: main
+    auth: bypass
+    policies:
+      - rate_limit: {{requests: 2, period_seconds: 60, limit_by: client_ip}}
+    versions:
+      v1:
+        routes:
+          - {{name: items, path: /**}}
+upstreams:
+  main:
+    endpoints: [{upstream.url}]
+"""
+    )
+
+    def status(*headers: str, source: str = "127.0.0.1") -> int:
+        return raw_request(gateway.port, get(PATH, *headers), source=source).status
+
+    via_proxy = [status("x-forwarded-for: 10.0.0.1") for _ in range(3)]
+    assert via_proxy == [200, 200, 429]
+    assert status("x-forwarded-for: 10.0.0.2") == 200
+    # From an untrusted peer every forged address is the same client: the peer.
+    forged = [status(f"x-forwarded-for: 10.9.0.{n}", source="127.0.0.2") for n in range(3)]
+    assert forged == [200, 200, 429]
