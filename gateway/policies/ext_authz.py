@@ -106,9 +106,12 @@ def check_request(scope: Scope, client_ip: str, request_id: str) -> external_aut
     return request
 
 
-def _action(option: Any) -> str:
+def _action(option: Any, response: bool) -> str:
     if option.HasField("append"):
-        return "append" if option.append.value else "set"
+        if option.append.value:
+            # On a response (and a local reply) append=true has always meant another line.
+            return "add" if response else "append"
+        return "set"
     action = option.append_action
     if action == _Action.ADD_IF_ABSENT:
         return "add_if_absent"
@@ -120,7 +123,11 @@ def _action(option: Any) -> str:
 
 
 def apply_mutations(
-    headers: RawHeaders, options: Iterable[Any], remove: Iterable[str] = ()
+    headers: RawHeaders,
+    options: Iterable[Any],
+    remove: Iterable[str] = (),
+    *,
+    response: bool = False,
 ) -> RawHeaders:
     """``headers`` after Envoy's header mutations, in order, then the removals."""
     out = list(headers)
@@ -132,7 +139,7 @@ def apply_mutations(
         value = raw if raw else option.header.value.encode("latin-1")
         if not value and not option.keep_empty_value:
             continue
-        action = _action(option)
+        action = _action(option, response)
         present = any(n == name for n, _ in out)
         if action == "add" or (action == "add_if_absent" and not present):
             out.append((name, value))
@@ -220,7 +227,7 @@ class ExtAuthzPolicy:
             payload["request_id"] = request_id
             body = json.dumps(payload).encode()
         self._metrics.denial("auth", _label(reason)).inc()
-        headers = apply_mutations([], denied.headers)
+        headers = apply_mutations([], denied.headers, response=True)
         content_type = [(n, v) for n, v in headers if n == b"content-type"]
         headers = [(n, v) for n, v in headers if n not in (b"content-type", b"content-length")]
         start_headers = [
@@ -252,7 +259,7 @@ def _claims(metadata: Any) -> Mapping[str, Any] | None:
 def _response_mutator(send: Send, options: list[Any]) -> Send:
     async def mutated(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message["headers"] = apply_mutations(list(message["headers"]), options)
+            message["headers"] = apply_mutations(list(message["headers"]), options, response=True)
         await send(message)
 
     return mutated

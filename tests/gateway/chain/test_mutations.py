@@ -128,3 +128,8 @@ async def test_the_outermost_step_leaves_no_identity_and_nothing_connection_name
     }
     dropped = {b"x-user-id", b"x_user_id", b"connection"} | named
     assert seen[0] == [(n, v) for n, v in headers if n not in dropped]
+
+
+def test_append_true_adds_a_line_on_a_response_as_envoy_does():
+    out = apply_mutations([(b"x-a", b"1")], [option("x-a", "2", append=True)], response=True)
+    assert out == [(b"x-a", b"1"), (b"x-a", b"2")]
