@@ -274,6 +274,10 @@ def test_a_client_cannot_drop_the_identity_by_naming_it_in_connection(edge: int)
     # Naming Authorization as hop-by-hop takes it away from the whole chain: refused.
     named = raw_request(edge, get(f"{BASE}/items/1", bearer(READER), "Connection: authorization"))
     assert named.status == 401
+    both = raw_request(
+        edge, get(f"{BASE}/items/1", bearer(READER), "Connection: close, x-user-id, authorization")
+    )
+    assert (both.status, both.json()["reason"]) == (401, "missing_token")
 
 
 def test_two_authorization_headers_are_refused(edge: int):
