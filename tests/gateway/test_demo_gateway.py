@@ -76,3 +76,5 @@ def test_demo_gateway_shows_routing_versions_deprecation_and_a_401():
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
+        if demo.stdout is not None:
+            demo.stdout.close()
