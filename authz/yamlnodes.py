@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import difflib
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -64,7 +65,11 @@ class Node:
         text = self._scalar("an integer")
         if not self.raw.tag.endswith(":int"):
             raise self.error(f"expected an integer, got {text!r}")
-        value = builtins.int(text.replace("_", ""), 0)
+        try:
+            value = builtins.int(text.replace("_", ""), 0)
+        except ValueError:
+            # YAML 1.1 spellings Python does not read (017, 1:30): say what is expected.
+            raise self.error(f"expected a decimal integer, got {text!r}") from None
         return self._in_range(value, minimum, maximum)
 
     def float(
@@ -73,7 +78,13 @@ class Node:
         text = self._scalar("a number")
         if not (self.raw.tag.endswith(":int") or self.raw.tag.endswith(":float")):
             raise self.error(f"expected a number, got {text!r}")
-        value = builtins.float(text.replace("_", ""))
+        try:
+            value = builtins.float(text.replace("_", ""))
+        except ValueError:
+            # .inf, .nan and 1:30.5 are YAML floats that Python does not read.
+            raise self.error(f"expected a finite decimal number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise self.error(f"expected a finite decimal number, got {text!r}")
         return self._in_range(value, minimum, maximum)
 
     def bool(self) -> builtins.bool:

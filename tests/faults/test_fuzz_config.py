@@ -217,3 +217,38 @@ def test_unreadable_characters_are_refused_with_their_line(
         with pytest.raises(ConfigError) as caught:
             load(path)
         assert str(caught.value).startswith(f"{path}{message}"), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (".inf", "expected a finite decimal number, got '.inf'"),
+        ("-.inf", "expected a finite decimal number, got '-.inf'"),
+        (".nan", "expected a finite decimal number, got '.nan'"),
+        ("1:30.5", "expected a finite decimal number, got '1:30.5'"),
+        ("1:30", "expected a finite decimal number, got '1:30'"),
+    ],
+)
+def test_yaml_numbers_python_cannot_read_are_refused_with_their_line(
+    tmp_path: Path, value: str, message: str
+):
+    document = copy.deepcopy(ROUTES)
+    document["upstreams"]["main"]["timeouts"]["read_seconds"] = "PLACEHOLDER"
+    path = tmp_path / "routes.yaml"
+    path.write_text(yaml.safe_dump(document).replace("PLACEHOLDER", value))
+    with pytest.raises(ConfigError) as caught:
+        load_routes(path)
+    assert re.search(rf":\d+:\d+: {re.escape(message)}", str(caught.value)), str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["017", "1:30"])
+def test_yaml_integers_python_cannot_read_are_refused_with_their_line(tmp_path: Path, value: str):
+    document = copy.deepcopy(ROUTES)
+    document["upstreams"]["main"]["max_requests"] = "PLACEHOLDER"
+    path = tmp_path / "routes.yaml"
+    path.write_text(yaml.safe_dump(document).replace("PLACEHOLDER", value))
+    with pytest.raises(ConfigError) as caught:
+        load_routes(path)
+    assert re.search(
+        rf":\d+:\d+: expected a decimal integer, got {re.escape(repr(value))}", str(caught.value)
+    ), str(caught.value)
