@@ -47,6 +47,10 @@ _BEARER_CHALLENGE = 'Bearer realm="doma-gateway", error="invalid_token"'
 class Decider(Protocol):
     """Anything that decides checks: the core, or the core wrapped with the inter-domain rule."""
 
+    def decide_now(self, request: CheckInput) -> Decision | None:
+        """The decision when it needs no I/O, else None (then ``decide`` must be awaited)."""
+        ...
+
     async def decide(self, request: CheckInput) -> Decision: ...
 
 

@@ -79,18 +79,32 @@ class Authorizer:
     def denial(self, reason: str) -> Decision:
         return self._denials[reason]
 
-    async def decide(self, request: CheckInput) -> Decision:
-        path = normalize(request.path)
-        if path.invalid is not None:
-            return self._denials["invalid_path"]
-        if path.ambiguous is None and self._bypass.matches(path.path):
-            return self._bypass_decision
+    def decide_now(self, request: CheckInput) -> Decision | None:
+        """The decision when no I/O is needed, else None: then await :meth:`decide`.
 
-        header = request.headers.get("authorization")
-        if header is None:
-            return self._denials["missing_token"]
+        Everything up to the token is pure; a token already verified and cached, whose
+        revocation state the local cache knows, needs nothing else. Adapters answer most
+        checks from here without scheduling a coroutine.
+        """
+        token = self._token_of(request)
+        if isinstance(token, Decision):
+            return token
+        verified = self._verifier.lookup(token)
+        if verified is None:
+            return None
+        if self._revocation is not None:
+            known, reason = self._revocation.check_cached(verified.claims)
+            if not known:
+                return None
+            if reason is not None:
+                return self._denials[reason]
+        return self._allow(verified)
+
+    async def decide(self, request: CheckInput) -> Decision:
+        token = self._token_of(request)
+        if isinstance(token, Decision):
+            return token
         try:
-            token = bearer_token(header, self.settings.max_token_bytes)
             verified = await self._verifier.verify(token)
         except TokenError as exc:
             return self._denials[exc.reason]
@@ -99,6 +113,21 @@ class Authorizer:
             if reason is not None:
                 return self._denials[reason]
         return self._allow(verified)
+
+    def _token_of(self, request: CheckInput) -> str | Decision:
+        """The bearer token to verify, or the decision already reached without one."""
+        path = normalize(request.path)
+        if path.invalid is not None:
+            return self._denials["invalid_path"]
+        if path.ambiguous is None and self._bypass.matches(path.path):
+            return self._bypass_decision
+        header = request.headers.get("authorization")
+        if header is None:
+            return self._denials["missing_token"]
+        try:
+            return bearer_token(header, self.settings.max_token_bytes)
+        except TokenError as exc:
+            return self._denials[exc.reason]
 
     def _allow(self, verified: VerifiedToken) -> Decision:
         cached = self._allowed.get(id(verified))

@@ -1,8 +1,10 @@
 """A small HTTP/1.1 server for the HTTP ext_authz protocol, on asyncio and httptools (llhttp).
 
 No web framework: Envoy is the only client, each check is a bodiless request, and the answer is
-built from a cached byte string per decision. Requests on one connection are answered in order,
-by one task per burst of requests (Envoy sends one check at a time per connection).
+built from a cached byte string per decision. A check that needs no I/O (a cached token, a
+denial before the token) is answered inside the parser callback; one that must wait (a key fetch,
+a store lookup) goes to a task, and later requests on that connection queue behind it, so answers
+keep their order.
 """
 
 from __future__ import annotations
@@ -135,7 +137,22 @@ class _CheckProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         method = self._parser.get_method().decode("ascii")
         target = self._url.decode("latin-1")
-        self._queue.append((method, target, self._headers, self._parser.should_keep_alive()))
+        keep_alive = self._parser.should_keep_alive()
+        if not self._waiting:
+            # Most checks need no I/O: answer them here, without scheduling a task.
+            server = self._server
+            started = time.perf_counter()
+            try:
+                decision = server.authorizer.decide_now(
+                    check_input(method, target, self._headers, server.path_prefix)
+                )
+            except Exception:
+                log.exception("check failed")
+                decision = server._internal_error
+            if decision is not None:
+                self._answer(decision, keep_alive, started)
+                return
+        self._queue.append((method, target, self._headers, keep_alive))
         if not self._waiting:
             self._start_worker()
 

@@ -94,8 +94,14 @@ class DomainAwareAuthorizer:
         self._inner = inner
         self._rule = rule
 
+    def decide_now(self, request: CheckInput) -> Decision | None:
+        decision = self._inner.decide_now(request)
+        return None if decision is None else self._judge(request, decision)
+
     async def decide(self, request: CheckInput) -> Decision:
-        decision = await self._inner.decide(request)
+        return self._judge(request, await self._inner.decide(request))
+
+    def _judge(self, request: CheckInput, decision: Decision) -> Decision:
         if not decision.allowed or not request.source_principal:
             return decision
         caller = caller_from_spiffe(request.source_principal, self._rule.settings.trust_domain)

@@ -110,6 +110,13 @@ class InvalidationBus(Protocol):
 class RevocationCheck(Protocol):
     """The port the decision core calls for every verified token."""
 
+    def check_cached(self, claims: Mapping[str, Any]) -> tuple[bool, str | None]:
+        """``(True, answer)`` when the local cache can answer without I/O, else ``(False, None)``.
+
+        ``answer`` is what :meth:`check` would return.
+        """
+        ...
+
     async def check(self, claims: Mapping[str, Any]) -> str | None:
         """None when the token may pass, else the deny reason."""
         ...

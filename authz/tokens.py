@@ -105,20 +105,29 @@ class TokenVerifier:
         self.cache_hits = 0
         self.cache_misses = 0
 
-    async def verify(self, token: str) -> VerifiedToken:
-        digest = hashlib.blake2b(token.encode(), digest_size=16).digest()
+    def lookup(self, token: str) -> VerifiedToken | None:
+        """The cached verification of ``token``, if it is cached and not past its expiry."""
         cache = self._cache
-        if cache is not None:
-            cached = cache.get(digest)
-            if cached is not None:
-                if self._clock() <= cached.valid_until:
-                    self.cache_hits += 1
-                    return cached
-                del cache[digest]
+        if cache is None:
+            return None
+        digest = hashlib.blake2b(token.encode(), digest_size=16).digest()
+        cached = cache.get(digest)
+        if cached is None:
+            return None
+        if self._clock() > cached.valid_until:
+            del cache[digest]
+            return None
+        self.cache_hits += 1
+        return cached
+
+    async def verify(self, token: str) -> VerifiedToken:
+        cached = self.lookup(token)
+        if cached is not None:
+            return cached
         self.cache_misses += 1
         verified = await self._verify_uncached(token)
-        if cache is not None:
-            cache[digest] = verified
+        if self._cache is not None:
+            self._cache[hashlib.blake2b(token.encode(), digest_size=16).digest()] = verified
         return verified
 
     async def _verify_uncached(self, token: str) -> VerifiedToken:

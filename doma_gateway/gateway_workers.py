@@ -160,6 +160,9 @@ async def run_supervisor(options: ServeOptions, config: RoutesConfig) -> int:
 class _NoAuthorizer:
     """The supervisor only validates routes; its runtime never serves a request."""
 
+    def decide_now(self, request: CheckInput) -> Decision | None:
+        raise RuntimeError("the supervisor does not serve requests")
+
     async def decide(self, request: CheckInput) -> Decision:
         raise RuntimeError("the supervisor does not serve requests")
 

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from authz.check import CheckInput
+from authz.core import Authorizer
 from tests.authz.helpers import build_core
 
 
@@ -105,3 +106,37 @@ async def test_repeated_token_reuses_one_decision_object():
     first = await core.authorizer.decide(request(token=token))
     second = await core.authorizer.decide(request(token=token))
     assert first is second
+
+
+async def test_decide_now_answers_without_io_exactly_as_decide_would():
+    core = await build_core()
+    token = core.key.token(sub="alice")
+    checks = [
+        request("/api/v1/scan/health"),
+        request(),
+        request(token="not-a-jwt"),
+        request("/api/v1/scan/health%00"),
+    ]
+    for check in checks:
+        assert core.authorizer.decide_now(check) is await core.authorizer.decide(check)
+    # An unseen token needs verification (a key may have to be fetched): not decided now.
+    assert core.authorizer.decide_now(request(token=token)) is None
+    decided = await core.authorizer.decide(request(token=token))
+    # Once verified and cached, the same token is decided now, to the same decision object.
+    assert core.authorizer.decide_now(request(token=token)) is decided
+
+
+async def test_decide_now_defers_to_decide_when_revocation_is_not_cached():
+    class UnknownRevocation:
+        def check_cached(self, claims):
+            return False, None
+
+        async def check(self, claims):
+            return "token_revoked"
+
+    core = await build_core()
+    authorizer = Authorizer(core.authorizer.settings, core.verifier, UnknownRevocation())
+    token = core.key.token()
+    await core.verifier.verify(token)
+    assert authorizer.decide_now(request(token=token)) is None
+    assert (await authorizer.decide(request(token=token))).reason == "token_revoked"

@@ -123,6 +123,9 @@ class Allowing:
     def __init__(self, decision: Decision) -> None:
         self.decision = decision
 
+    def decide_now(self, request: CheckInput) -> Decision | None:
+        return self.decision
+
     async def decide(self, request: CheckInput) -> Decision:
         return self.decision
 
@@ -144,3 +147,6 @@ async def test_the_authorizer_applies_the_rule_to_the_mesh_caller_after_an_allow
     unauthorized = deny(401, "missing_token")
     wrapped = DomainAwareAuthorizer(Allowing(unauthorized), rule)
     assert (await wrapped.decide(check("spiffe://cluster.local/ns/chat/sa/c"))) is unauthorized
+    # The synchronous path judges the caller the same way.
+    now = authorizer.decide_now(check("spiffe://cluster.local/ns/chat/sa/c"))
+    assert now is not None and now.reason == "undeclared_dependency"
