@@ -177,6 +177,8 @@ class RedisStore:
         client = self._client
         try:
             if isinstance(client, Redis):
-                await client.connection_pool.disconnect()
+                # Idle connections only: one call past its deadline must not cut the calls in
+                # flight on other connections (redis-py drops a connection whose read it cancels).
+                await client.connection_pool.disconnect(inuse_connections=False)
         except _FAILURES:
             return
