@@ -95,6 +95,9 @@ def parse(node: Node | None, item: Node) -> AuthPolicySettings:
     )
 
 
+_ENCODED = {"authorization": b"authorization"}
+
+
 class RequestHeaders(Mapping[str, str]):
     """The request's headers as the core reads them: lower-case names, repeats joined by ``,``.
 
@@ -107,13 +110,23 @@ class RequestHeaders(Mapping[str, str]):
     def __init__(self, raw: list[tuple[bytes, bytes]]):
         self._raw = raw
 
+    def get(self, name: str, default: Any = None) -> Any:
+        # Overridden for speed: Mapping.get goes through __getitem__ and a KeyError.
+        key = _ENCODED.get(name) or name.encode("latin-1")
+        found: str | None = None
+        for header, value in self._raw:
+            if header == key:
+                text = value.decode("latin-1")
+                # Joined as Envoy does, so the core sees every value (two Authorization headers
+                # fail).
+                found = text if found is None else f"{found},{text}"
+        return default if found is None else found
+
     def __getitem__(self, name: str) -> str:
-        key = name.encode("latin-1")
-        values = [v.decode("latin-1") for n, v in self._raw if n == key]
-        if not values:
+        found: str | None = self.get(name)
+        if found is None:
             raise KeyError(name)
-        # Joined as Envoy does, so the core sees every value (two Authorization headers fail).
-        return ",".join(values)
+        return found
 
     def __iter__(self) -> Iterator[str]:
         return iter(dict.fromkeys(n.decode("latin-1") for n, _ in self._raw))
