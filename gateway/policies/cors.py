@@ -125,19 +125,26 @@ class CorsPolicy:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        origin = request_method = request_headers = None
-        for name, value in scope["headers"]:
-            if name == b"origin":
-                origin = value
-            elif name == b"access-control-request-method":
-                request_method = value
-            elif name == b"access-control-request-headers":
-                request_headers = value
+        origin = None
+        if scope["method"] == "OPTIONS":
+            request_method = request_headers = None
+            for name, value in scope["headers"]:
+                if name == b"origin":
+                    origin = value
+                elif name == b"access-control-request-method":
+                    request_method = value
+                elif name == b"access-control-request-headers":
+                    request_headers = value
+            if origin is not None and request_method is not None:
+                await self._answer_preflight(scope, send, origin, request_method, request_headers)
+                return
+        else:
+            for name, value in scope["headers"]:
+                if name == b"origin":
+                    origin = value
+                    break
         if origin is None:
             await self.app(scope, receive, send)
-            return
-        if scope["method"] == "OPTIONS" and request_method is not None:
-            await self._answer_preflight(scope, send, origin, request_method, request_headers)
             return
         if not self._allowed(origin):
             await self.app(scope, receive, send)
