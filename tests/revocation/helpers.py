@@ -9,6 +9,7 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.support import processes
 from tests.support.tokens import AUDIENCE, ISSUER, SigningKey, jwks
 
 ADMIN_SCOPE = "doma.revocation.admin"
@@ -92,3 +93,11 @@ def wait_for(condition, timeout: float, interval: float = 0.01) -> float:  # typ
         if time.monotonic() - started > timeout:
             raise TimeoutError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def start_authz_process(routes: Path) -> processes.ServerProcess:
+    """``doma-gateway authz`` on free loopback ports for gRPC, metrics and the revocation API."""
+    return processes.start(
+        ["authz", "--routes", str(routes), "--listen", "127.0.0.1:0",
+         "--metrics", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+    )  # fmt: skip

@@ -15,7 +15,14 @@ import urllib.request
 
 import pytest
 
-from tests.revocation.helpers import Checker, admin_token, revocation_yaml, wait_for, write_routes
+from tests.revocation.helpers import (
+    Checker,
+    admin_token,
+    revocation_yaml,
+    start_authz_process,
+    wait_for,
+    write_routes,
+)
 from tests.revocation.test_propagation import _claims, _revoke
 from tests.support import processes
 from tests.support.services import PrivateRabbit, PrivateRedis, unique_prefix
@@ -50,19 +57,7 @@ def bus_losses(server: processes.ServerProcess) -> float:
 
 
 def start_authz(routes) -> tuple[processes.ServerProcess, Checker]:  # type: ignore[no-untyped-def]
-    server = processes.start(
-        [
-            "authz",
-            "--routes",
-            str(routes),
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ]
-    )
+    server = start_authz_process(routes)
     checker = Checker(server.port("grpc"))
     checker.wait_serving()
     return server, checker

@@ -19,6 +19,7 @@ from tests.revocation.helpers import (
     Checker,
     admin_token,
     revocation_yaml,
+    start_authz_process,
     wait_for,
     write_routes,
 )
@@ -47,19 +48,7 @@ class Cluster:
         self.envoy = None
         try:
             for _ in range(3):
-                server = processes.start(
-                    [
-                        "authz",
-                        "--routes",
-                        str(routes),
-                        "--listen",
-                        "127.0.0.1:0",
-                        "--metrics",
-                        "127.0.0.1:0",
-                        "--admin",
-                        "127.0.0.1:0",
-                    ]
-                )
+                server = start_authz_process(routes)
                 self.servers.append(server)
                 self.checkers.append(Checker(server.port("grpc")))
             for checker in self.checkers:
