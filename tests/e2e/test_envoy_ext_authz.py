@@ -27,6 +27,7 @@ from tests.support import processes
 from tests.support.cases import case_ids, load_cases
 from tests.support.http import send
 from tests.support.jwks_server import JwksServer
+from tests.support.services import refused_port
 from tests.support.tokens import AUDIENCE, ISSUER, SigningKey, jwks
 
 pytestmark = pytest.mark.e2e
@@ -222,15 +223,15 @@ def test_metrics_count_checks_by_reason_and_token_cache_hits(edge, authz):
 
 
 def test_envoy_fails_closed_when_authz_is_unreachable(tmp_path, upstream):
-    dead_port = free_port()
-    edge = Edge(tmp_path, dead_port, upstream)
-    try:
-        reply = send(edge.port, "/api/v1/scan/results", [("authorization", "Bearer a.b.c")])
-        assert reply.status == 503
-        reply = send(edge.port, "/api/v1/scan/health")
-        assert reply.status == 503  # even a bypass path: Envoy cannot know it without us
-    finally:
-        edge.close()
+    with refused_port() as dead_port:
+        edge = Edge(tmp_path, dead_port, upstream)
+        try:
+            reply = send(edge.port, "/api/v1/scan/results", [("authorization", "Bearer a.b.c")])
+            assert reply.status == 503
+            reply = send(edge.port, "/api/v1/scan/health")
+            assert reply.status == 503  # even a bypass path: Envoy cannot know it without us
+        finally:
+            edge.close()
 
 
 def test_health_is_not_serving_until_keys_load(tmp_path):

@@ -15,6 +15,13 @@ from tests.support.processes import run, start
 from tests.support.upstreams import ScriptedUpstream
 
 
+def wait_until(condition, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
 def _replace(path: Path, text: str) -> None:
     """Write a new config the way editors and Kubernetes do: a whole new file renamed in."""
     staged = path.with_suffix(".tmp")
@@ -85,7 +92,8 @@ def test_invalid_config_is_rejected_and_the_old_one_keeps_serving(
     assert f"{gateway.routes}:17:15: upstream 'mian' is not defined (known: main)" in str(
         event["error"]
     )
-    assert "configuration rejected" in gateway.process.stderr()
+    # The log line travels on stderr, the event on stdout: wait for the slower pipe.
+    wait_until(lambda: "configuration rejected" in gateway.process.stderr(), timeout=5)
     with gateway.client() as client:
         assert client.get("/api/v2/scan/fixed").json()["path"] == "/somewhere/else"
     metrics = httpx.get(f"{gateway.admin}/metrics").text

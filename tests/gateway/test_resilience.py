@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import itertools
-import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
+import pytest
 
 from tests.gateway.conftest import StartGateway, routes_text
+from tests.support.services import refused_port
 from tests.support.upstreams import ScriptedUpstream
 
 
-def _dead_endpoint() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+@pytest.fixture
+def dead_endpoint() -> Iterator[str]:
+    with refused_port() as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_read_timeout_is_504_with_the_request_id(
@@ -78,11 +80,11 @@ def test_idempotent_requests_are_retried_until_one_succeeds(
 
 
 def test_connect_failures_are_retried_on_another_endpoint_even_for_post(
-    start_gateway: StartGateway, upstream: ScriptedUpstream
+    start_gateway: StartGateway, upstream: ScriptedUpstream, dead_endpoint: str
 ):
     gateway = start_gateway(
         routes_text(
-            [_dead_endpoint(), upstream.url],
+            [dead_endpoint, upstream.url],
             "    retries: {attempts: 1, retry_on: [connect_failure],\n"
             "              backoff: {base_seconds: 0.001, max_seconds: 0.002}}\n"
             "    circuit_breaker: false\n    outlier_detection: false\n",
@@ -93,8 +95,8 @@ def test_connect_failures_are_retried_on_another_endpoint_even_for_post(
     assert [r.status_code for r in replies] == [200] * 6
 
 
-def test_connect_failure_without_retries_is_503(start_gateway: StartGateway):
-    gateway = start_gateway(routes_text([_dead_endpoint()]))
+def test_connect_failure_without_retries_is_503(start_gateway: StartGateway, dead_endpoint: str):
+    gateway = start_gateway(routes_text([dead_endpoint]))
     with gateway.client() as client:
         reply = client.get("/api/v2/scan/echo")
     assert reply.status_code == 503
