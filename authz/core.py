@@ -76,9 +76,6 @@ class Authorizer:
             max(settings.token_cache_size, 1)
         )
 
-    def denial(self, reason: str) -> Decision:
-        return self._denials[reason]
-
     def decide_now(self, request: CheckInput) -> Decision | None:
         """The decision when no I/O is needed, else None: then await :meth:`decide`.
 

@@ -18,7 +18,7 @@ from typing import cast
 import httptools
 from cachetools import LRUCache
 
-from authz.check import Decider, Decision, deny
+from authz.check import CheckInput, Decider, Decision, deny
 from authz.http_check import check_input, http_reply
 from authz.metrics import AuthzMetrics
 
@@ -80,7 +80,7 @@ class _CheckProtocol(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[str, str]] = []
         self._header_bytes = 0
-        self._queue: deque[tuple[str, str, list[tuple[str, str]], bool]] = deque()
+        self._queue: deque[tuple[CheckInput, bool]] = deque()
         self._waiting = False
 
     @property
@@ -138,21 +138,19 @@ class _CheckProtocol(asyncio.Protocol):
         method = self._parser.get_method().decode("ascii")
         target = self._url.decode("latin-1")
         keep_alive = self._parser.should_keep_alive()
+        check = check_input(method, target, self._headers, self._server.path_prefix)
         if not self._waiting:
             # Most checks need no I/O: answer them here, without scheduling a task.
-            server = self._server
             started = time.perf_counter()
             try:
-                decision = server.authorizer.decide_now(
-                    check_input(method, target, self._headers, server.path_prefix)
-                )
+                decision = self._server.authorizer.decide_now(check)
             except Exception:
                 log.exception("check failed")
-                decision = server._internal_error
+                decision = self._server._internal_error
             if decision is not None:
                 self._answer(decision, keep_alive, started)
                 return
-        self._queue.append((method, target, self._headers, keep_alive))
+        self._queue.append((check, keep_alive))
         if not self._waiting:
             self._start_worker()
 
@@ -166,12 +164,10 @@ class _CheckProtocol(asyncio.Protocol):
         server = self._server
         try:
             while self._queue:
-                method, target, headers, keep_alive = self._queue.popleft()
+                check, keep_alive = self._queue.popleft()
                 started = time.perf_counter()
                 try:
-                    decision = await server.authorizer.decide(
-                        check_input(method, target, headers, server.path_prefix)
-                    )
+                    decision = await server.authorizer.decide(check)
                 except Exception:
                     log.exception("check failed")
                     decision = server._internal_error

@@ -77,6 +77,11 @@ _ERROR_REASONS: tuple[tuple[type[Exception], str], ...] = (
 )
 
 
+def _digest(token: str) -> bytes:
+    """The cache key of a token: a hash, so the cache never holds a usable credential."""
+    return hashlib.blake2b(token.encode(), digest_size=16).digest()
+
+
 def _reason_of(exc: Exception) -> str:
     for kind, reason in _ERROR_REASONS:
         if isinstance(exc, kind):
@@ -107,10 +112,14 @@ class TokenVerifier:
 
     def lookup(self, token: str) -> VerifiedToken | None:
         """The cached verification of ``token``, if it is cached and not past its expiry."""
+        if self._cache is None:
+            return None
+        return self._cached(_digest(token))
+
+    def _cached(self, digest: bytes) -> VerifiedToken | None:
         cache = self._cache
         if cache is None:
             return None
-        digest = hashlib.blake2b(token.encode(), digest_size=16).digest()
         cached = cache.get(digest)
         if cached is None:
             return None
@@ -121,13 +130,14 @@ class TokenVerifier:
         return cached
 
     async def verify(self, token: str) -> VerifiedToken:
-        cached = self.lookup(token)
+        digest = _digest(token)
+        cached = self._cached(digest)
         if cached is not None:
             return cached
         self.cache_misses += 1
         verified = await self._verify_uncached(token)
         if self._cache is not None:
-            self._cache[hashlib.blake2b(token.encode(), digest_size=16).digest()] = verified
+            self._cache[digest] = verified
         return verified
 
     async def _verify_uncached(self, token: str) -> VerifiedToken:
