@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.bench import run_bench
 
 pytestmark = pytest.mark.e2e
 
 
-def test_short_run_measures_envoy_alone_and_doma_authz_with_only_2xx(tmp_path: Path) -> None:
-    output = tmp_path / "authz.json"
-    argv = [
-        sys.executable, "-m", "bench.authz", "--duration", "1", "--warmup", "0", "--rounds", "1",
-        "--connections", "4", "--cases", "a,d", "--output", str(output),
-    ]  # fmt: skip
-    done = subprocess.run(
-        argv,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(output.read_text())
+def test_short_run_measures_envoy_alone_and_doma_authz_with_only_2xx() -> None:
+    stdout, report = run_bench(
+        "authz", "--duration", "1", "--warmup", "0", "--rounds", "1", "--connections", "4",
+        "--cases", "a,d", timeout=90,
+    )  # fmt: skip
     envoy, doma = report["cases"]["a"], report["cases"]["d"]
     for case in (envoy, doma):
         assert "failed" not in case
@@ -39,4 +23,4 @@ def test_short_run_measures_envoy_alone_and_doma_authz_with_only_2xx(tmp_path: P
     assert doma["envoy_stats"]["http.edge.ext_authz.ok"] >= doma["requests"]
     assert doma["token_cache"]["miss"] == 0
     assert report["ratios"]["ours/(a) envoy alone"] > 0
-    assert "(d) doma" in done.stdout
+    assert "(d) doma" in stdout

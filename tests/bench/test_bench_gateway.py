@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.bench import run_bench
 
 pytestmark = pytest.mark.e2e
 
 
-def test_short_run_measures_direct_envoy_and_the_gateway_with_only_2xx(tmp_path: Path) -> None:
-    output = tmp_path / "gateway.json"
-    argv = [
-        sys.executable, "-m", "bench.gateway", "--duration", "1", "--warmup", "0",
-        "--rate", "200", "--rate-duration", "1", "--connections", "4",
-        "--cases", "direct,envoy,doma", "--rounds", "1", "--output", str(output),
-    ]  # fmt: skip
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(output.read_text())
+def test_short_run_measures_direct_envoy_and_the_gateway_with_only_2xx() -> None:
+    stdout, report = run_bench(
+        "gateway", "--duration", "1", "--warmup", "0", "--rate", "200", "--rate-duration", "1",
+        "--connections", "4", "--cases", "direct,envoy,doma", "--rounds", "1",
+    )  # fmt: skip
     assert [row["case"] for row in report["throughput"]] == ["direct", "envoy", "doma"]
     assert all(row["requests"] > 0 and row["rps"] > 0 for row in report["throughput"])
     assert [row["case"] for row in report["fixed_rate"]] == ["direct", "doma"]
     assert report["ratios"]["doma_vs_envoy"] > 0
     assert report["p99_added_ms"] is not None
-    assert "target doma_vs_envoy >= 0.30" in done.stdout
+    assert "target doma_vs_envoy >= 0.30" in stdout
