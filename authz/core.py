@@ -12,6 +12,7 @@ many backends fold ``x_user_id`` into ``x-user-id``.
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 from cachetools import LRUCache
@@ -75,6 +76,8 @@ class Authorizer:
         self._allowed: LRUCache[int, tuple[VerifiedToken, Decision]] = LRUCache(
             max(settings.token_cache_size, 1)
         )
+        # Adapters decide from several threads (grpc's pool) and the event loop at once.
+        self._allowed_lock = threading.Lock()
 
     def decide_now(self, request: CheckInput) -> Decision | None:
         """The decision when no I/O is needed, else None: then await :meth:`decide`.
@@ -127,7 +130,8 @@ class Authorizer:
             return self._denials[exc.reason]
 
     def _allow(self, verified: VerifiedToken) -> Decision:
-        cached = self._allowed.get(id(verified))
+        with self._allowed_lock:
+            cached = self._allowed.get(id(verified))
         if cached is not None and cached[0] is verified:
             return cached[1]
         to_set: list[tuple[str, str]] = []
@@ -143,7 +147,8 @@ class Authorizer:
                 to_set.append((dash, value))
                 to_remove.extend(others)
         decision = allow("ok", tuple(to_set), tuple(to_remove), verified.claims)
-        self._allowed[id(verified)] = (verified, decision)
+        with self._allowed_lock:
+            self._allowed[id(verified)] = (verified, decision)
         return decision
 
 

@@ -6,12 +6,23 @@ It only converts: a ``CheckRequest`` into a :class:`CheckInput`, a :class:`Decis
 ext_authz, so the action is always explicit) and the identity headers this decision does not set
 in ``headers_to_remove`` (Envoy applies removals after it sets headers, so a set header is never
 listed there), and the verified claims in ``dynamic_metadata.claims``.
+
+It serves grpc's synchronous server, not grpc.aio: a check that needs no I/O (a cached token
+whose revocation state is known, or a denial before the token) is decided on the calling thread,
+and only one that must wait (a key fetch, a revocation store read) is handed to the event loop.
+grpc.aio costs about 1.5 times the CPU per call of the thread-pool server even for an empty
+handler (bench/README.md, "Levers"); the core's caches are thread-safe for this.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
+from collections.abc import Coroutine
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
 
 import grpc
 from cachetools import LRUCache
@@ -28,6 +39,9 @@ __all__ = ["AuthorizationServicer", "check_input", "check_response"]
 log = logging.getLogger("doma.authz.grpc")
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _OK_STATUS = status_pb2.Status(code=code_pb2.OK)
+# A call without a deadline still gets an answer: every wait in ``decide`` has its own timeout
+# (key fetch, store read), so this bound only caps a stuck loop.
+_MAX_WAIT_SECONDS = 60.0
 
 
 def check_input(request: external_auth_pb2.CheckRequest) -> CheckInput:
@@ -86,29 +100,59 @@ def check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
 
 
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
-    def __init__(self, authorizer: Decider, metrics: AuthzMetrics | None = None):
+    """``Check`` for grpc's thread-pool server; ``loop`` runs the checks that must wait."""
+
+    def __init__(
+        self,
+        authorizer: Decider,
+        metrics: AuthzMetrics | None = None,
+        *,
+        loop: asyncio.AbstractEventLoop,
+    ):
         self._authorizer = authorizer
         self._metrics = metrics
+        self._loop = loop
         # Decisions are reused objects (denials, per-token allows): build each response once.
         self._responses: LRUCache[Decision, external_auth_pb2.CheckResponse] = LRUCache(16_384)
+        self._responses_lock = threading.Lock()
         self._internal_error = check_response(deny(503, "internal_error"))
 
-    async def Check(
-        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
+    def Check(
+        self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         started = time.perf_counter()
         try:
             check = check_input(request)
             decision = self._authorizer.decide_now(check)
             if decision is None:
-                decision = await self._authorizer.decide(check)
+                decision = self._on_loop(self._authorizer.decide(check), context)
         except Exception:
             # Fail closed, and log the kind of failure only: never the request's headers.
             log.exception("check failed")
             return self._internal_error
-        response = self._responses.get(decision)
-        if response is None:
-            response = self._responses[decision] = check_response(decision)
+        response = self._response(decision)
         if self._metrics is not None:
             self._metrics.observe("grpc", decision, time.perf_counter() - started)
+        return response
+
+    def _on_loop(
+        self, decide: Coroutine[Any, Any, Decision], context: grpc.ServicerContext
+    ) -> Decision:
+        """Run ``decide`` on the event loop and wait for it, at most until the call's deadline."""
+        future = asyncio.run_coroutine_threadsafe(decide, self._loop)
+        try:
+            # grpc reports "no deadline" as a huge number of seconds.
+            remaining = context.time_remaining()
+            wait = _MAX_WAIT_SECONDS if remaining is None else min(remaining, _MAX_WAIT_SECONDS)
+            return future.result(timeout=wait)
+        except FutureTimeout:
+            # Envoy has given up on this call (its deadline passed): stop the work too.
+            future.cancel()
+            raise
+
+    def _response(self, decision: Decision) -> external_auth_pb2.CheckResponse:
+        with self._responses_lock:
+            response = self._responses.get(decision)
+            if response is None:
+                response = self._responses[decision] = check_response(decision)
         return response

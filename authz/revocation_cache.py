@@ -9,6 +9,10 @@ whatever happens to the bus.
 
 Races are closed with a generation counter: a store read that started before a flush or an event
 must not write its (possibly older) answer into the cache after it.
+
+Lookups come from grpc's threads as well as the event loop, and a TTL-cache read reorders and
+expires entries, so every access to the two caches holds one lock. Everything else (the bus, the
+epoch check, store reads) runs on the event loop.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -59,6 +64,7 @@ class RevocationCache:
         size = max(cache.max_entries, 1)
         self._jti: TTLCache[str, bool] = TTLCache(size, cache.ttl)
         self._subject: TTLCache[str, float] = TTLCache(size, cache.ttl)
+        self._lock = threading.Lock()
         self._store_error_reason = (
             "revocation_store_unavailable" if on_store_error == "deny" else None
         )
@@ -83,15 +89,16 @@ class RevocationCache:
         jti, subject = _identifiers(claims)
         if jti is None and subject is None:
             return True, None
-        if not self._trusted:
-            return False, None
-        # Indexing, not .get(): cachetools' get() costs four times as much on a hit.
-        try:
-            revoked = self._jti[jti] if jti is not None else False
-            before = self._subject[subject] if subject is not None else 0.0
-        except KeyError:
-            return False, None
-        self.hits += 1
+        with self._lock:
+            if not self._trusted:
+                return False, None
+            # Indexing, not .get(): cachetools' get() costs four times as much on a hit.
+            try:
+                revoked = self._jti[jti] if jti is not None else False
+                before = self._subject[subject] if subject is not None else 0.0
+            except KeyError:
+                return False, None
+            self.hits += 1
         if revoked or (before and _issued_before(claims.get("iat"), before)):
             return True, "token_revoked"
         return True, None
@@ -108,11 +115,12 @@ class RevocationCache:
         except StoreUnavailable:
             self.store_errors += 1
             return self._store_error_reason
-        if self._trusted and generation == self._generation:
-            if jti is not None:
-                self._jti[jti] = found.jti_revoked
-            if subject is not None:
-                self._subject[subject] = found.subject_before
+        with self._lock:
+            if self._trusted and generation == self._generation:
+                if jti is not None:
+                    self._jti[jti] = found.jti_revoked
+                if subject is not None:
+                    self._subject[subject] = found.subject_before
         return "token_revoked" if is_revoked(found, claims.get("iat")) else None
 
     # -- what the loops report -----------------------------------------------------
@@ -136,13 +144,14 @@ class RevocationCache:
         # on, so a steady stream of revocations does not flush the cache every interval.
         while self.epoch is not None and self.epoch + 1 in self._recent_epochs:
             self.epoch += 1
-        self._generation += 1
-        if event.kind == "jti":
-            if self._trusted:
-                self._jti[event.target] = True
-        else:
-            # Drop rather than overwrite: the store may already hold a later "before".
-            self._subject.pop(event.target, None)
+        with self._lock:
+            self._generation += 1
+            if event.kind == "jti":
+                if self._trusted:
+                    self._jti[event.target] = True
+            else:
+                # Drop rather than overwrite: the store may already hold a later "before".
+                self._subject.pop(event.target, None)
         self.revocations_applied += 1
         if self._on_applied is not None:
             self._on_applied(event, max(self._clock() - event.revoked_at, 0.0))
@@ -174,10 +183,11 @@ class RevocationCache:
             self.flush("epoch_changed")
 
     def flush(self, cause: FlushCause) -> None:
-        self._generation += 1
-        self._jti.clear()
-        self._subject.clear()
-        self._trusted = self._enabled and self._bus_up and self._epoch_fresh
+        with self._lock:
+            self._generation += 1
+            self._jti.clear()
+            self._subject.clear()
+            self._trusted = self._enabled and self._bus_up and self._epoch_fresh
         self.flushes[cause] = self.flushes.get(cause, 0) + 1
 
 

@@ -3,6 +3,10 @@
 Health (``grpc.health.v1``) is NOT_SERVING until every issuer's keys are loaded, and again as soon
 as shutdown begins, so a load balancer stops sending before the listener closes. In between it
 follows ``readiness`` (e.g. the revocation store and bus), polled a few times a second.
+
+The gRPC server is grpc's thread-pool server (see :mod:`authz.grpc_check` for why); start-up,
+readiness and shutdown are driven from the event loop that also runs key refresh, the revocation
+bus and the checks that must wait for I/O.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
+from concurrent import futures
 from typing import Any
 
 import grpc
@@ -24,6 +29,9 @@ __all__ = ["AuthzServer"]
 log = logging.getLogger("doma.authz.server")
 _SERVICES = ("", "envoy.service.auth.v3.Authorization")
 _READINESS_POLL_SECONDS = 0.25
+# Threads that run Check. A check holds one only while it runs or waits for I/O (a key fetch, a
+# store read, each bounded by its own timeout); checks beyond this queue in grpc, not rejected.
+CHECK_THREADS = 32
 
 
 class AuthzServer:
@@ -43,13 +51,14 @@ class AuthzServer:
         self._grace = grace
         self._background = background
         self._readiness = readiness
-        self._health = health.aio.HealthServicer()
-        self._server: grpc.aio.Server | None = None
+        self._health = health.HealthServicer()
+        self._server: grpc.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port: int | None = None
 
     async def start(self) -> None:
-        server = grpc.aio.server(
+        server = grpc.server(
+            futures.ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="check"),
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_concurrent_streams", 1000),
@@ -59,11 +68,14 @@ class AuthzServer:
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(self._servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         for service in _SERVICES:
-            await self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = server.add_insecure_port(self._listen)
+            self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        try:
+            self.port = server.add_insecure_port(self._listen)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {self._listen}") from exc
         if not self.port:
             raise OSError(f"cannot listen on {self._listen}")
-        await server.start()
+        server.start()
         self._server = server
         if self._background is not None:
             self._tasks.append(asyncio.create_task(self._background()))
@@ -80,7 +92,7 @@ class AuthzServer:
                 if not serving:
                     status = health_pb2.HealthCheckResponse.NOT_SERVING
                 for service in _SERVICES:
-                    await self._health.set(service, status)
+                    self._health.set(service, status)
                 log.info(
                     "serving" if serving else "not ready",
                     extra={"event": "serving" if serving else "not_ready"},
@@ -91,9 +103,11 @@ class AuthzServer:
 
     async def shutdown(self) -> None:
         """Health NOT_SERVING first, then stop accepting and drain in-flight checks."""
-        await self._health.enter_graceful_shutdown()
+        self._health.enter_graceful_shutdown()
         if self._server is not None:
-            await self._server.stop(self._grace)
+            # Checks in flight may be waiting on this loop: wait for the drain off the loop.
+            stopped = self._server.stop(self._grace)
+            await asyncio.to_thread(stopped.wait)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

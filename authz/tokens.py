@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -106,6 +107,9 @@ class TokenVerifier:
         self._cache: LRUCache[bytes, VerifiedToken] | None = (
             LRUCache(cache_size) if cache_size else None
         )
+        # gRPC checks look tokens up from grpc's threads while the event loop verifies and
+        # inserts others; an LRU lookup reorders the cache, so every access holds this lock.
+        self._cache_lock = threading.Lock()
         self._jwt = jwt.PyJWT()
         self.cache_hits = 0
         self.cache_misses = 0
@@ -120,13 +124,14 @@ class TokenVerifier:
         cache = self._cache
         if cache is None:
             return None
-        cached = cache.get(digest)
-        if cached is None:
-            return None
-        if self._clock() > cached.valid_until:
-            del cache[digest]
-            return None
-        self.cache_hits += 1
+        with self._cache_lock:
+            cached = cache.get(digest)
+            if cached is None:
+                return None
+            if self._clock() > cached.valid_until:
+                del cache[digest]
+                return None
+            self.cache_hits += 1
         return cached
 
     async def verify(self, token: str) -> VerifiedToken:
@@ -134,10 +139,12 @@ class TokenVerifier:
         cached = self._cached(digest)
         if cached is not None:
             return cached
+        # Only the event loop verifies, so this counter needs no lock (hits are counted under it).
         self.cache_misses += 1
         verified = await self._verify_uncached(token)
         if self._cache is not None:
-            self._cache[digest] = verified
+            with self._cache_lock:
+                self._cache[digest] = verified
         return verified
 
     async def _verify_uncached(self, token: str) -> VerifiedToken:

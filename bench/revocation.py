@@ -246,7 +246,9 @@ async def grpc_cost(seconds: float, workdir: Path) -> list[dict[str, object]]:
                 settings = replace(settings, revocation=None)
             stack = build_authz(settings)
             server = AuthzServer(
-                AuthorizationServicer(stack.authorizer, stack.metrics),
+                AuthorizationServicer(
+                    stack.authorizer, stack.metrics, loop=asyncio.get_running_loop()
+                ),
                 listen="127.0.0.1:0",
                 ready=stack.keys_ready,
                 background=stack.run_background,

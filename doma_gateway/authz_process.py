@@ -146,7 +146,7 @@ async def run_authz(options: AuthzOptions) -> int:
             )
             admin = None
     server = AuthzServer(
-        AuthorizationServicer(decider, stack.metrics),
+        AuthorizationServicer(decider, stack.metrics, loop=asyncio.get_running_loop()),
         listen=str(options.listen),
         ready=stack.keys_ready,
         grace=options.grace,

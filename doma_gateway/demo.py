@@ -59,7 +59,7 @@ async def run_demo(port: int, gateway_port: int) -> int:
         gateway = _start_gateway(routes, gateway_port)
         stack = build_authz(load_auth_settings(routes))
         authz = AuthzServer(
-            AuthorizationServicer(stack.authorizer, stack.metrics),
+            AuthorizationServicer(stack.authorizer, stack.metrics, loop=asyncio.get_running_loop()),
             listen="127.0.0.1:0",
             ready=stack.keys_ready,
             grace=2.0,

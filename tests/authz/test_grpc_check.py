@@ -1,5 +1,6 @@
 """The Check servicer over a real gRPC channel, driven by the recorded check cases."""
 
+import asyncio
 import json
 
 import grpc
@@ -39,7 +40,7 @@ async def stub(tmp_path):
     (tmp_path / "routes.yaml").write_text(ROUTES)
     stack = build_authz(load_auth_settings(tmp_path / "routes.yaml"))
     server = AuthzServer(
-        AuthorizationServicer(stack.authorizer, stack.metrics),
+        AuthorizationServicer(stack.authorizer, stack.metrics, loop=asyncio.get_running_loop()),
         listen="127.0.0.1:0",
         ready=stack.keys_ready,
         background=stack.keep_keys_fresh,
