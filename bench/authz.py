@@ -2,8 +2,9 @@
 
 Cases (see ``bench/README.md``): (a) Envoy alone, (b) Envoy + a no-op Python grpc.aio ext_authz,
 (c) Envoy's native jwt_authn, (d) doma-gateway authz with a repeated token, (e) doma-gateway
-authz verifying RS256 on every request, (h) a no-op Python HTTP ext_authz and (i) doma-gateway
-authz over Envoy's HTTP ext_authz protocol; (f) and (g) are levers run on request. Each case: a
+authz verifying RS256 on every request, (h) a no-op Python HTTP ext_authz, (i) doma-gateway
+authz over Envoy's HTTP ext_authz protocol and (j) that verifying RS256 on every request; (f) and
+(g) are levers run on request. Each case: a
 warmup, then a fixed measured run with the same wrk connections and threads; a case whose
 responses are not all 2xx fails loudly.
 Loopback only; every process is stopped at the end.
@@ -12,11 +13,6 @@ Loopback only; every process is stopped at the end.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,16 +21,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench import machine, reports
 from bench.cases import ALL_CASES, CASES, DEFAULT_CASES, Case, PythonServer, server_command
 from bench.envoy import Envoy, bootstrap
-from bench.processes import Pinning
+from bench.processes import Pinning, cpu_seconds, rss_mb
 from bench.profile import format_summary, record, summarise
 from bench.upstream import Nginx
 from bench.wrk import WrkResult, run_wrk
-from doma_gateway.envoy_bootstrap import envoy_binary
 from tests.support.tokens import AUDIENCE, ISSUER, SigningKey, jwks
 
-RESULTS = Path(__file__).resolve().parent / "results"
 PATH = "/api/v1/scan/results"
 
 _ROUTES = """\
@@ -60,7 +55,7 @@ class CaseFailed(Exception):
     pass
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.authz", description=__doc__.splitlines()[0]
     )
@@ -82,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--native", action="store_true", help="py-spy --native (Cython/C frames too)"
     )
-    parser.add_argument("--output", type=Path, default=RESULTS / "authz.json")
+    parser.add_argument("--output", type=Path, default=reports.RESULTS / "authz.json")
     return parser
 
 
@@ -96,19 +91,6 @@ def _selected(spec: str) -> list[Case]:
         known = ", ".join(f"{c.key}={c.label}" for c in CASES)
         raise SystemExit(f"unknown case(s) {', '.join(sorted(unknown))} (known: {known})")
     return chosen
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _get(url: str, headers: dict[str, str]) -> int:
@@ -210,11 +192,11 @@ class Bench:
             stats_before = envoy.stats(*prefixes)
             cache_before = server.token_cache() if server else {}
             pids = {"envoy": envoy.pid, **({"authz": server.pid} if server else {})}
-            cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             started = time.monotonic()
             result = self._load(envoy, self.args.duration)
             elapsed = time.monotonic() - started
-            used = {name: _cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+            used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
             cpu: dict[str, float] = {
                 f"{name}_cpu_percent": round(100 * seconds / elapsed, 1)
                 for name, seconds in used.items()
@@ -227,7 +209,7 @@ class Bench:
                 k: v - cache_before.get(k, 0)
                 for k, v in (server.token_cache() if server else {}).items()
             }
-            rss = {"authz_rss_mb": round(_rss_mb(server.pid), 1)} if server else {}
+            rss = {"authz_rss_mb": round(rss_mb(server.pid), 1)} if server else {}
         finally:
             if envoy is not None:
                 envoy.stop()
@@ -304,7 +286,7 @@ def _verify(case: Case, outcome: dict[str, Any], stats: dict[str, int]) -> None:
     checks = stats.get("http.edge.ext_authz.ok", 0) + stats.get("http.edge.jwt_authn.allowed", 0)
     if case.envoy != "none" and checks < outcome["requests"] * 0.9:
         problems.append(f"Envoy counted {checks} allowed checks for {outcome['requests']} requests")
-    if case.server == "doma-fresh" and outcome["token_cache"].get("hit"):
+    if case.server in ("doma-fresh", "doma-fresh-http") and outcome["token_cache"].get("hit"):
         problems.append(
             f"the fresh-token case hit the token cache {outcome['token_cache']['hit']:g} times"
         )
@@ -326,6 +308,7 @@ RATIOS = (
     ("ours-http/(h) no-op http", "i", "h"),
     ("ours-http/(c) jwt_authn", "i", "c"),
     ("ours-http/(b) no-op grpc", "i", "b"),
+    ("fresh-http/(h) no-op http", "j", "h"),
     ("noop-http/(b) no-op grpc", "h", "b"),
     ("noop-sync/(b) no-op grpc", "f", "b"),
     ("doma-sync/(b) no-op grpc", "g", "b"),
@@ -414,20 +397,22 @@ def _best(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
     return best
 
 
-def _envoy_version() -> str:
-    with contextlib.suppress(Exception):
-        done = subprocess.run(
-            [envoy_binary(), "--version"], capture_output=True, text=True, timeout=10
-        )
-        return done.stdout.strip().rpartition("version: ")[2].split("/")[1]
-    return "unknown"
+def _doma_rss_max(cases: dict[str, dict[str, Any]]) -> float | None:
+    """The largest RSS any doma-gateway authz server reached at the end of its load."""
+    servers = {case.key: case.server or "" for case in CASES}
+    found = [
+        row["authz_rss_mb"]
+        for key, row in cases.items()
+        if servers.get(key, "").startswith("doma") and "authz_rss_mb" in row
+    ]
+    return max(found) if found else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Every selected case in interleaved rounds, best round each; the report as a dict."""
     selected = _selected(args.cases)
     started = time.monotonic()
-    load_at_start = os.getloadavg()
+    load_at_start = machine.load_average()
     with tempfile.TemporaryDirectory(prefix="doma-bench-") as tmp:
         bench = Bench(args, Path(tmp))
         print(f"layout: {bench.pinning.describe()}", flush=True)
@@ -458,37 +443,14 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bench.close()
     cases = {key: _best(outcomes) for key, outcomes in rounds.items()}
-    ratios = {name: _ratio(cases, top, bottom) for name, top, bottom in RATIOS}
-    cpu_ratios = {
-        name: _cpu_ratio(cases, top, bottom) for name, top, bottom in RATIOS if bottom != "a"
-    }
-    print()
-    print(f"layout: {bench.pinning.describe()}")
-    load_now = os.getloadavg()
-    print(
-        f"load average: {load_at_start[0]:.2f} at start, {load_now[0]:.2f} at end "
-        f"({os.cpu_count()} CPUs)"
-    )
-    print(_table(cases))
-    print(f"{'ratio':<26} {'req/s':>7} {'per CPU':>8}")
-    for name, value in ratios.items():
-        if value is not None:
-            per_cpu = cpu_ratios.get(name)
-            print(f"{name:<26} {value:>6.2f}x {'' if per_cpu is None else f'{per_cpu:.2f}x':>8}")
-    print(
-        "per CPU: checks per CPU-second of the Python server (us/check, lowest round), "
-        "less sensitive to other load on the machine than req/s"
-    )
-    report = {
+    return {
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
-            "cpus": os.cpu_count(),
+            **machine.describe(),
             "layout": bench.pinning.describe(),
-            "python": platform.python_version(),
-            "envoy": _envoy_version(),
             # Other work on the machine disturbs every number: the load says how much there was.
             "load_average_at_start": load_at_start,
-            "load_average_at_end": os.getloadavg(),
+            "load_average_at_end": machine.load_average(),
         },
         "settings": {
             "duration_s": args.duration,
@@ -499,15 +461,50 @@ def main(argv: list[str] | None = None) -> int:
             "path": PATH,
         },
         "cases": cases,
-        "ratios": ratios,
-        "ratios_per_cpu": cpu_ratios,
+        "ratios": {name: _ratio(cases, top, bottom) for name, top, bottom in RATIOS},
+        "ratios_per_cpu": {
+            name: _cpu_ratio(cases, top, bottom) for name, top, bottom in RATIOS if bottom != "a"
+        },
+        "memory": {"doma_authz_rss_mb_max": _doma_rss_max(cases)},
         "profiles": profiles,
         "wall_seconds": round(time.monotonic() - started, 1),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output} ({report['wall_seconds']:g} s)")
-    return 1 if any("failed" in row for row in cases.values()) else 0
+
+
+def failed(report: dict[str, Any]) -> list[str]:
+    """The cases whose verification failed, each with why."""
+    return [
+        f"authz {key}: {row['failed']}" for key, row in report["cases"].items() if "failed" in row
+    ]
+
+
+def print_report(report: dict[str, Any]) -> None:
+    machine_info = report["machine"]
+    print()
+    print(f"layout: {machine_info['layout']}")
+    print(
+        f"load average: {machine_info['load_average_at_start']:.2f} at start, "
+        f"{machine_info['load_average_at_end']:.2f} at end ({machine_info['cpus']} CPUs)"
+    )
+    print(_table(report["cases"]))
+    print(f"{'ratio':<26} {'req/s':>7} {'per CPU':>8}")
+    for name, value in report["ratios"].items():
+        if value is not None:
+            per_cpu = report["ratios_per_cpu"].get(name)
+            print(f"{name:<26} {value:>6.2f}x {'' if per_cpu is None else f'{per_cpu:.2f}x':>8}")
+    print(
+        "per CPU: checks per CPU-second of the Python server (us/check, lowest round), "
+        "less sensitive to other load on the machine than req/s"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    report = measure(args)
+    print_report(report)
+    reports.write(args.output, report)
+    print(f"{report['wall_seconds']:g} s")
+    return 1 if failed(report) else 0
 
 
 if __name__ == "__main__":

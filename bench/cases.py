@@ -32,7 +32,7 @@ class Case:
     label: str
     # "none", "ext_authz" (gRPC), "ext_authz_http" or "jwt_authn": the auth filter in Envoy.
     envoy: str
-    # The Python ext_authz server behind Envoy, if any: "noop", "doma" or "doma-fresh".
+    # The Python ext_authz server behind Envoy, if any: "noop", "doma", "doma-fresh", ...
     server: str | None
     about: str
     # Whether a request without a token must be refused (proves the filter is in the path).
@@ -72,6 +72,11 @@ CASES: tuple[Case, ...] = (
         "doma-gateway authz over Envoy's HTTP ext_authz protocol (--http-listen), repeated token",
         enforces=True,
     ),
+    Case(
+        "j", "doma-fresh-http", "ext_authz_http", "doma-fresh-http",
+        "doma-gateway authz over Envoy's HTTP protocol with auth.token.cache_size: 0",
+        enforces=True,
+    ),
     # Levers, run only when asked for (--cases f,g): grpc's synchronous server instead of aio.
     Case(
         "f", "noop-sync", "ext_authz", "noop-sync",
@@ -84,7 +89,7 @@ CASES: tuple[Case, ...] = (
         enforces=True,
     ),
 )  # fmt: skip
-DEFAULT_CASES = "a,b,c,d,e,h,i"
+DEFAULT_CASES = "a,b,c,d,e,h,i,j"
 ALL_CASES = ",".join(case.key for case in CASES)
 
 
@@ -94,8 +99,9 @@ def server_command(name: str, routes: dict[str, Path]) -> list[str]:
         return [sys.executable, "-m", "bench.noop_authz", "--listen", "127.0.0.1:0"]
     if name == "noop-http":
         return [sys.executable, "-m", "bench.noop_http_authz", "--listen", "127.0.0.1:0"]
-    if name == "doma-http":
-        return [*doma_command(routes["doma"]), "--http-listen", "127.0.0.1:0"]
+    if name in ("doma-http", "doma-fresh-http"):
+        routes_name = name.removesuffix("-http")
+        return [*doma_command(routes[routes_name]), "--http-listen", "127.0.0.1:0"]
     if name in ("noop-sync", "doma-sync"):
         core = name.partition("-")[0]
         argv = [sys.executable, "-m", "bench.sync_authz", "--core", core, "--listen", "127.0.0.1:0"]

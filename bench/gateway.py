@@ -6,8 +6,9 @@ its aiohttp transport and with httpx's default transport (httpcore); a naive Sta
 proxy with httpx's default transport and with the ``httpx-aiohttp`` transport. The proxy under
 test gets one CPU of its own; wrk, nginx and this driver share the other. Then a fixed-rate run
 (1,000 req/s, open loop: latency counts from the scheduled send time, so a stall is not hidden)
-measures the p99 latency the gateway adds over going direct. Loopback only; every process is
-stopped at the end.
+measures the p99 latency the gateway adds over going direct. With ``--memory-seconds``, a last
+run loads the full-chain gateway that long while sampling its RSS, for the trend in MB/min.
+Loopback only; every process is stopped at the end.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,12 +30,12 @@ from typing import Any
 
 import aiohttp
 
+from bench import machine, reports, targets
 from bench.envoy import Envoy, bootstrap
-from bench.processes import free_port, pinned, start, stop, wait_for_event
+from bench.processes import cpu_seconds, free_port, pinned, rss_mb, start, stop, wait_for_event
 from bench.upstream import Nginx
 from bench.wrk import WrkResult, run_wrk
 
-RESULTS = Path(__file__).resolve().parent / "results"
 PATH = "/api/v1/bench/hello"
 
 _ROUTES = """\
@@ -126,9 +127,10 @@ CASES = (
 )
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+# The case the memory trend loads: the full chain holds the most state per request.
+MEMORY_CASE = next(case for case in CASES if case.key == "doma-chain")
+# RSS samples per memory run, whatever its length (every 3 s over a minute).
+_MEMORY_SAMPLES = 20
 
 
 class Bench:
@@ -136,6 +138,7 @@ class Bench:
         self.args = args
         self.workdir = workdir
         cpus = sorted(os.sched_getaffinity(0))
+        self._driver_cpus = set(cpus)
         self.proxy_cpu: int | None = None
         if len(cpus) >= 2 and not args.no_pin:
             # wrk, nginx and this driver share the first CPU; the proxy gets the last one.
@@ -150,6 +153,8 @@ class Bench:
 
     def close(self) -> None:
         self.nginx.stop()
+        # Whatever runs after this in the same process gets every CPU back.
+        os.sched_setaffinity(0, self._driver_cpus)
 
     @contextlib.contextmanager
     def proxy(self, case: Case) -> Iterator[tuple[int, int | None]]:
@@ -196,32 +201,68 @@ class Bench:
                        connections=self.args.connections, threads=1, headers=headers or {},
                        workdir=self.workdir)  # fmt: skip
 
+    def _headers(self, case: Case) -> dict[str, str] | None:
+        return self.chain_headers if case.key in ("doma-chain", "doma-same") else None
+
     def throughput(self, case: Case) -> dict[str, Any]:
-        headers = self.chain_headers if case.key in ("doma-chain", "doma-same") else None
+        headers = self._headers(case)
         with self.proxy(case) as (port, pid):
             if self.args.warmup > 0:
                 self.wrk(port, self.args.warmup, headers)
-            cpu_before = _cpu_seconds(pid) if pid else 0.0
+            cpu_before = cpu_seconds(pid) if pid else 0.0
             started = time.monotonic()
             result = self.wrk(port, self.args.duration, headers)
             elapsed = time.monotonic() - started
-            cpu = 100 * (_cpu_seconds(pid) - cpu_before) / elapsed if pid else None
-        if result.non_2xx or result.socket_errors or result.requests == 0:
-            raise RuntimeError(
-                f"{case.key}: {result.non_2xx} non-2xx, {result.socket_errors} socket errors"
-            )
+            cpu = 100 * (cpu_seconds(pid) - cpu_before) / elapsed if pid else None
+            rss = round(rss_mb(pid), 1) if pid else None
         return {
             "case": case.key, "about": case.about, "rps": round(result.rps, 1),
             "p50_ms": result.p50_ms, "p99_ms": result.p99_ms, "requests": result.requests,
             "proxy_cpu_percent": round(cpu, 1) if cpu is not None else None,
             # CPU per request: what the proxy itself spends, whatever else the machine runs.
             "proxy_cpu_us_per_request": round(cpu * 1e4 / result.rps, 1) if cpu else None,
+            "rss_mb": rss, **_failure(result),
+        }  # fmt: skip
+
+    def memory_trend(self, case: Case, seconds: float) -> dict[str, Any]:
+        """RSS of the proxy sampled while wrk loads it; the slope after a warm-up, in MB/min."""
+        samples: list[tuple[float, float]] = []
+        done = threading.Event()
+        with self.proxy(case) as (port, pid):
+            assert pid is not None
+
+            def sample() -> None:
+                started = time.monotonic()
+                while True:
+                    samples.append((time.monotonic() - started, rss_mb(pid)))
+                    if done.wait(seconds / _MEMORY_SAMPLES):
+                        return
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            try:
+                result = self.wrk(port, seconds, self._headers(case))
+            finally:
+                done.set()
+                sampler.join()
+        # The first fifth is warm-up (caches filling), as in the soak test.
+        steady = [(t, mb) for t, mb in samples if t >= seconds / 5]
+        slope = None
+        if len(steady) >= 2:
+            times, sizes = zip(*steady, strict=True)
+            slope = round(60 * statistics.linear_regression(times, sizes).slope, 3)
+        return {
+            "case": case.key, "seconds": seconds, "rps": round(result.rps, 1),
+            "p50_ms": result.p50_ms, "p99_ms": result.p99_ms, "requests": result.requests,
+            "rss_mb_samples": [[round(t, 1), round(mb, 2)] for t, mb in samples],
+            "rss_mb_end": round(samples[-1][1], 1), "mb_per_min": slope, **_failure(result),
         }  # fmt: skip
 
     def fixed_rate(self, case: Case) -> dict[str, Any]:
         with self.proxy(case) as (port, _):
             url = f"http://127.0.0.1:{port}{PATH}"
-            asyncio.run(_paced(url, self.args.rate, 1.0))
+            if self.args.warmup > 0:
+                asyncio.run(_paced(url, self.args.rate, self.args.warmup))
             latencies = asyncio.run(_paced(url, self.args.rate, self.args.rate_duration))
         latencies.sort()
         return {
@@ -262,6 +303,14 @@ async def _paced(url: str, rate: float, seconds: float) -> list[float]:
     return latencies
 
 
+def _failure(result: WrkResult) -> dict[str, str]:
+    """A ``failed`` entry when wrk saw anything but 2xx answers."""
+    if result.non_2xx or result.socket_errors or result.requests == 0:
+        why = f"{result.non_2xx} non-2xx, {result.socket_errors} socket errors or timeouts"
+        return {"failed": why if result.requests else "no requests completed"}
+    return {}
+
+
 def _percentile(values: list[float], pct: float) -> float:
     if not values:
         return 0.0
@@ -270,15 +319,22 @@ def _percentile(values: list[float], pct: float) -> float:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'case':<15}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'proxy cpu':>11}  about"]
+    lines = [
+        f"{'case':<15}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'proxy cpu':>11}{'rss':>8}  about"
+    ]
     for row in rows:
+        if "rps" not in row:
+            lines.append(f"{row['case']:<15}  FAILED: {row['failed']}")
+            continue
         cpu = f"{row['proxy_cpu_percent']:.0f}%" if row["proxy_cpu_percent"] is not None else "-"
+        rss = f"{row['rss_mb']:.0f} MB" if row["rss_mb"] is not None else "-"
+        failed = f"  FAILED: {row['failed']}" if "failed" in row else ""
         lines.append(f"{row['case']:<15}{row['rps']:>10,.0f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}"
-                     f"{cpu:>11}  {row['about']}")  # fmt: skip
+                     f"{cpu:>11}{rss:>8}  {row['about']}{failed}")  # fmt: skip
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.gateway", description=__doc__.splitlines()[0]
     )
@@ -288,14 +344,67 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--rate", type=float, default=1000.0, help="fixed-rate run: requests/s")
     parser.add_argument("--rate-duration", type=float, default=5.0, help="fixed-rate run: seconds")
+    parser.add_argument(
+        "--memory-seconds", type=float, default=0.0,
+        help=f"then load {MEMORY_CASE.key} this long, sampling its RSS (0: no memory run)",
+    )  # fmt: skip
     parser.add_argument("--cases", default=",".join(c.key for c in CASES))
     parser.add_argument("--no-pin", action="store_true", help="do not give the proxy its own CPU")
-    parser.add_argument("--output", type=Path, default=RESULTS / "gateway.json")
-    args = parser.parse_args(argv)
-    wanted = [c for c in CASES if c.key in args.cases.split(",")]
+    parser.add_argument("--output", type=Path, default=reports.RESULTS / "gateway.json")
+    return parser
 
+
+def _attempt(label: str, run: Any, case: Case) -> dict[str, Any]:
+    """One measurement; a proxy that does not start or answer is a failed row, not a crash."""
+    try:
+        row: dict[str, Any] = run(case)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        row = {"case": case.key, "about": case.about, "failed": str(exc)}
+    if "failed" in row:
+        print(f"  {label} {case.key}: FAILED: {row['failed']}", file=sys.stderr, flush=True)
+    return row
+
+
+def _better(row: dict[str, Any], kept: dict[str, Any] | None, key: str, most: bool) -> bool:
+    """Whether ``row`` replaces the round kept so far: a failed round always sticks."""
+    if kept is None or "failed" in row:
+        return kept is None or "failed" not in kept
+    if "failed" in kept:
+        return False
+    return row[key] > kept[key] if most else row[key] < kept[key]
+
+
+def _ratios(by_case: dict[str, dict[str, Any]]) -> dict[str, float]:
+    ok = {key: row for key, row in by_case.items() if "failed" not in row}
+    ratios: dict[str, float] = {}
+
+    def compare(name: str, top: str, bottom: str) -> None:
+        if top in ok and bottom in ok:
+            ratios[name] = round(ok[top]["rps"] / ok[bottom]["rps"], 3)
+            top_us = ok[top]["proxy_cpu_us_per_request"]
+            bottom_us = ok[bottom]["proxy_cpu_us_per_request"]
+            if top_us and bottom_us:
+                # The throughput ratio a CPU-bound proxy would show: less sensitive to other load.
+                ratios[f"{name}_cpu"] = round(bottom_us / top_us, 3)
+
+    compare("doma_vs_envoy", "doma", "envoy")
+    compare("doma_vs_naive", "doma", "naive")
+    for other in ("doma-aiohttp", "doma-httpcore"):
+        compare(f"http1_vs_{other.partition('-')[2]}_transport", "doma", other)
+    # The chain against the bare gateway on the same traffic when that case ran, else plain.
+    compare("chain_vs_bare", "doma-chain", "doma-same" if "doma-same" in ok else "doma")
+    compare("naive_httpx_aiohttp_vs_httpcore", "naive-aiohttp", "naive")
+    return ratios
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Every selected case in interleaved rounds, best round each; the report as a dict."""
+    wanted = [c for c in CASES if c.key in args.cases.split(",")]
+    started = time.monotonic()
+    load_at_start = machine.load_average()
     with tempfile.TemporaryDirectory(prefix="doma-bench-gateway-") as tmp:
         bench = Bench(args, Path(tmp))
+        memory = None
         try:
             # Rounds interleave the cases so a burst of load from elsewhere on the machine
             # hits every case alike; each case keeps its best round.
@@ -303,90 +412,99 @@ def main(argv: list[str] | None = None) -> int:
             best_paced: dict[str, dict[str, Any]] = {}
             for number in range(1, args.rounds + 1):
                 for case in wanted:
-                    row = bench.throughput(case)
-                    print(f"  round {number} {case.key}: {row['rps']:,.0f} req/s", flush=True)
-                    if case.key not in best or row["rps"] > best[case.key]["rps"]:
+                    row = _attempt(f"round {number}", bench.throughput, case)
+                    if "rps" in row:
+                        print(f"  round {number} {case.key}: {row['rps']:,.0f} req/s", flush=True)
+                    if _better(row, best.get(case.key), "rps", most=True):
                         best[case.key] = row
                 for case in (c for c in wanted if c.key in ("direct", "doma")):
-                    row = bench.fixed_rate(case)
-                    kept = best_paced.get(case.key)
-                    if kept is None or row["p99_ms"] < kept["p99_ms"]:
+                    row = _attempt(f"round {number} fixed rate", bench.fixed_rate, case)
+                    if _better(row, best_paced.get(case.key), "p99_ms", most=False):
                         best_paced[case.key] = row
+            if args.memory_seconds > 0:
+                memory = _attempt(
+                    "memory",
+                    lambda case: bench.memory_trend(case, args.memory_seconds),
+                    MEMORY_CASE,
+                )
             rows = [best[c.key] for c in wanted]
             paced = list(best_paced.values())
         finally:
             bench.close()
 
     by_case = {row["case"]: row for row in rows}
-    ratios: dict[str, float] = {}
-    if "doma" in by_case and "envoy" in by_case:
-        ratios["doma_vs_envoy"] = round(by_case["doma"]["rps"] / by_case["envoy"]["rps"], 3)
-    if "doma" in by_case and "naive" in by_case:
-        ratios["doma_vs_naive"] = round(by_case["doma"]["rps"] / by_case["naive"]["rps"], 2)
-    for other in ("doma-aiohttp", "doma-httpcore"):
-        if "doma" in by_case and other in by_case:
-            ratios[f"http1_vs_{other.partition('-')[2]}_transport"] = round(
-                by_case["doma"]["rps"] / by_case[other]["rps"], 2
-            )
-    # The chain against the bare gateway on the same traffic when that case ran, else plain.
-    bare_key = "doma-same" if "doma-same" in by_case else "doma"
-    if bare_key in by_case and "doma-chain" in by_case:
-        bare = by_case[bare_key]
-        ratios["chain_vs_bare"] = round(by_case["doma-chain"]["rps"] / bare["rps"], 3)
-        bare_us = bare["proxy_cpu_us_per_request"]
-        chain_us = by_case["doma-chain"]["proxy_cpu_us_per_request"]
-        if bare_us and chain_us:
-            # The throughput ratio a CPU-bound proxy would show: less sensitive to other load.
-            ratios["chain_vs_bare_cpu"] = round(bare_us / chain_us, 3)
-    if "naive" in by_case and "naive-aiohttp" in by_case:
-        ratios["naive_httpx_aiohttp_vs_httpcore"] = round(
-            by_case["naive-aiohttp"]["rps"] / by_case["naive"]["rps"], 2
-        )
-    paced_by = {row["case"]: row for row in paced}
+    paced_by = {row["case"]: row for row in paced if "failed" not in row}
     added = None
     if "direct" in paced_by and "doma" in paced_by:
         added = round(paced_by["doma"]["p99_ms"] - paced_by["direct"]["p99_ms"], 3)
+    # The gateway worker's RSS at the end of each load: the throughput rounds and the memory run.
+    worker_rss = [
+        row["rss_mb"] for row in rows if row["case"].startswith("doma") and row.get("rss_mb")
+    ]
+    if memory is not None and "rss_mb_end" in memory:
+        worker_rss.append(memory["rss_mb_end"])
+    return {
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {**machine.describe(), "proxy_cpu": bench.proxy_cpu,
+                    "load_average_at_start": load_at_start,
+                    "load_average_at_end": machine.load_average()},
+        "settings": {"duration": args.duration, "warmup": args.warmup,
+                     "connections": args.connections, "rate": args.rate,
+                     "rate_duration": args.rate_duration, "rounds": args.rounds,
+                     "memory_seconds": args.memory_seconds},
+        "throughput": rows, "fixed_rate": paced, "p99_added_ms": added,
+        "ratios": _ratios(by_case),
+        "memory": {
+            "worker_rss_mb_max": max(worker_rss) if worker_rss else None,
+            "trend_mb_per_min": memory.get("mb_per_min") if memory and "failed" not in memory
+            else None,
+            "trend": memory,
+        },
+        "median_rps": statistics.median(r["rps"] for r in rows if "rps" in r)
+        if any("rps" in r for r in rows) else None,
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }  # fmt: skip
 
+
+def failed(report: dict[str, Any]) -> list[str]:
+    """The measurements whose verification failed, each with why."""
+    rows = [*report["throughput"], *report["fixed_rate"]]
+    if report["memory"]["trend"] is not None:
+        rows.append(report["memory"]["trend"])
+    return [f"gateway {row['case']}: {row['failed']}" for row in rows if "failed" in row]
+
+
+def print_report(report: dict[str, Any]) -> None:
+    settings = report["settings"]
     print()
     print(
-        f"wrk -c {args.connections} -t 1, {args.duration:g} s per case; "
-        f"proxy on CPU {bench.proxy_cpu}"
+        f"wrk -c {settings['connections']} -t 1, {settings['duration']:g} s per case; "
+        f"proxy on CPU {report['machine']['proxy_cpu']}"
     )
-    print(_table(rows))
-    for row in paced:
-        print(f"fixed rate {row['rate']:,.0f} req/s via {row['case']}: p50 {row['p50_ms']:.2f} ms, "
-              f"p99 {row['p99_ms']:.2f} ms, max {row['max_ms']:.2f} ms")  # fmt: skip
-    if added is not None:
+    print(_table(report["throughput"]))
+    for row in report["fixed_rate"]:
+        if "failed" not in row:
+            print(
+                f"fixed rate {row['rate']:,.0f} req/s via {row['case']}: p50 "
+                f"{row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, max {row['max_ms']:.2f} ms"
+            )
+    trend = report["memory"]["trend"]
+    if trend is not None and "failed" not in trend:
         print(
-            f"p99 added by the gateway at {args.rate:,.0f} req/s: {added:.2f} ms (target <= 5 ms)"
+            f"memory: {trend['case']} loaded {trend['seconds']:g} s at {trend['rps']:,.0f} req/s, "
+            f"RSS {trend['rss_mb_end']:.1f} MB at the end, trend {trend['mb_per_min']} MB/min"
         )
-    for name, value in ratios.items():
+    for name, value in report["ratios"].items():
         print(f"{name}: {value}")
-    vs_envoy, vs_naive = ratios.get("doma_vs_envoy"), ratios.get("doma_vs_naive")
-    targets = {
-        "doma_vs_envoy >= 0.30": vs_envoy >= 0.30 if vs_envoy is not None else None,
-        "doma_vs_naive >= 5": vs_naive >= 5 if vs_naive is not None else None,
-        "p99 added <= 5 ms": added <= 5 if added is not None else None,
-        "chain_vs_bare >= 0.85": ratios["chain_vs_bare"] >= 0.85
-        if "chain_vs_bare" in ratios
-        else None,
-    }
-    for name, met in targets.items():
-        if met is not None:
-            print(f"target {name}: {'met' if met else 'MISSED'}")
+    print(targets.format_rows(targets.evaluate({"gateway": report})))
 
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "proxy_cpu": bench.proxy_cpu},
-        "settings": {"duration": args.duration, "connections": args.connections, "rate": args.rate,
-                     "rounds": args.rounds},
-        "throughput": rows, "fixed_rate": paced, "p99_added_ms": added, "ratios": ratios,
-        "targets": targets,
-        "median_rps": statistics.median(r["rps"] for r in rows) if rows else None,
-    }, indent=2))  # fmt: skip
-    print(f"results: {args.output}")
-    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    report = measure(args)
+    print_report(report)
+    reports.write(args.output, report)
+    return 1 if failed(report) else 0
 
 
 if __name__ == "__main__":

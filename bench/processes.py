@@ -14,7 +14,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["Pinning", "free_port", "pinned", "start", "stop", "wait_for_event"]
+__all__ = [
+    "Pinning",
+    "cpu_seconds",
+    "free_port",
+    "pinned",
+    "rss_mb",
+    "start",
+    "stop",
+    "wait_for_event",
+    "wait_until",
+]
 
 
 class Pinning:
@@ -43,6 +53,20 @@ class Pinning:
 
 def pinned(cpu: int | None, argv: Sequence[str]) -> list[str]:
     return list(argv) if cpu is None else ["taskset", "-c", str(cpu), *argv]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process now, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def free_port() -> int:

@@ -11,6 +11,8 @@
    deciding checks for a set of tokens: without revocation, with revocation and a warm cache,
    and with the cache disabled (every check reads Redis).
 
+``--propagation-only`` runs part 1 alone (``make bench`` does, with fewer rounds).
+
 Needs Redis and RabbitMQ: ``$REDIS_URL`` / ``$AMQP_URL`` or the loopback defaults.
 """
 
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import tempfile
@@ -26,6 +27,7 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import jwt
@@ -37,12 +39,12 @@ from authz.grpc_check import AuthorizationServicer
 from authz.loader import load_auth_settings
 from authz.revocation_client import RevocationClient
 from authz.server import AuthzServer
+from bench import reports
 from doma_gateway.authz_process import build_authz
 from doma_gateway.revocation import RevocationStack
 from tests.support import processes
 from tests.support.tokens import AUDIENCE, ISSUER, SigningKey, jwks
 
-RESULTS = Path(__file__).resolve().parent / "results"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 ADMIN_SCOPE = "doma.revocation.admin"
@@ -301,60 +303,82 @@ async def _decide_until(
     return done
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, object]:
+async def _measure(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="doma-bench-revocation-") as tmp:
         workdir = Path(tmp)
-        report: dict[str, object] = {
+        report: dict[str, Any] = {
             "propagation": [
                 await propagation(bus, args.rounds, workdir) for bus in ("amqp", "redis")
             ],
-            "check_cost": await check_cost(args.seconds, workdir),
-            "grpc_check": await grpc_cost(args.seconds, workdir),
         }
+        if not args.propagation_only:
+            report["check_cost"] = await check_cost(args.seconds, workdir)
+            report["grpc_check"] = await grpc_cost(args.seconds, workdir)
     return report
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """The measurements ``args`` ask for; the report as a dict."""
+    return asyncio.run(_measure(args))
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.revocation", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--rounds", type=int, default=200, help="revocations per bus")
     parser.add_argument(
-        "--output", type=Path, default=RESULTS / "revocation.json", help="where the JSON goes"
+        "--output",
+        type=Path,
+        default=reports.RESULTS / "revocation.json",
+        help="where the JSON goes",
     )
     parser.add_argument(
         "--seconds", type=float, default=3.0, help="duration of each throughput run"
     )
-    args = parser.parse_args()
-    report = asyncio.run(main_async(args))
+    parser.add_argument(
+        "--propagation-only", action="store_true", help="measure the propagation alone"
+    )
+    return parser
+
+
+def print_report(report: dict[str, Any]) -> None:
     print("revocation propagation over 3 instances (revoke call -> denied by the instance):")
-    for row in report["propagation"]:  # type: ignore[attr-defined]
+    for row in report["propagation"]:
         print(
             f"  {row['bus']:>5}: p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms  "
             f"max {row['max_ms']:.2f} ms  ({row['samples']} samples)"
         )
+    if "check_cost" not in report:
+        return
     print("decision core throughput (in process, 200 tokens, checks/s):")
     base = {
         r["concurrency"]: r["checks_per_second"]
         for r in report["check_cost"]
         if r["variant"] == "no revocation"
-    }  # type: ignore[attr-defined,index]
-    for row in report["check_cost"]:  # type: ignore[attr-defined]
+    }
+    for row in report["check_cost"]:
         ratio = row["checks_per_second"] / base[row["concurrency"]]
         print(
             f"  {row['variant']:<46} concurrency {row['concurrency']:>2}: "
             f"{row['checks_per_second']:>9.0f}  ({ratio:.0%} of no revocation)"
         )
     grpc_rows = report["grpc_check"]
-    grpc_base = next(r["checks_per_second"] for r in grpc_rows if r["variant"] == "no revocation")  # type: ignore[attr-defined,index]
+    grpc_base = next(r["checks_per_second"] for r in grpc_rows if r["variant"] == "no revocation")
     print("through the gRPC Check servicer (client in process, 32 in flight, checks/s):")
-    for row in grpc_rows:  # type: ignore[attr-defined]
+    for row in grpc_rows:
         ratio = row["checks_per_second"] / grpc_base
         print(
             f"  {row['variant']:<46} {row['checks_per_second']:>9.0f}  "
             f"({ratio:.0%} of no revocation)"
         )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.output}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    report = measure(args)
+    print_report(report)
+    reports.write(args.output, report)
     return 0
 
 

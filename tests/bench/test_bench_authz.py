@@ -11,7 +11,7 @@ pytestmark = pytest.mark.e2e
 
 def test_short_run_measures_envoy_alone_and_doma_authz_with_only_2xx() -> None:
     stdout, report = run_bench(
-        "authz", "--duration", "1", "--warmup", "0", "--rounds", "1", "--connections", "4",
+        "bench.authz", "--duration", "1", "--warmup", "0", "--rounds", "1", "--connections", "4",
         "--cases", "a,d", timeout=90,
     )  # fmt: skip
     envoy, doma = report["cases"]["a"], report["cases"]["d"]

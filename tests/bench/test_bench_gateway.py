@@ -11,12 +11,13 @@ pytestmark = pytest.mark.e2e
 
 def test_short_run_measures_direct_envoy_and_the_gateway_with_only_2xx() -> None:
     stdout, report = run_bench(
-        "gateway", "--duration", "1", "--warmup", "0", "--rate", "200", "--rate-duration", "1",
-        "--connections", "4", "--cases", "direct,envoy,doma", "--rounds", "1",
+        "bench.gateway", "--duration", "1", "--warmup", "0", "--rate", "200",
+        "--rate-duration", "1", "--connections", "4", "--cases", "direct,envoy,doma",
+        "--rounds", "1",
     )  # fmt: skip
     assert [row["case"] for row in report["throughput"]] == ["direct", "envoy", "doma"]
     assert all(row["requests"] > 0 and row["rps"] > 0 for row in report["throughput"])
     assert [row["case"] for row in report["fixed_rate"]] == ["direct", "doma"]
     assert report["ratios"]["doma_vs_envoy"] > 0
     assert report["p99_added_ms"] is not None
-    assert "target doma_vs_envoy >= 0.30" in stdout
+    assert "gateway bare route: doma / Envoy, same cores" in stdout

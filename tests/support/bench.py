@@ -13,11 +13,14 @@ from tests.support.processes import ROOT
 
 
 def run_bench(module: str, *args: str, timeout: float = 120) -> tuple[str, dict[str, Any]]:
-    """Run ``python -m bench.MODULE ARGS --output FILE`` in a short mode; its stdout and report."""
+    """Run ``python -m MODULE ARGS --output FILE`` in a short mode; its stdout and report.
+
+    ``MODULE`` is ``bench`` (the suite, whose report is its summary) or ``bench.<harness>``.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        output = Path(tmp) / f"{module}.json"
+        output = Path(tmp) / f"{module.rpartition('.')[2]}.json"
         done = subprocess.run(
-            [sys.executable, "-m", f"bench.{module}", *args, "--output", str(output)],
+            [sys.executable, "-m", module, *args, "--output", str(output)],
             cwd=ROOT,
             capture_output=True,
             text=True,
