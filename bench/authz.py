@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench import machine, reports
+from bench import machine, reports, targets
 from bench.cases import ALL_CASES, CASES, DEFAULT_CASES, Case, PythonServer, server_command
 from bench.envoy import Envoy, bootstrap
 from bench.processes import Pinning, cpu_seconds, rss_mb
@@ -496,6 +496,7 @@ def print_report(report: dict[str, Any]) -> None:
         "per CPU: checks per CPU-second of the Python server (us/check, lowest round), "
         "less sensitive to other load on the machine than req/s"
     )
+    print(targets.format_rows(targets.evaluate({"authz": report})))
 
 
 def main(argv: list[str] | None = None) -> int:
