@@ -181,3 +181,25 @@ def test_any_header_value_is_refused_cleanly_or_parsed(value):
         assert exc.reason.islower()
     else:
         assert token.count(".") == 2
+
+
+async def test_expiry_beyond_any_float_is_verified_and_cached_without_end():
+    """JSON integers are unbounded; such an ``exp`` must not break the cache's expiry sum."""
+    core = await build_core()
+    verified = await core.verifier.verify(core.key.token(exp=10**400))
+    assert verified.valid_until == float("inf")
+
+
+@pytest.mark.parametrize(
+    ("claim", "value", "reason"),
+    [
+        ("exp", str(int(time.time()) + 600), "malformed_token"),
+        ("nbf", True, "malformed_token"),
+        ("iat", str(int(time.time())), "invalid_issued_at"),
+    ],
+    ids=["exp-string", "nbf-true", "iat-string"],
+)
+async def test_time_claim_that_is_not_a_json_number_is_refused(claim, value, reason):
+    """PyJWT read these with int() and let them pass; a NumericDate is a JSON number."""
+    core = await build_core()
+    assert await reason_of(core, core.key.token(**{claim: value})) == reason
