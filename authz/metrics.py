@@ -1,15 +1,24 @@
 """Prometheus metrics of the authz server.
 
-Counters that change on the hot path in the core (token-cache hits, key fetches) are plain
-integers there; a collector reads them at scrape time, so a check pays nothing for them.
+Everything that changes per check is a plain integer here, counted under one lock (checks arrive
+from grpc's threads and the event loop at once); collectors read them at scrape time. A
+prometheus_client Counter and Histogram cost a check about 1.5 us between them, a tenth of a
+whole check over the HTTP protocol.
 """
 
 from __future__ import annotations
 
+import threading
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from authz.check import Decision
@@ -19,6 +28,8 @@ from authz.tokens import TokenVerifier
 __all__ = ["AuthzMetrics"]
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+# The bounds as prometheus_client writes them ("0.0001", "0.00025", ...).
+_BUCKET_LABELS = (*(str(bound) for bound in _LATENCY_BUCKETS), "+Inf")
 
 
 class AuthzMetrics:
@@ -28,34 +39,61 @@ class AuthzMetrics:
         verifier: TokenVerifier,
         key_caches: Mapping[str, KeyCache],
     ):
-        self._checks = Counter(
-            "doma_authz_checks",
-            "Authorization checks by transport, result and reason.",
-            ["transport", "result", "reason"],
-            registry=registry,
-        )
-        self._latency = Histogram(
-            "doma_authz_check_duration_seconds",
-            "Time to decide one check, by transport.",
-            ["transport"],
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self._children: dict[tuple[str, str, bool], Counter] = {}
-        self._latency_children: dict[str, Histogram] = {}
+        self._lock = threading.Lock()
+        # (transport, reason, allowed) -> checks decided.
+        self._checks: dict[tuple[str, str, bool], int] = {}
+        # transport -> checks per latency bucket (not cumulative; the last is +Inf), and the sum.
+        self._latency: dict[str, list[int]] = {}
+        self._latency_sum: dict[str, float] = {}
+        registry.register(_CheckCollector(self))
         registry.register(_CoreCollector(verifier, key_caches))
 
     def observe(self, transport: str, decision: Decision, seconds: float) -> None:
         key = (transport, decision.reason, decision.allowed)
-        child = self._children.get(key)
-        if child is None:
-            result = "allowed" if decision.allowed else "denied"
-            child = self._children[key] = self._checks.labels(transport, result, decision.reason)
-        child.inc()
-        latency = self._latency_children.get(transport)
-        if latency is None:
-            latency = self._latency_children[transport] = self._latency.labels(transport)
-        latency.observe(seconds)
+        bucket = bisect_left(_LATENCY_BUCKETS, seconds)
+        with self._lock:
+            self._checks[key] = self._checks.get(key, 0) + 1
+            counts = self._latency.get(transport)
+            if counts is None:
+                counts = self._latency[transport] = [0] * len(_BUCKET_LABELS)
+                self._latency_sum[transport] = 0.0
+            counts[bucket] += 1
+            self._latency_sum[transport] += seconds
+
+    def snapshot(
+        self,
+    ) -> tuple[dict[tuple[str, str, bool], int], dict[str, list[int]], dict[str, float]]:
+        with self._lock:
+            latency = {transport: list(counts) for transport, counts in self._latency.items()}
+            return dict(self._checks), latency, dict(self._latency_sum)
+
+
+class _CheckCollector(Collector):
+    def __init__(self, metrics: AuthzMetrics):
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        checks, latency, latency_sum = self._metrics.snapshot()
+        counter = CounterMetricFamily(
+            "doma_authz_checks",
+            "Authorization checks by transport, result and reason.",
+            labels=["transport", "result", "reason"],
+        )
+        for (transport, reason, allowed), count in sorted(checks.items()):
+            counter.add_metric([transport, "allowed" if allowed else "denied", reason], count)
+        yield counter
+        histogram = HistogramMetricFamily(
+            "doma_authz_check_duration_seconds",
+            "Time to decide one check, by transport.",
+            labels=["transport"],
+        )
+        for transport, counts in sorted(latency.items()):
+            cumulative, buckets = 0, []
+            for label, count in zip(_BUCKET_LABELS, counts, strict=True):
+                cumulative += count
+                buckets.append((label, float(cumulative)))
+            histogram.add_metric([transport], buckets, latency_sum[transport])
+        yield histogram
 
 
 class _CoreCollector(Collector):
