@@ -39,6 +39,8 @@ _TO_BASE64 = bytes.maketrans(b"-_", b"+/")
 # only the characters with those bits zero are canonical, so a signature has a single spelling.
 _CANONICAL_LAST = {2: frozenset(_BASE64URL[::16]), 3: frozenset(_BASE64URL[::4])}
 _PADDING = (b"", b"", b"==", b"=")
+# json.loads(text) without its per-call argument handling: the same decoder, called directly.
+_json_decode = json.JSONDecoder().decode
 # Critical header parameters (RFC 7515 4.1.11) this verifier understands: "b64" only in its
 # default form, true (an unencoded payload, "b64": false, is refused as malformed).
 _UNDERSTOOD_CRITICAL = frozenset({"b64"})
@@ -193,8 +195,8 @@ def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, byte
     encoded = token.encode("ascii")
     header_b64, payload_b64, signature_b64 = encoded.split(b".")
     try:
-        header = json.loads(_b64decode(header_b64).decode())
-        claims = json.loads(_b64decode(payload_b64).decode())
+        header = _json_decode(_b64decode(header_b64).decode())
+        claims = _json_decode(_b64decode(payload_b64).decode())
         signature = _b64decode(signature_b64)
     except (ValueError, RecursionError) as exc:  # binascii and Unicode errors are ValueErrors
         raise TokenError("malformed_token") from exc
