@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt import PyJWK
-from jwt.exceptions import PyJWKError
+from jwt.exceptions import PyJWTError
 
 from authz.errors import KeySourceError
 
@@ -85,7 +85,9 @@ def parse_jwks(data: bytes) -> KeySet:
             continue
         try:
             key = VerificationKey(PyJWK(jwk).key, jwk.get("alg"))
-        except (PyJWKError, ValueError, TypeError) as exc:
+        # PyJWTError, not only PyJWKError: PyJWK raises InvalidKeyError for some keys (an OKP
+        # key on a curve it cannot sign with), and that must fail the parse, not the caller.
+        except (PyJWTError, ValueError, TypeError) as exc:
             raise KeyParseError(
                 f"JWKS key #{index} is not a usable public key ({type(exc).__name__})"
             ) from exc

@@ -1,6 +1,7 @@
 """Key sets: the last good keys kept; unknown-kid refetch single-flight, rate-limited, cached."""
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -121,6 +122,21 @@ def test_symmetric_and_encryption_keys_are_ignored():
     )
     keys = parse_jwks(document)
     assert list(keys.by_kid) == [key.kid]
+
+
+@pytest.mark.parametrize(
+    "jwk",
+    [
+        # X25519 is a key-agreement curve: no signing key, whatever "use" claims.
+        {"kty": "OKP", "crv": "X25519", "use": "sig", "kid": "x", "x": "AAAA"},
+        {"kty": "OKP", "crv": "Ed448", "kid": "ed448", "x": "AAAA"},
+        {"kty": "EC", "crv": "P-256", "kid": "ec", "x": "AAAA", "y": "AAAA"},
+        {"kty": "RSA", "kid": "rsa", "n": "", "e": "AQAB"},
+    ],
+)
+def test_an_unusable_signing_key_fails_the_parse_with_a_key_error(jwk):
+    with pytest.raises(KeyParseError, match="is not a usable public key"):
+        parse_jwks(json.dumps({"keys": [jwk]}).encode())
 
 
 def test_pem_public_key_is_loaded_and_private_key_refused():
