@@ -30,7 +30,7 @@ AUTHZ_CASES = "a,b,c,d,e,h,i,j"
 GATEWAY_CASES = "direct,envoy,doma,doma-chain,doma-same,naive"
 
 # About 7 minutes on a 2-core machine; --quick is a smoke run of the same steps.
-_FULL = {"duration": 8.0, "warmup": 1.5, "rounds": 2, "rate_duration": 5.0,
+_FULL = {"duration": 7.0, "warmup": 2.0, "rounds": 2, "rate_duration": 5.0,
          "memory_seconds": 60.0, "revocation_rounds": 50}  # fmt: skip
 _QUICK = {"duration": 1.0, "warmup": 0.0, "rounds": 1, "rate_duration": 1.0,
           "memory_seconds": 3.0, "revocation_rounds": 5}  # fmt: skip
@@ -42,8 +42,8 @@ def parser() -> argparse.ArgumentParser:
         "--quick", action="store_true",
         help="a smoke run: 1 round, 1 s per case, no warmup, short memory and revocation runs",
     )  # fmt: skip
-    parser.add_argument("--duration", type=float, help="measured seconds per case (8; quick: 1)")
-    parser.add_argument("--warmup", type=float, help="warmup seconds per case (1.5; quick: 0)")
+    parser.add_argument("--duration", type=float, help="measured seconds per case (7; quick: 1)")
+    parser.add_argument("--warmup", type=float, help="warmup seconds per case (2; quick: 0)")
     parser.add_argument(
         "--rounds", type=int, help="interleaved rounds; each case keeps its best (2; quick: 1)"
     )

@@ -63,8 +63,9 @@ def run_wrk(
     script = workdir / "wrk-done.lua"
     if not script.exists():
         script.write_text(_DONE.replace("{mark}", _MARK))
+    whole_seconds = max(round(seconds), 1)  # wrk reads whole seconds only: "1.5s" is refused
     argv = [
-        wrk_binary(), "-t", str(threads), "-c", str(connections), "-d", f"{max(seconds, 1):g}s",
+        wrk_binary(), "-t", str(threads), "-c", str(connections), "-d", f"{whole_seconds}s",
         "--timeout", "5s", "-s", str(script),
     ]  # fmt: skip
     for name, value in headers.items():
