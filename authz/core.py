@@ -82,14 +82,17 @@ class Authorizer:
     def decide_now(self, request: CheckInput) -> Decision | None:
         """The decision when no I/O is needed, else None: then await :meth:`decide`.
 
-        Everything up to the token is pure; a token already verified and cached, whose
-        revocation state the local cache knows, needs nothing else. Adapters answer most
-        checks from here without scheduling a coroutine.
+        Everything up to the token is pure; a token cached or verifiable with keys already
+        loaded, whose revocation state the local cache knows, needs nothing else. Adapters
+        answer most checks from here without scheduling a coroutine. Safe from any thread.
         """
         token = self._token_of(request)
         if isinstance(token, Decision):
             return token
-        verified = self._verifier.lookup(token)
+        try:
+            verified = self._verifier.verify_now(token)
+        except TokenError as exc:
+            return self._denials[exc.reason]
         if verified is None:
             return None
         if self._revocation is not None:

@@ -26,7 +26,7 @@ from typing import Any
 from cachetools import LRUCache
 
 from authz.claims import claims_deny_reason, numeric_date
-from authz.keys import KeyCache
+from authz.keys import KeyCache, KeySet
 from authz.settings import IssuerSettings
 from authz.signatures import SIGNATURE_ALGORITHMS
 
@@ -108,11 +108,38 @@ class TokenVerifier:
         self.cache_hits = 0
         self.cache_misses = 0
 
-    def lookup(self, token: str) -> VerifiedToken | None:
-        """The cached verification of ``token``, if it is cached and not past its expiry."""
-        if self._cache is None:
-            return None
-        return self._cached(_digest(token))
+    def verify_now(self, token: str) -> VerifiedToken | None:
+        """Verify ``token`` if that needs no I/O, else None (then await :meth:`verify`).
+
+        A cached token, or one whose key is already loaded: everything but an unknown ``kid``,
+        which may need a key fetch. Raises :class:`TokenError` like :meth:`verify`. Safe to call
+        from any thread.
+        """
+        digest = _digest(token)
+        cached = self._cached(digest)
+        if cached is not None:
+            return cached
+        try:
+            parsed = self._parse(token)
+        except TokenError:
+            self._count_miss()
+            raise
+        keys = parsed.key_cache.keys
+        if parsed.kid is not None and (keys is None or parsed.kid not in keys.by_kid):
+            return None  # counted by verify()
+        self._count_miss()
+        return self._remember(digest, _verified(parsed, keys))
+
+    async def verify(self, token: str) -> VerifiedToken:
+        digest = _digest(token)
+        cached = self._cached(digest)
+        if cached is not None:
+            return cached
+        self._count_miss()
+        parsed = self._parse(token)
+        key_cache = parsed.key_cache
+        keys = key_cache.keys if parsed.kid is None else await key_cache.keys_for_kid(parsed.kid)
+        return self._remember(digest, _verified(parsed, keys))
 
     def _cached(self, digest: bytes) -> VerifiedToken | None:
         cache = self._cache
@@ -128,20 +155,18 @@ class TokenVerifier:
             self.cache_hits += 1
         return cached
 
-    async def verify(self, token: str) -> VerifiedToken:
-        digest = _digest(token)
-        cached = self._cached(digest)
-        if cached is not None:
-            return cached
-        # Only the event loop verifies, so this counter needs no lock (hits are counted under it).
-        self.cache_misses += 1
-        verified = await self._verify_uncached(token)
+    def _count_miss(self) -> None:
+        with self._cache_lock:
+            self.cache_misses += 1
+
+    def _remember(self, digest: bytes, verified: VerifiedToken) -> VerifiedToken:
         if self._cache is not None:
             with self._cache_lock:
                 self._cache[digest] = verified
         return verified
 
-    async def _verify_uncached(self, token: str) -> VerifiedToken:
+    def _parse(self, token: str) -> _Parsed:
+        """The token read and its issuer, algorithm and kid checked: all before any key."""
         header, unverified, signing_input, signature = _unverified(token)
         algorithm = header.get("alg")
         issuer_name = unverified.get("iss")
@@ -151,36 +176,57 @@ class TokenVerifier:
         # Membership in the issuer's tuple first: only then is "alg" a string safe to hash.
         if algorithm not in issuer.algorithms or algorithm not in SIGNATURE_ALGORITHMS:
             raise TokenError("algorithm_not_allowed")
-        signature_algorithm = SIGNATURE_ALGORITHMS[algorithm]
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise TokenError("malformed_token")
+        return _Parsed(
+            header, unverified, signing_input, signature, issuer, algorithm, kid,
+            self._key_caches[issuer_name],
+        )  # fmt: skip
 
-        key_cache = self._key_caches[issuer_name]
-        keys = key_cache.keys if kid is None else await key_cache.keys_for_kid(kid)
-        candidates = keys.candidates(kid) if keys is not None else ()
-        # A key of another type than the algorithm's (an EC key for RS256) is no key for it.
-        usable = [
-            c.key
-            for c in candidates
-            if c.algorithm in (None, algorithm) and signature_algorithm.fits(c.key)
-        ]
-        if not usable:
-            raise TokenError("unknown_key")
-        reason = _header_deny_reason(header)
-        if reason is not None:
-            raise TokenError(reason)
-        # Without a kid every key of the issuer is a candidate: the first that verifies wins.
-        for key in usable:
-            if signature_algorithm.verify(key, signing_input, signature):
-                break
-        else:
-            raise TokenError("invalid_signature")
-        # Claims are judged by wall-clock time; the injected clock only ages cache entries.
-        reason = claims_deny_reason(unverified, issuer, time.time())
-        if reason is not None:
-            raise TokenError(reason)
-        return VerifiedToken(issuer_name, unverified, _valid_until(unverified, issuer.leeway))
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A token read but not yet trusted: what choosing and using its key needs."""
+
+    header: dict[str, Any]
+    unverified: dict[str, Any]
+    signing_input: bytes
+    signature: bytes
+    issuer: IssuerSettings
+    algorithm: str
+    kid: str | None
+    key_cache: KeyCache
+
+
+def _verified(parsed: _Parsed, keys: KeySet | None) -> VerifiedToken:
+    """Check the signature against ``keys``, then the claims; :class:`TokenError` otherwise."""
+    algorithm = parsed.algorithm
+    signature_algorithm = SIGNATURE_ALGORITHMS[algorithm]
+    candidates = keys.candidates(parsed.kid) if keys is not None else ()
+    # A key of another type than the algorithm's (an EC key for RS256) is no key for it.
+    usable = [
+        c.key
+        for c in candidates
+        if c.algorithm in (None, algorithm) and signature_algorithm.fits(c.key)
+    ]
+    if not usable:
+        raise TokenError("unknown_key")
+    reason = _header_deny_reason(parsed.header)
+    if reason is not None:
+        raise TokenError(reason)
+    # Without a kid every key of the issuer is a candidate: the first that verifies wins.
+    for key in usable:
+        if signature_algorithm.verify(key, parsed.signing_input, parsed.signature):
+            break
+    else:
+        raise TokenError("invalid_signature")
+    # Claims are judged by wall-clock time; the injected clock only ages cache entries.
+    claims, issuer = parsed.unverified, parsed.issuer
+    reason = claims_deny_reason(claims, issuer, time.time())
+    if reason is not None:
+        raise TokenError(reason)
+    return VerifiedToken(issuer.issuer, claims, _valid_until(claims, issuer.leeway))
 
 
 def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:

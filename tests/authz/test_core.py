@@ -7,6 +7,7 @@ import pytest
 from authz.check import CheckInput
 from authz.core import Authorizer
 from tests.authz.helpers import build_core
+from tests.support.tokens import SigningKey
 
 
 def request(path="/api/v1/scan/x", token=None, **headers):
@@ -119,11 +120,20 @@ async def test_decide_now_answers_without_io_exactly_as_decide_would():
     ]
     for check in checks:
         assert core.authorizer.decide_now(check) is await core.authorizer.decide(check)
-    # An unseen token needs verification (a key may have to be fetched): not decided now.
-    assert core.authorizer.decide_now(request(token=token)) is None
-    decided = await core.authorizer.decide(request(token=token))
-    # Once verified and cached, the same token is decided now, to the same decision object.
-    assert core.authorizer.decide_now(request(token=token)) is decided
+    # An unseen token signed with a loaded key is verified now, and cached.
+    decided = core.authorizer.decide_now(request(token=token))
+    assert decided is not None and decided.allowed
+    assert await core.authorizer.decide(request(token=token)) is decided
+    assert core.verifier.cache_misses == 1
+    # A kid the key set does not hold may need a fetch: not decided now, and nothing fetched.
+    stranger = SigningKey()
+    fetches = core.fetcher.calls
+    assert core.authorizer.decide_now(request(token=stranger.token())) is None
+    assert core.fetcher.calls == fetches
+    # A bad signature needs no I/O to refuse.
+    forged = token[: token.rindex(".") + 1] + token[token.rindex(".") + 1 :][::-1]
+    refused = core.authorizer.decide_now(request(token=forged))
+    assert refused is not None and refused.reason in {"invalid_signature", "malformed_token"}
 
 
 async def test_decide_now_defers_to_decide_when_revocation_is_not_cached():
