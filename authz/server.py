@@ -63,7 +63,7 @@ class AuthzServer:
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_concurrent_streams", 1000),
                 ("grpc.keepalive_permit_without_calls", 1),
-            ]
+            ],
         )
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(self._servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
