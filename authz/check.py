@@ -24,8 +24,8 @@ class CheckInput:
     source_principal: str = ""
 
 
-# eq=False: decisions are compared and hashed by identity, so adapters can cache the wire form
-# of a decision object (denials and per-token allows are reused, not rebuilt).
+# eq=False: decisions are compared and hashed by identity. Denials and per-token allows are
+# reused objects, so each adapter encodes a decision once and keeps the bytes in ``wire``.
 @dataclass(frozen=True, slots=True, eq=False)
 class Decision:
     allowed: bool
@@ -38,6 +38,10 @@ class Decision:
     response_headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
     claims: Mapping[str, Any] | None = field(default=None, repr=False)
+    # An adapter's encoding of this decision, by the adapter's key ("grpc", ("http", True), ...):
+    # it lives exactly as long as the decision, so no cache of encodings needs a bound of its own.
+    # Threads may race to fill an entry; they write equal values.
+    wire: dict[object, Any] = field(default_factory=dict, repr=False)
 
 
 _ERRORS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 503: "unavailable"}

@@ -72,9 +72,10 @@ class Authorizer:
         self._bypass_decision = allow(
             "bypass", (), tuple(h for names in every_spelling for h in names)
         )
-        # Allow decisions per verified token, so a repeated token reuses one object end to end.
-        self._allowed: LRUCache[int, tuple[VerifiedToken, Decision]] = LRUCache(
-            max(settings.token_cache_size, 1)
+        # Allow decisions per verified token, so a repeated token reuses one object end to end
+        # (and its encodings). Without a token cache no token repeats: nothing to keep.
+        self._allowed: LRUCache[int, tuple[VerifiedToken, Decision]] | None = (
+            LRUCache(settings.token_cache_size) if settings.token_cache_size else None
         )
         # Adapters decide from several threads (grpc's pool) and the event loop at once.
         self._allowed_lock = threading.Lock()
@@ -133,10 +134,12 @@ class Authorizer:
             return self._denials[exc.reason]
 
     def _allow(self, verified: VerifiedToken) -> Decision:
-        with self._allowed_lock:
-            cached = self._allowed.get(id(verified))
-        if cached is not None and cached[0] is verified:
-            return cached[1]
+        allowed = self._allowed
+        if allowed is not None:
+            with self._allowed_lock:
+                cached = allowed.get(id(verified))
+            if cached is not None and cached[0] is verified:
+                return cached[1]
         to_set: list[tuple[str, str]] = []
         to_remove: list[str] = []
         for claim, header in self._mappings:
@@ -150,8 +153,9 @@ class Authorizer:
                 to_set.append((dash, value))
                 to_remove.extend(others)
         decision = allow("ok", tuple(to_set), tuple(to_remove), verified.claims)
-        with self._allowed_lock:
-            self._allowed[id(verified)] = (verified, decision)
+        if allowed is not None:
+            with self._allowed_lock:
+                allowed[id(verified)] = (verified, decision)
         return decision
 
 

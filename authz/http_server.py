@@ -16,7 +16,6 @@ from collections import deque
 from typing import cast
 
 import httptools
-from cachetools import LRUCache
 
 from authz.check import CheckInput, Decider, Decision, deny
 from authz.http_check import check_input, http_reply
@@ -40,17 +39,16 @@ class HttpCheckServer:
         self.authorizer = authorizer
         self.metrics = metrics
         self.path_prefix = path_prefix
-        self._replies: LRUCache[tuple[Decision, bool], bytes] = LRUCache(16_384)
         self._internal_error = deny(503, "internal_error")
         self._server: asyncio.Server | None = None
         self._connections: set[_CheckProtocol] = set()
         self.port: int | None = None
 
     def reply(self, decision: Decision, keep_alive: bool) -> bytes:
-        key = (decision, keep_alive)
-        data = self._replies.get(key)
+        key = ("http", keep_alive)
+        data: bytes | None = decision.wire.get(key)
         if data is None:
-            data = self._replies[key] = http_reply(decision, keep_alive=keep_alive)
+            data = decision.wire[key] = http_reply(decision, keep_alive=keep_alive)
         return data
 
     async def start(self, host: str, port: int) -> None:

@@ -7,9 +7,11 @@ import grpc
 import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from authz.grpc_check import AuthorizationServicer
+from authz.check import allow
+from authz.grpc_check import AuthorizationServicer, check_response
 from authz.loader import load_auth_settings
 from authz.server import AuthzServer
 from doma_gateway.authz_process import build_authz
@@ -106,3 +108,31 @@ async def test_health_is_serving_once_keys_are_loaded(stub):
         health_pb2.HealthCheckRequest(service="envoy.service.auth.v3.Authorization")
     )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"iss": "https://issuer.test", "sub": "alice", "iat": 1700000000, "exp": 1.7e9 + 0.5},
+        {"admin": True, "disabled": False, "level": 0, "nothing": None},
+        {"roles": ["a", "b"], "org": {"id": 7, "tags": ["x"], "deep": {"ok": True}}, "n": 2**60},
+        {"empty_list": [], "empty_object": {}, "unicode": "ü\u2028"},
+    ],
+)
+def test_claims_in_dynamic_metadata_are_what_struct_update_makes(claims):
+    decision = allow("ok", (("x-user-id", "alice"),), ("x-user-email",), claims)
+    expected = struct_pb2.Struct()
+    expected.update({"claims": claims})
+    response = check_response(decision)
+    assert response.dynamic_metadata == expected
+    assert response.status.code == 0 and response.HasField("status")
+    assert response.HasField("ok_response")
+    [option] = response.ok_response.headers
+    assert (option.header.key, option.header.value) == ("x-user-id", "alice")
+    assert option.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+    assert list(response.ok_response.headers_to_remove) == ["x-user-email"]
+
+
+def test_an_allow_without_headers_is_still_an_ok_response():
+    response = check_response(allow("bypass", (), ()))
+    assert response.HasField("ok_response") and not response.HasField("denied_response")
