@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from authz.grpc_check import AuthorizationServicer
 
-__all__ = ["AuthzServer"]
+__all__ = ["CHECK_THREADS", "SERVER_OPTIONS", "AuthzServer"]
 
 log = logging.getLogger("doma.authz.server")
 _SERVICES = ("", "envoy.service.auth.v3.Authorization")
@@ -32,6 +32,11 @@ _READINESS_POLL_SECONDS = 0.25
 # Threads that run Check. A check holds one only while it runs or waits for I/O (a key fetch, a
 # store read, each bounded by its own timeout); checks beyond this queue in grpc, not rejected.
 CHECK_THREADS = 32
+SERVER_OPTIONS = (
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_concurrent_streams", 1000),
+    ("grpc.keepalive_permit_without_calls", 1),
+)
 
 
 class AuthzServer:
@@ -59,11 +64,7 @@ class AuthzServer:
     async def start(self) -> None:
         server = grpc.server(
             futures.ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="check"),
-            options=[
-                ("grpc.so_reuseport", 0),
-                ("grpc.max_concurrent_streams", 1000),
-                ("grpc.keepalive_permit_without_calls", 1),
-            ],
+            options=SERVER_OPTIONS,
         )
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(self._servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -310,8 +310,8 @@ RATIOS = (
     ("ours-http/(b) no-op grpc", "i", "b"),
     ("fresh-http/(h) no-op http", "j", "h"),
     ("noop-http/(b) no-op grpc", "h", "b"),
-    ("noop-sync/(b) no-op grpc", "f", "b"),
-    ("doma-sync/(b) no-op grpc", "g", "b"),
+    ("ours/(f) no-op threads", "d", "f"),
+    ("noop-threads/(b) no-op grpc", "f", "b"),
 )
 
 

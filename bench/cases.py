@@ -77,19 +77,14 @@ CASES: tuple[Case, ...] = (
         "doma-gateway authz over Envoy's HTTP protocol with auth.token.cache_size: 0",
         enforces=True,
     ),
-    # Levers, run only when asked for (--cases f,g): grpc's synchronous server instead of aio.
+    # The floor of doma's own server model: a no-op on grpc's thread-pool server.
     Case(
-        "f", "noop-sync", "ext_authz", "noop-sync",
-        "lever: the no-op check on grpc's synchronous server (4 threads) instead of grpc.aio",
+        "f", "noop-threads", "ext_authz", "noop-threads",
+        "Envoy + a no-op on grpc's thread-pool server, doma's server model (32 threads)",
         enforces=False,
     ),
-    Case(
-        "g", "doma-sync", "ext_authz", "doma-sync",
-        "lever: doma's servicer and core on grpc's synchronous server (bench/sync_authz.py)",
-        enforces=True,
-    ),
 )  # fmt: skip
-DEFAULT_CASES = "a,b,c,d,e,h,i,j"
+DEFAULT_CASES = "a,b,c,d,e,f,h,i,j"
 ALL_CASES = ",".join(case.key for case in CASES)
 
 
@@ -102,10 +97,8 @@ def server_command(name: str, routes: dict[str, Path]) -> list[str]:
     if name in ("doma-http", "doma-fresh-http"):
         routes_name = name.removesuffix("-http")
         return [*doma_command(routes[routes_name]), "--http-listen", "127.0.0.1:0"]
-    if name in ("noop-sync", "doma-sync"):
-        core = name.partition("-")[0]
-        argv = [sys.executable, "-m", "bench.sync_authz", "--core", core, "--listen", "127.0.0.1:0"]
-        return [*argv, "--routes", str(routes["doma"])] if core == "doma" else argv
+    if name == "noop-threads":
+        return [sys.executable, "-m", "bench.noop_threads_authz", "--listen", "127.0.0.1:0"]
     return doma_command(routes[name])
 
 
