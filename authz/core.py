@@ -15,10 +15,9 @@ import json
 import threading
 from typing import Any
 
-from cachetools import LRUCache
-
 from authz.bypass import BypassRules
 from authz.check import CheckInput, Decision, allow, deny
+from authz.lru import LRU
 from authz.paths import normalize
 from authz.revocation import RevocationCheck
 from authz.settings import AuthSettings
@@ -74,8 +73,8 @@ class Authorizer:
         )
         # Allow decisions per verified token, so a repeated token reuses one object end to end
         # (and its encodings). Without a token cache no token repeats: nothing to keep.
-        self._allowed: LRUCache[int, tuple[VerifiedToken, Decision]] | None = (
-            LRUCache(settings.token_cache_size) if settings.token_cache_size else None
+        self._allowed: LRU[int, tuple[VerifiedToken, Decision]] | None = (
+            LRU(settings.token_cache_size) if settings.token_cache_size else None
         )
         # Adapters decide from several threads (grpc's pool) and the event loop at once.
         self._allowed_lock = threading.Lock()
@@ -155,7 +154,7 @@ class Authorizer:
         decision = allow("ok", tuple(to_set), tuple(to_remove), verified.claims)
         if allowed is not None:
             with self._allowed_lock:
-                allowed[id(verified)] = (verified, decision)
+                allowed.put(id(verified), (verified, decision))
         return decision
 
 

@@ -23,10 +23,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cachetools import LRUCache
-
 from authz.claims import claims_deny_reason, numeric_date
 from authz.keys import KeyCache, KeySet
+from authz.lru import LRU
 from authz.settings import IssuerSettings
 from authz.signatures import SIGNATURE_ALGORITHMS
 
@@ -99,9 +98,7 @@ class TokenVerifier:
         self._issuers = {issuer.issuer: issuer for issuer in issuers}
         self._key_caches = key_caches
         self._clock = clock
-        self._cache: LRUCache[bytes, VerifiedToken] | None = (
-            LRUCache(cache_size) if cache_size else None
-        )
+        self._cache: LRU[bytes, VerifiedToken] | None = LRU(cache_size) if cache_size else None
         # gRPC checks look tokens up from grpc's threads while the event loop verifies and
         # inserts others; an LRU lookup reorders the cache, so every access holds this lock.
         self._cache_lock = threading.Lock()
@@ -150,7 +147,7 @@ class TokenVerifier:
             if cached is None:
                 return None
             if self._clock() > cached.valid_until:
-                del cache[digest]
+                cache.pop(digest)
                 return None
             self.cache_hits += 1
         return cached
@@ -162,7 +159,7 @@ class TokenVerifier:
     def _remember(self, digest: bytes, verified: VerifiedToken) -> VerifiedToken:
         if self._cache is not None:
             with self._cache_lock:
-                self._cache[digest] = verified
+                self._cache.put(digest, verified)
         return verified
 
     def _parse(self, token: str) -> _Parsed:

@@ -2,7 +2,7 @@
 
 The gRPC adapter decides cached checks on grpc's threads while the event loop verifies new
 tokens, fills the caches and applies revocation events. The caches reorder themselves on every
-read, so without their locks this corrupts them (KeyError inside cachetools) or answers with
+read, so without their locks one thread evicts what another is moving (a KeyError) or answers with
 another token's identity. The switch interval is shrunk so threads interleave inside cache calls.
 """
 
@@ -24,7 +24,7 @@ from tests.authz.helpers import build_core
 
 THREADS = 6
 TOKENS = 48
-SECONDS = 1.5
+SECONDS = 2.5
 
 
 def _check(token: str) -> CheckInput:
