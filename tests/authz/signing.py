@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ from authz.keys import KeyCache
 from authz.settings import ASYMMETRIC_ALGORITHMS
 from authz.tokens import TokenError, TokenVerifier
 from tests.authz.helpers import FakeFetcher, issuer
-from tests.support.tokens import AUDIENCE, ISSUER
+from tests.support.tokens import ISSUER, default_claims
 
 # Marks a claim or header parameter to leave out (None is JSON null, a value of its own).
 ABSENT: Any = object()
@@ -95,16 +94,7 @@ def signing_key(name: str, *, other: bool = False) -> AlgorithmKey:
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    values: dict[str, Any] = {
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "sub": "user-1",
-        "iat": now,
-        "exp": now + 600,
-        "jti": "token-1",
-    }
-    values.update(overrides)
+    values = default_claims(**overrides)
     return {name: value for name, value in values.items() if value is not ABSENT}
 
 

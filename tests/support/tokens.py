@@ -35,20 +35,27 @@ class SigningKey:
         )
 
     def token(self, **overrides: Any) -> str:
-        now = int(time.time())
-        claims: dict[str, Any] = {
-            "iss": ISSUER,
-            "aud": AUDIENCE,
-            "sub": "user-1",
-            "iat": now,
-            "exp": now + 600,
-            "jti": uuid.uuid4().hex,
-        }
+        claims = default_claims(jti=uuid.uuid4().hex)
         headers = {"kid": self.kid}
         headers.update(overrides.pop("headers", {}))
         claims.update(overrides)
         claims = {k: v for k, v in claims.items() if v is not None}
         return jwt.encode(claims, self.private, algorithm="RS256", headers=headers)
+
+
+def default_claims(**overrides: Any) -> dict[str, Any]:
+    """A valid token's claims for ISSUER and AUDIENCE, issued now for ten minutes."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "user-1",
+        "iat": now,
+        "exp": now + 600,
+        "jti": "token-1",
+    }
+    claims.update(overrides)
+    return claims
 
 
 def jwks(*keys: SigningKey) -> bytes:
