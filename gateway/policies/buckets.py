@@ -26,6 +26,10 @@ class Verdict(NamedTuple):
     retry_after: float
 
 
+# How namedtuple's own __new__ builds one, minus that Python-level call: one is made per request.
+_verdict = tuple.__new__
+
+
 class LocalBuckets:
     """The buckets of one limit in this process; bounded, idle keys are dropped first."""
 
@@ -47,18 +51,20 @@ class LocalBuckets:
 
     def take(self, key: str) -> Verdict:
         now = self._clock()
-        tat = self._tat.get(key, now)
+        tats = self._tat
+        tat = tats.get(key, now)
         if tat < now:
             tat = now
         new_tat = tat + self._interval
         allow_at = new_tat - self._tolerance
         if now < allow_at:
-            return Verdict(False, 0, tat - now, allow_at - now)
-        if key not in self._tat and len(self._tat) >= self._max_keys:
+            return _verdict(Verdict, (False, 0, tat - now, allow_at - now))
+        if key not in tats and len(tats) >= self._max_keys:
             self._evict(now)
-        self._tat[key] = new_tat
+            tats = self._tat
+        tats[key] = new_tat
         remaining = math.floor((self._tolerance - (new_tat - now)) / self._interval + 1e-9)
-        return Verdict(True, max(remaining, 0), new_tat - now, 0.0)
+        return _verdict(Verdict, (True, max(remaining, 0), new_tat - now, 0.0))
 
     def _evict(self, now: float) -> None:
         # A key whose TAT has passed has a full bucket: forgetting it changes nothing.

@@ -11,7 +11,7 @@ rule 3).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 
 from authz.errors import ConfigError
 from gateway.asgi import ASGIApp, Receive, Scope, Send
@@ -36,10 +36,10 @@ class PreflightGuard:
         self.app = app
         self._allow = allow
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope.get("doma.preflight"):
             raise MethodNotAllowed("method_not_allowed", headers=(("allow", self._allow),))
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)
 
 
 class IdentityStrip:
@@ -55,7 +55,7 @@ class IdentityStrip:
         self.app = app
         self._names = frozenset((*names, b"connection"))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "http":
             names = self._names
             headers = scope["headers"]
@@ -67,7 +67,7 @@ class IdentityStrip:
                             drop.update(t.strip().lower() for t in value.split(b",") if t.strip())
                     scope["headers"] = [(n, v) for n, v in headers if n not in drop]
                     break
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)
 
 
 def effective_policies(

@@ -16,6 +16,7 @@ Origins are exact (``https://app.example``), ``*``, or a wildcard subdomain
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from authz.yamlnodes import Node
@@ -121,10 +122,9 @@ class CorsPolicy:
             return [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
         return [(b"access-control-allow-origin", b"*")]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         origin = None
         if scope["method"] == "OPTIONS":
             request_method = request_headers = None
@@ -136,25 +136,20 @@ class CorsPolicy:
                 elif name == b"access-control-request-headers":
                     request_headers = value
             if origin is not None and request_method is not None:
-                await self._answer_preflight(scope, send, origin, request_method, request_headers)
-                return
+                return self._answer_preflight(scope, send, origin, request_method, request_headers)
         else:
             for name, value in scope["headers"]:
                 if name == b"origin":
                     origin = value
                     break
-        if origin is None:
-            await self.app(scope, receive, send)
-            return
-        if not self._allowed(origin):
-            await self.app(scope, receive, send)
-            return
+        if origin is None or not self._allowed(origin):
+            return self.app(scope, receive, send)
         added = self._added.get(origin)
         if added is None:
             if len(self._added) >= 1024:
                 self._added.clear()
             added = self._added[origin] = (*self._origin_headers(origin), *self._simple)
-        await self.app(scope, receive, with_response_headers(scope, send, added))
+        return self.app(scope, receive, with_response_headers(scope, send, added))
 
     async def _answer_preflight(
         self,

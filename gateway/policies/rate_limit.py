@@ -10,6 +10,7 @@ decides: ``local`` (this instance's own buckets, the default), ``allow`` or ``de
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -144,6 +145,9 @@ class RateLimitPolicy:
             b"ratelimit-policy",
             f'"{settings.name}";q={settings.requests};w={_seconds(settings.period)}'.encode(),
         )
+        # The RateLimit header per (remaining, seconds to full): a steady client meets the same
+        # few pairs over and over, so each is formatted once.
+        self._states: dict[tuple[int, int], tuple[bytes, bytes]] = {}
 
     def _key(self, scope: Scope) -> str:
         by = self._by
@@ -174,34 +178,50 @@ class RateLimitPolicy:
             return Verdict(True, self._settings.burst, 0.0, 0.0)
         return None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         shared = self._shared
-        # Local buckets answer without a coroutine of their own: one less per request.
-        if shared is None:
-            verdict: Verdict | None = self._local.take(self._key(scope))
-        else:
-            verdict = await self._shared_verdict(shared, self._key(scope))
+        if shared is not None:
+            return self._shared_then_pass(shared, scope, receive, send)
+        # Local buckets answer at once: the request goes on without a coroutine of this policy.
+        return self._pass(self._local.take(self._key(scope)), scope, receive, send)
+
+    async def _shared_then_pass(
+        self, shared: RedisBuckets, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        verdict = await self._shared_verdict(shared, self._key(scope))
+        await self._pass(verdict, scope, receive, send)
+
+    def _pass(
+        self, verdict: Verdict | None, scope: Scope, receive: Receive, send: Send
+    ) -> Awaitable[None]:
+        """The request on to the next app with the limit's headers, or its refusal."""
         if verdict is None:
-            await self._unavailable.send(send, scope["doma.request_id"])
-            return
-        state = (
-            b"ratelimit",
-            f'"{self._name}";r={verdict.remaining};t={_seconds(verdict.reset)}'.encode(),
-        )
+            return self._unavailable.send(send, scope["doma.request_id"])
+        state = self._state(verdict)
         if not verdict.allowed:
             retry = (b"retry-after", str(max(1, math.ceil(verdict.retry_after))).encode())
-            await self._limited.send(
+            return self._limited.send(
                 send, scope["doma.request_id"], (retry, self._policy_header, state)
             )
-            return
         if not self._settings.headers:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         send = with_response_headers(scope, send, (self._policy_header, state))
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)
+
+    def _state(self, verdict: Verdict) -> tuple[bytes, bytes]:
+        key = (verdict.remaining, _seconds(verdict.reset))
+        state = self._states.get(key)
+        if state is None:
+            if len(self._states) >= 1024:
+                self._states.clear()
+            remaining, reset = key
+            state = self._states[key] = (
+                b"ratelimit",
+                f'"{self._name}";r={remaining};t={reset}'.encode(),
+            )
+        return state
 
 
 def _seconds(value: float) -> int:

@@ -1,13 +1,13 @@
 """Headers policies add to the response, collected per request and sent by one wrapper.
 
 CORS and rate limits both add headers to the answer. Each wrapping ``send`` would cost every
-response message one more coroutine layer per policy; instead the first policy that needs it
-wraps ``send`` once and keeps the list in the scope, and later ones append to that list.
+response message one more layer per policy; instead the first policy that needs it wraps
+``send`` once and keeps the list in the scope, and later ones append to that list.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 
 from gateway.asgi import Message, Scope, Send
 
@@ -26,9 +26,11 @@ def with_response_headers(scope: Scope, send: Send, headers: Iterable[tuple[byte
     added: RawHeaders = list(headers)
     scope[SCOPE_KEY] = added
 
-    async def sender(message: Message) -> None:
+    # Not a coroutine: it hands back the wrapped send's awaitable, so each response message
+    # passes through one coroutine frame fewer.
+    def sender(message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.start":
             message["headers"] = [*message["headers"], *added]
-        await send(message)
+        return send(message)
 
     return sender

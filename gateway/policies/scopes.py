@@ -10,7 +10,7 @@ The outcome is remembered per claims object, which the core reuses for a repeate
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,10 +93,9 @@ class ScopesPolicy:
         self._denial = denial
         self._memo: dict[int, tuple[Mapping[str, Any], bool]] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         claims = scope.get(CLAIMS)
         ok: bool
         if claims is None:
@@ -111,9 +110,8 @@ class ScopesPolicy:
                     self._memo.clear()
                 self._memo[id(claims)] = (claims, ok)
         if not ok:
-            await self._denial.send(send, scope["doma.request_id"])
-            return
-        await self.app(scope, receive, send)
+            return self._denial.send(send, scope["doma.request_id"])
+        return self.app(scope, receive, send)
 
 
 def build(app: ASGIApp, settings: ScopesSettings, context: ChainContext) -> ASGIApp:

@@ -4,6 +4,12 @@ A policy's settings are parsed once, at load time, into a frozen object (errors 
 ``file:line:column``), so ``doma-gateway check`` refuses a wrong setting before anything runs.
 The builder wraps one ASGI app per route; whatever it can compute ahead (header tuples,
 compiled patterns, bound metric children) it computes there, so a request only branches.
+
+A policy that decides without waiting has a plain ``__call__`` that returns the awaitable of
+whatever answers the request: the next app's, or its denial's. Awaiting it is the same as
+awaiting an ``async def __call__``, but the request's task then runs one coroutine frame fewer
+per policy, on every step and every resumption (the chain is as deep as its policy list).
+Work that must wait (a Redis bucket, a token not yet verified) goes to an ``async`` helper.
 """
 
 from __future__ import annotations
