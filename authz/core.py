@@ -12,12 +12,10 @@ many backends fold ``x_user_id`` into ``x-user-id``.
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 from authz.bypass import BypassRules
 from authz.check import CheckInput, Decision, allow, deny
-from authz.lru import LRU
 from authz.paths import normalize
 from authz.revocation import RevocationCheck
 from authz.settings import AuthSettings
@@ -71,13 +69,6 @@ class Authorizer:
         self._bypass_decision = allow(
             "bypass", (), tuple(h for names in every_spelling for h in names)
         )
-        # Allow decisions per verified token, so a repeated token reuses one object end to end
-        # (and its encodings). Without a token cache no token repeats: nothing to keep.
-        self._allowed: LRU[int, tuple[VerifiedToken, Decision]] | None = (
-            LRU(settings.token_cache_size) if settings.token_cache_size else None
-        )
-        # Adapters decide from several threads (grpc's pool) and the event loop at once.
-        self._allowed_lock = threading.Lock()
 
     def decide_now(self, request: CheckInput) -> Decision | None:
         """The decision when no I/O is needed, else None: then await :meth:`decide`.
@@ -133,12 +124,14 @@ class Authorizer:
             return self._denials[exc.reason]
 
     def _allow(self, verified: VerifiedToken) -> Decision:
-        allowed = self._allowed
-        if allowed is not None:
-            with self._allowed_lock:
-                cached = allowed.get(id(verified))
-            if cached is not None and cached[0] is verified:
-                return cached[1]
+        # A repeated token reuses one decision object end to end (and the adapters' encodings
+        # of it), kept with its cached verification: built once per token, not per request.
+        decision: Decision | None = verified.derived.get(self)
+        if decision is None:
+            decision = verified.derived[self] = self._allow_decision(verified)
+        return decision
+
+    def _allow_decision(self, verified: VerifiedToken) -> Decision:
         to_set: list[tuple[str, str]] = []
         to_remove: list[str] = []
         for claim, header in self._mappings:
@@ -151,11 +144,7 @@ class Authorizer:
             else:
                 to_set.append((dash, value))
                 to_remove.extend(others)
-        decision = allow("ok", tuple(to_set), tuple(to_remove), verified.claims)
-        if allowed is not None:
-            with self._allowed_lock:
-                allowed.put(id(verified), (verified, decision))
-        return decision
+        return allow("ok", tuple(to_set), tuple(to_remove), verified.claims)
 
 
 _INVALID = "\x00invalid"
