@@ -26,7 +26,7 @@ from bench import authz, gateway, machine, reports, revocation, targets
 __all__ = ["main"]
 
 HARNESSES = ("authz", "gateway", "revocation")
-AUTHZ_CASES = "a,b,c,d,e,h,i,j"
+AUTHZ_CASES = "a,b,c,d,e,f,h,i,j"
 GATEWAY_CASES = "direct,envoy,doma,doma-chain,doma-same,naive"
 
 # About 7 minutes on a 2-core machine; --quick is a smoke run of the same steps.
