@@ -1,8 +1,9 @@
-"""An httpx transport speaking HTTP/1.1 over pooled asyncio connections, parsed by httptools.
+"""An HTTP/1.1 transport over pooled asyncio connections, parsed by httptools.
 
-httpx stays the client API (requests, responses, exceptions; respx and ``httpx.MockTransport``
-work in tests); this transport only moves bytes. A proxy needs little of a general client:
-no cookies, redirects, decompression or proxies, and the request target must go out exactly as
+The proxy calls :meth:`Http1Transport.exchange` with plain values (see
+``gateway.upstream_exchange``); it is also an httpx transport, and raises httpx's exceptions like
+the proxy's other transports. It only moves bytes. A proxy needs little of a general client: no
+cookies, redirects, decompression or proxies, and the request target must go out exactly as
 given. Doing just that on ``asyncio.Protocol`` with the same C parser uvicorn uses costs a
 fraction of aiohttp's or httpcore's per-request work (see ``bench/gateway.py``).
 
@@ -15,18 +16,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 
 import httptools
 import httpx
 
-__all__ = ["DEADLINE", "Http1Transport"]
+__all__ = ["DEADLINE", "Http1Response", "Http1Transport"]
 
 # Request extension: the event-loop time by which the response head must have arrived (the
 # upstream's total deadline, retries included); cheaper than an ``asyncio.timeout`` per attempt.
 DEADLINE = "doma.deadline"
 
 _HIGH_WATER = 1024 * 1024
+_TARGET_CACHE_SIZE = 4096
 # Headers a caller may not choose: the transport frames the message itself.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 
@@ -208,15 +210,27 @@ def _expire(future: asyncio.Future[None]) -> None:
         future.set_exception(httpx.ReadTimeout("no data from the upstream within read_seconds"))
 
 
-class _ResponseStream(httpx.AsyncByteStream):
-    __slots__ = ("_connection", "_release", "_timeout")
+class Http1Response:
+    """The answer of one exchange: status and raw headers, the body read from its connection."""
 
-    def __init__(self, connection: _Connection, timeout: float | None, release: object):
+    __slots__ = ("_connection", "_release", "_released", "_timeout", "headers", "status")
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        connection: _Connection,
+        timeout: float | None,
+        release: Callable[[_Connection], None],
+    ):
+        self.status = status
+        self.headers = headers
         self._connection = connection
         self._timeout = timeout
         self._release = release
+        self._released = False
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncIterator[bytes]:
         async for chunk in self._connection.body(self._timeout):
             yield chunk
 
@@ -225,11 +239,52 @@ class _ResponseStream(httpx.AsyncByteStream):
         return self._connection.take_complete_body()
 
     async def aclose(self) -> None:
-        self._release(self._connection)  # type: ignore[operator]
+        # Once only: a connection handed to the idle pool twice would carry two exchanges.
+        if not self._released:
+            self._released = True
+            self._release(self._connection)
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    """An :class:`Http1Response`'s body as httpx wants it, for callers using httpx objects."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: Http1Response):
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._response.chunks():
+            yield chunk
+
+    def buffered_body(self) -> bytes | None:
+        return self._response.buffered_body()
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class _Target:
+    """What the transport needs of a URL: the pool key, the Host value, the request target."""
+
+    __slots__ = ("key", "netloc", "path")
+
+    def __init__(self, url: httpx.URL):
+        if url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"unsupported scheme {url.scheme}://")
+        self.key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        self.netloc = url.netloc
+        # httpx's parse (percent-encoding, dot segments) decides the exact bytes the upstream
+        # sees, on both paths alike.
+        self.path = url.raw_path
 
 
 class Http1Transport(httpx.AsyncBaseTransport):
-    """Pooled HTTP/1.1 connections per upstream address."""
+    """Pooled HTTP/1.1 connections per upstream address.
+
+    :meth:`exchange` takes and returns plain values (the proxy's path); the httpx interface,
+    :meth:`handle_async_request`, wraps it.
+    """
 
     honours_deadline = True
 
@@ -239,11 +294,21 @@ class Http1Transport(httpx.AsyncBaseTransport):
         self._closed = False
         # https:// endpoints: certificates verified against the system's trust store by default.
         self._tls = tls
+        self._targets: dict[str, _Target] = {}
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._tls is None:
             self._tls = ssl.create_default_context()
         return self._tls
+
+    def _target(self, url: str) -> _Target:
+        # Parsing a URL costs more than the rest of building a request; paths repeat.
+        target = self._targets.get(url)
+        if target is None:
+            if len(self._targets) >= _TARGET_CACHE_SIZE:
+                self._targets.clear()
+            target = self._targets[url] = _Target(httpx.URL(url))
+        return target
 
     async def _connect(
         self, scheme: str, host: str, port: int, connect_seconds: float | None
@@ -287,41 +352,87 @@ class Http1Transport(httpx.AsyncBaseTransport):
         connection.close()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        if url.scheme not in ("http", "https"):
-            raise httpx.UnsupportedProtocol(f"unsupported scheme {url.scheme}://")
-        key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         timeouts = request.extensions.get("timeout", {})
-        read_timeout = timeouts.get("read")
-        head_timeout = read_timeout
-        deadline = request.extensions.get(DEADLINE)
+        stream = request.stream
+        # As httpx's own async transport: a sync-only stream cannot come from AsyncClient.
+        assert isinstance(stream, httpx.AsyncByteStream)
+        answer = await self._exchange(
+            request.method,
+            _Target(request.url),
+            request.headers.raw,
+            request.content if isinstance(stream, httpx.ByteStream) else stream,
+            connect=timeouts.get("connect"),
+            read=timeouts.get("read"),
+            deadline=request.extensions.get(DEADLINE),
+        )
+        return httpx.Response(
+            status_code=answer.status,
+            headers=answer.headers,
+            stream=_ResponseStream(answer),
+            request=request,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes | AsyncIterable[bytes],
+        *,
+        connect: float | None,
+        read: float | None,
+        deadline: float,
+    ) -> Http1Response:
+        """Send one request and wait for its head; ``deadline`` is event-loop time."""
+        return await self._exchange(
+            method,
+            self._target(url),
+            headers,
+            body,
+            connect=connect,
+            read=read,
+            deadline=deadline,
+        )
+
+    async def _exchange(
+        self,
+        method: str,
+        target: _Target,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes | AsyncIterable[bytes],
+        *,
+        connect: float | None,
+        read: float | None,
+        deadline: float | None,
+    ) -> Http1Response:
+        key = target.key
+        head_timeout = read
         loop = asyncio.get_running_loop()
         if deadline is not None:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise httpx.ReadTimeout("the upstream's total deadline passed")
             head_timeout = remaining if head_timeout is None else min(head_timeout, remaining)
-        stream = request.stream
-        body = request.content if isinstance(stream, httpx.ByteStream) else None
-        head = self._head(request, body)
+        head = _head(method, target, headers, body)
 
         connection = self._checkout(key)
         while True:
             if connection is None:
-                connect = timeouts.get("connect")
+                connect_seconds = connect
                 if deadline is not None:
                     left = deadline - loop.time()
-                    connect = left if connect is None else min(connect, left)
-                connection = await self._connect(key[0], key[1], key[2], connect)
+                    connect_seconds = left if connect is None else min(connect, left)
+                connection = await self._connect(key[0], key[1], key[2], connect_seconds)
             connection.start()
             try:
-                await self._send(connection, head, body, stream)
-                status, headers = await connection.response_head(head_timeout)
+                await _send(connection, head, body)
+                status, response_headers = await connection.response_head(head_timeout)
             except httpx.RemoteProtocolError:
                 connection.close()
                 # A pooled connection the upstream closed while idle fails before any byte of
                 # the answer: the request never reached it, so one fresh connection is safe.
-                if connection.reused and body is not None:
+                if connection.reused and isinstance(body, bytes):
                     connection = None
                     continue
                 raise
@@ -329,68 +440,15 @@ class Http1Transport(httpx.AsyncBaseTransport):
                 connection.close()
                 raise
             break
-        if request.method == "HEAD":
+        if method == "HEAD":
             # httptools cannot be told a HEAD answer has no body: never reuse this connection.
             connection.complete = True
             connection.close()
-        done = connection
 
-        def release(_: object) -> None:
+        def release(done: _Connection) -> None:
             self._release(key, done)
 
-        return httpx.Response(
-            status_code=status,
-            headers=headers,
-            stream=_ResponseStream(connection, read_timeout, release),
-            request=request,
-            extensions={"http_version": b"HTTP/1.1"},
-        )
-
-    @staticmethod
-    def _head(request: httpx.Request, body: bytes | None) -> bytes:
-        url = request.url
-        target = url.raw_path
-        lines = [request.method.encode(), b" ", target, b" HTTP/1.1\r\n"]
-        for name, value in request.headers.raw:
-            if name.lower() in _FRAMING:
-                continue
-            lines += [name, b": ", value, b"\r\n"]
-        if body is not None:
-            if body or request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
-                lines.append(b"content-length: %d\r\n" % len(body))
-        elif (length := request.headers.get("content-length")) is not None:
-            lines.append(b"content-length: " + length.encode("ascii") + b"\r\n")
-        else:
-            lines.append(b"transfer-encoding: chunked\r\n")
-        lines.append(b"\r\n")
-        return b"".join(lines)
-
-    @staticmethod
-    async def _send(
-        connection: _Connection,
-        head: bytes,
-        body: bytes | None,
-        stream: httpx.SyncByteStream | httpx.AsyncByteStream,
-    ) -> None:
-        transport = connection.transport
-        assert transport is not None
-        if body is not None:
-            transport.write(head + body if len(body) < 65_536 else head)
-            if len(body) >= 65_536:
-                transport.write(body)
-            await connection.drain()
-            return
-        transport.write(head)
-        chunked = b"transfer-encoding: chunked\r\n" in head
-        async for chunk in stream:  # type: ignore[union-attr]
-            if not chunk:
-                continue
-            if connection.closed:
-                raise httpx.WriteError("upstream closed the connection during the request body")
-            transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
-            await connection.drain()
-        if chunked:
-            transport.write(b"0\r\n\r\n")
+        return Http1Response(status, response_headers, connection, read, release)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -398,3 +456,58 @@ class Http1Transport(httpx.AsyncBaseTransport):
             for connection in idle:
                 connection.close()
         self._idle.clear()
+
+
+def _head(
+    method: str,
+    target: _Target,
+    headers: Sequence[tuple[bytes, bytes]],
+    body: bytes | AsyncIterable[bytes],
+) -> bytes:
+    """The request line and headers; the transport chooses the framing itself."""
+    lines = [method.encode(), b" ", target.path, b" HTTP/1.1\r\n", b""]
+    has_host = False
+    lengths: list[bytes] = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered in _FRAMING:
+            if lowered == b"content-length":
+                lengths.append(value)
+            continue
+        has_host = has_host or lowered == b"host"
+        lines += [name, b": ", value, b"\r\n"]
+    if not has_host:
+        # Where httpx puts its own Host header: first.
+        lines[4] = b"Host: " + target.netloc + b"\r\n"
+    if isinstance(body, bytes):
+        if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            lines.append(b"content-length: %d\r\n" % len(body))
+    elif lengths:
+        # A streamed body of known length (the client's Content-Length) goes out unchunked.
+        lines.append(b"content-length: " + b", ".join(lengths) + b"\r\n")
+    else:
+        lines.append(b"transfer-encoding: chunked\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+async def _send(connection: _Connection, head: bytes, body: bytes | AsyncIterable[bytes]) -> None:
+    transport = connection.transport
+    assert transport is not None
+    if isinstance(body, bytes):
+        transport.write(head + body if len(body) < 65_536 else head)
+        if len(body) >= 65_536:
+            transport.write(body)
+        await connection.drain()
+        return
+    transport.write(head)
+    chunked = head.endswith(b"transfer-encoding: chunked\r\n\r\n")
+    async for chunk in body:
+        if not chunk:
+            continue
+        if connection.closed:
+            raise httpx.WriteError("upstream closed the connection during the request body")
+        transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+        await connection.drain()
+    if chunked:
+        transport.write(b"0\r\n\r\n")

@@ -27,10 +27,10 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.headers import ForwardedFor, strip_request_headers, strip_response_headers
-from gateway.http1_transport import DEADLINE
 from gateway.metrics import GatewayMetrics
 from gateway.router import RouteMatch
 from gateway.routes_model import GatewaySettings
+from gateway.upstream_exchange import UpstreamResponse, exchange_for
 from gateway.upstream_pool import Endpoint, UpstreamPool
 
 __all__ = ["ClientDisconnected", "Proxy", "map_upstream_errors"]
@@ -38,7 +38,6 @@ __all__ = ["ClientDisconnected", "Proxy", "map_upstream_errors"]
 log = logging.getLogger("doma.gateway.proxy")
 
 _NO_BODY_STATUS = frozenset({204, 304})
-_URL_CACHE_SIZE = 4096
 
 
 class ClientDisconnected(Exception):
@@ -106,22 +105,12 @@ class Proxy:
         rng: Callable[[float, float], float] = random.uniform,
     ):
         self._pools = pools
-        self._transport = transport
         self._metrics = metrics
         self._buffer = settings.buffer_bytes
         self._forwarded = ForwardedFor(settings.trusted_proxies)
         self._rng = rng
-        self._urls: dict[str, httpx.URL] = {}
-        self._deadline_aware = bool(getattr(transport, "honours_deadline", False))
-
-    def _url(self, text: str) -> httpx.URL:
-        # Parsing a URL is a good share of building a request; paths repeat, so keep them.
-        url = self._urls.get(text)
-        if url is None:
-            if len(self._urls) >= _URL_CACHE_SIZE:
-                self._urls.clear()
-            url = self._urls[text] = httpx.URL(text)
-        return url
+        # Chosen once: the default transport takes plain values, others get httpx objects.
+        self._send_upstream = exchange_for(transport)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match: RouteMatch = scope["doma.match"]
@@ -184,20 +173,11 @@ class Proxy:
         client_host: bytes,
         body: bytes | None,
         receive: Receive,
-    ) -> httpx.Response:
+    ) -> UpstreamResponse:
         settings = pool.settings
         policy = settings.retries
-        timeouts = settings.timeouts
-        extensions = {
-            "timeout": {
-                "connect": timeouts.connect,
-                "read": timeouts.read,
-                "write": timeouts.read,
-                "pool": timeouts.connect,
-            }
-        }
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeouts.total
+        deadline = loop.time() + settings.timeouts.total
         replayable = body is not None
         retries_left = policy.attempts if replayable else 0
         retry = 0
@@ -207,19 +187,15 @@ class Proxy:
         try:
             while True:
                 endpoint = pool.pick()
-                request_headers = headers.copy()
+                request_headers = headers
                 if settings.preserve_host and client_host:
-                    request_headers.append((b"host", client_host))
-                request = httpx.Request(
-                    method,
-                    self._url(endpoint.url + target),
-                    headers=request_headers,
-                    content=(body or None) if body is not None else _stream_body(receive),
-                    extensions=extensions,
-                )
+                    request_headers = [*headers, (b"host", client_host)]
+                content = body if body is not None else _stream_body(receive)
                 delay = self._rng(0.0, min(policy.backoff.max, policy.backoff.base * 2**retry))
                 try:
-                    response = await self._attempt(pool, endpoint, request, deadline)
+                    response = await self._attempt(
+                        pool, endpoint, method, target, request_headers, content, deadline
+                    )
                 except (UpstreamTimeout, UpstreamUnavailable, BadGateway) as exc:
                     if (
                         isinstance(exc, CircuitOpen)
@@ -230,7 +206,7 @@ class Proxy:
                         raise
                 else:
                     if not (
-                        response.status_code in policy.on_status
+                        response.status in policy.on_status
                         and method in policy.methods
                         and retries_left > 0
                         and loop.time() + delay < deadline
@@ -265,28 +241,39 @@ class Proxy:
         return method in policy.methods and 502 in policy.on_status
 
     async def _attempt(
-        self, pool: UpstreamPool, endpoint: Endpoint, request: httpx.Request, deadline: float
-    ) -> httpx.Response:
+        self,
+        pool: UpstreamPool,
+        endpoint: Endpoint,
+        method: str,
+        target: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes | AsyncIterator[bytes],
+        deadline: float,
+    ) -> UpstreamResponse:
         breaker = pool.breaker
         if breaker is not None:
             breaker.admit()
         endpoint.outstanding += 1
         try:
             try:
+                timeouts = pool.settings.timeouts
                 with map_upstream_errors(pool.name):
-                    if self._deadline_aware:
-                        request.extensions[DEADLINE] = deadline
-                        response = await self._transport.handle_async_request(request)
-                    else:
-                        async with asyncio.timeout_at(deadline):
-                            response = await self._transport.handle_async_request(request)
+                    response = await self._send_upstream(
+                        method,
+                        endpoint.url + target,
+                        headers,
+                        body,
+                        connect=timeouts.connect,
+                        read=timeouts.read,
+                        deadline=deadline,
+                    )
             except UpstreamError as exc:
                 pool.record(endpoint, ok=False)
                 self._metrics.upstream_error(pool.name, exc.reason)
                 if breaker is not None:
                     breaker.record(ok=False)
                 raise
-            status = response.status_code
+            status = response.status
             failed = status >= 500
             pool.record(endpoint, ok=not failed)
             if failed:
@@ -301,15 +288,15 @@ class Proxy:
 
     async def _respond(
         self,
-        response: httpx.Response,
+        response: UpstreamResponse,
         method: str,
         match: RouteMatch,
         request_id: str,
         send: Send,
         receive: Receive,
     ) -> None:
-        status = response.status_code
-        headers, length = strip_response_headers(response.headers.raw)
+        status = response.status
+        headers, length = strip_response_headers(response.headers)
         headers.extend(match.response_headers)
         headers.append((b"x-request-id", request_id.encode()))
 
@@ -322,13 +309,12 @@ class Proxy:
             return
 
         # Already in memory: the HTTP/1.1 transport's small answers, or a test double's body.
-        buffered = getattr(response.stream, "buffered_body", None)
-        body = buffered() if buffered is not None else _preloaded(response)
+        body = response.buffered_body()
         if body is not None or (length is not None and length <= self._buffer):
             try:
                 if body is None:
                     with map_upstream_errors(match.route.upstream):
-                        body = b"".join([chunk async for chunk in response.aiter_raw()])
+                        body = b"".join([chunk async for chunk in response.chunks()])
             finally:
                 await response.aclose()
             headers.append((b"content-length", str(len(body)).encode()))
@@ -342,7 +328,7 @@ class Proxy:
         scope_done = asyncio.Event()
         watcher = asyncio.ensure_future(_watch_disconnect(receive, scope_done))
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in response.chunks():
                 if scope_done.is_set():
                     log.info("client went away mid-response", extra={"request_id": request_id})
                     return
@@ -351,13 +337,6 @@ class Proxy:
         finally:
             watcher.cancel()
             await response.aclose()
-
-
-def _preloaded(response: httpx.Response) -> bytes | None:
-    try:
-        return response.content
-    except httpx.ResponseNotRead:
-        return None
 
 
 async def _watch_disconnect(receive: Receive, done: asyncio.Event) -> None:
