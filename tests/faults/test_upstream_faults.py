@@ -101,7 +101,9 @@ upstreams:
     timeouts: {{connect_seconds: 0.3, read_seconds: 0.3, total_seconds: {TOTAL_SECONDS}}}
     retries:
       attempts: 3
-      retry_on: [connect_failure, timeout, 503]
+      # 502: a request in flight on an endpoint as it dies is cut off (upstream_protocol_error);
+      # like the default policy, try it again elsewhere.
+      retry_on: [connect_failure, timeout, 502, 503]
       backoff: {{base_seconds: 0.005, max_seconds: 0.02}}
       budget: {{ratio: 1.0, min_concurrency: 16}}
     circuit_breaker: {{failures: 12, reset_seconds: 1}}
