@@ -38,7 +38,8 @@ class Decision:
     response_headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
     claims: Mapping[str, Any] | None = field(default=None, repr=False)
-    # An adapter's encoding of this decision, by the adapter's key ("grpc", ("http", True), ...):
+    # An adapter's encoding of this decision, by the adapter's key ("grpc", ("http", True), the
+    # gateway's auth policy, ...):
     # it lives exactly as long as the decision, so no cache of encodings needs a bound of its own.
     # Threads may race to fill an entry; they write equal values.
     wire: dict[object, Any] = field(default_factory=dict, repr=False)

@@ -160,10 +160,6 @@ class AuthPolicy:
         self._metrics = metrics
         # Identity headers the chain's outermost step has already removed from the request.
         self._stripped = stripped
-        # Per decision object (denials and per-token allows are reused by the core): the
-        # identity headers to set as bytes, and the names to drop from the request, or None
-        # when the outermost step has removed them all already.
-        self._identities: dict[int, _Identity] = {}
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
@@ -187,9 +183,12 @@ class AuthPolicy:
         if not decision.allowed:
             self._metrics.denial("auth", decision.reason).inc()
             return _deny(decision, scope["doma.request_id"], send)
-        identity = self._identities.get(id(decision))
-        if identity is None or identity.decision is not decision:
-            identity = self._identity(decision)
+        # Kept on the decision (the core reuses it for a repeated token): the identity headers
+        # to set as bytes, and the names to drop from the request, or None when the outermost
+        # step has removed them all already.
+        identity: _Identity | None = decision.wire.get(self)
+        if identity is None:
+            identity = decision.wire[self] = self._identity(decision)
         if identity.drop is None:
             # Nothing to remove (the outermost step did): add the identity, no copy.
             scope["headers"].extend(identity.to_set)
@@ -202,17 +201,12 @@ class AuthPolicy:
         return self.app(scope, receive, send)
 
     def _identity(self, decision: Decision) -> _Identity:
-        if len(self._identities) > 16_384:
-            self._identities.clear()
         to_set = tuple((n.encode(), v.encode()) for n, v in decision.headers_to_set)
         drop = frozenset(n.encode() for n in decision.headers_to_remove) | {n for n, _ in to_set}
-        identity = _Identity(decision, to_set, None if drop <= self._stripped else drop)
-        self._identities[id(decision)] = identity
-        return identity
+        return _Identity(to_set, None if drop <= self._stripped else drop)
 
 
 class _Identity(NamedTuple):
-    decision: Decision
     to_set: tuple[tuple[bytes, bytes], ...]
     drop: frozenset[bytes] | None
 
