@@ -101,11 +101,14 @@ def test_redis_killed_under_steady_checks_denies_fast_and_recovers_without_resta
             time.sleep(2)
             ended = time.monotonic()
 
-        before = traffic.between(0, killed)
+        # Answered before the kill: a check sent a moment earlier may reach the store after it.
+        before = [s for s in traffic.between(0, killed) if s[0] + s[1] < killed]
         during = traffic.between(killed, restarted)
         settled = traffic.between(killed + seen + 0.5, restarted)
         after = traffic.between(restarted + recovered + 0.5, ended)
-        assert {o for _, _, o in before} == {(200, "ok")}
+        assert before
+        # Any other answer, with when it was sent relative to the kill, to tell a race from a fault.
+        assert not [(round(t - killed, 3), o) for t, _, o in before if o != (200, "ok")]
         # Every check during the outage is a clear answer: 503 with a reason, or 200 for the
         # ones decided before the cache stopped being trusted; never an error, never a timeout.
         outcomes = {o for _, _, o in during}
