@@ -188,8 +188,22 @@ async def run_authz(options: AuthzOptions) -> int:
         await http_check.shutdown(options.grace)
     await server.shutdown()
     await stack.aclose()
+    await _finish_leftover_tasks()
     announce("stopped")
     return 0
+
+
+async def _finish_leftover_tasks(seconds: float = 2.0) -> None:
+    """Cancel and collect what client libraries left running (aiormq closes channels in tasks
+    of its own after a flapping broker), so their errors end here instead of being reported as
+    unhandled, with a traceback, when the event loop closes."""
+    current = asyncio.current_task()
+    leftovers = [task for task in asyncio.all_tasks() if task is not current]
+    for task in leftovers:
+        task.cancel()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await asyncio.gather(*leftovers, return_exceptions=True)
 
 
 def announce(event: str, **fields: object) -> None:
