@@ -138,15 +138,15 @@ class TokenVerifier:
         return self._remember(digest, _verified(parsed, keys))
 
     async def verify(self, token: str) -> VerifiedToken:
-        digest = _digest(token)
-        cached = self._cached(digest)
-        if cached is not None:
-            return cached
+        verified = self.verify_now(token)
+        if verified is not None:
+            return verified
+        # The token names a kid the loaded key set lacks: look for it (a fetch, rate-limited).
         self._count_miss()
         parsed = self._parse(token)
-        key_cache = parsed.key_cache
-        keys = key_cache.keys if parsed.kid is None else await key_cache.keys_for_kid(parsed.kid)
-        return self._remember(digest, _verified(parsed, keys))
+        assert parsed.kid is not None  # verify_now decides every token without one
+        keys = await parsed.key_cache.keys_for_kid(parsed.kid)
+        return self._remember(_digest(token), _verified(parsed, keys))
 
     def _cached(self, digest: bytes) -> VerifiedToken | None:
         cache = self._cache
