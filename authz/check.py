@@ -22,6 +22,11 @@ class CheckInput:
     path: str
     headers: Mapping[str, str]
     source_principal: str = ""
+    # The decision core's note from ``decide_now`` to ``decide`` on this request: (the core,
+    # the token it verified before finding it must wait for the revocation store), so the
+    # token is not verified, nor counted in the token cache, twice. Not an input: adapters never
+    # set it, and ``decide`` takes it back.
+    pending: Any = field(default=None, init=False, compare=False, repr=False)
 
 
 # eq=False: decisions are compared and hashed by identity. Denials and per-token allows are

@@ -89,24 +89,37 @@ class Authorizer:
         if self._revocation is not None:
             known, reason = self._revocation.check_cached(verified.claims)
             if not known:
+                # decide() goes on from here: only the store read is left to do.
+                _note(request, (self, verified))
                 return None
             if reason is not None:
                 return self._denials[reason]
         return self._allow(verified)
 
     async def decide(self, request: CheckInput) -> Decision:
-        token = self._token_of(request)
-        if isinstance(token, Decision):
-            return token
-        try:
-            verified = await self._verifier.verify(token)
-        except TokenError as exc:
-            return self._denials[exc.reason]
+        verified = self._pending(request)
+        if verified is None:
+            token = self._token_of(request)
+            if isinstance(token, Decision):
+                return token
+            try:
+                verified = await self._verifier.verify(token)
+            except TokenError as exc:
+                return self._denials[exc.reason]
         if self._revocation is not None:
             reason = await self._revocation.check(verified.claims)
             if reason is not None:
                 return self._denials[reason]
         return self._allow(verified)
+
+    def _pending(self, request: CheckInput) -> VerifiedToken | None:
+        """The token ``decide_now`` verified for ``request``, taken back (used once)."""
+        note = request.pending
+        if note is None:
+            return None
+        _note(request, None)
+        owner, verified = note
+        return verified if owner is self else None
 
     def _token_of(self, request: CheckInput) -> str | Decision:
         """The bearer token to verify, or the decision already reached without one."""
@@ -145,6 +158,11 @@ class Authorizer:
                 to_set.append((dash, value))
                 to_remove.extend(others)
         return allow("ok", tuple(to_set), tuple(to_remove), verified.claims)
+
+
+def _note(request: CheckInput, note: tuple[Authorizer, VerifiedToken] | None) -> None:
+    # CheckInput is frozen for its inputs; its one note slot is the core's to write.
+    object.__setattr__(request, "pending", note)
 
 
 _INVALID = "\x00invalid"

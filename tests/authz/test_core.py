@@ -150,3 +150,54 @@ async def test_decide_now_defers_to_decide_when_revocation_is_not_cached():
     await core.verifier.verify(token)
     assert authorizer.decide_now(request(token=token)) is None
     assert (await authorizer.decide(request(token=token))).reason == "token_revoked"
+
+
+class _StoreOnlyRevocation:
+    """A revocation check whose cache never knows: every token goes to the (fake) store."""
+
+    def __init__(self) -> None:
+        self.store_reads = 0
+
+    def check_cached(self, claims):
+        return False, None
+
+    async def check(self, claims):
+        self.store_reads += 1
+        return None
+
+
+@pytest.mark.parametrize("cache_size", [100, 0])
+async def test_a_token_waiting_for_the_store_is_verified_and_counted_once(cache_size):
+    core = await build_core(cache_size=cache_size)
+    revocation = _StoreOnlyRevocation()
+    authorizer = Authorizer(core.authorizer.settings, core.verifier, revocation)
+    check = request(token=core.key.token())
+    verifications = []
+    real_verify = core.verifier.verify
+
+    async def counted_verify(token):
+        verifications.append(token)
+        return await real_verify(token)
+
+    core.verifier.verify = counted_verify  # type: ignore[method-assign]
+    assert authorizer.decide_now(check) is None
+    assert (await authorizer.decide(check)).allowed
+    # decide() went on from decide_now's verification: one miss, no hit, no second verify.
+    assert verifications == []
+    assert (core.verifier.cache_misses, core.verifier.cache_hits) == (1, 0)
+    assert revocation.store_reads == 1
+    # The note is used once: deciding the same check again verifies the token again.
+    assert (await authorizer.decide(check)).allowed
+    assert len(verifications) == 1
+
+
+async def test_a_note_left_by_one_core_is_not_taken_by_another():
+    core = await build_core()
+    other = await build_core()
+    waiting = Authorizer(core.authorizer.settings, core.verifier, _StoreOnlyRevocation())
+    check = request(token=core.key.token())
+    assert waiting.decide_now(check) is None
+    # Another core with other keys must verify for itself: core's key is unknown to it.
+    decision = await other.authorizer.decide(check)
+    assert not decision.allowed
+    assert decision.reason == "unknown_key"

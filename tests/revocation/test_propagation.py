@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from urllib.request import urlopen
 
 import pytest
 
@@ -73,6 +74,18 @@ class Cluster:
         reply = send(self.port, "/api/v1/scan/results", [("authorization", f"Bearer {token}")])
         return reply.status, reply.json().get("reason", "ok") if reply.status != 200 else "ok"
 
+    def token_cache_lookups(self, index: int) -> dict[str, float]:
+        """``doma_authz_token_cache_lookups_total`` of one instance, by result."""
+        host, port = self.servers[index].address("metrics")
+        with urlopen(f"http://{host}:{port}/metrics") as reply:
+            text = reply.read().decode()
+        prefix = "doma_authz_token_cache_lookups_total{result="
+        return {
+            line[len(prefix) + 1 : line.index('"}')]: float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith(prefix)
+        }
+
     def admin(self, index: int) -> str:
         return str(self.servers[index].listening["admin"])
 
@@ -130,6 +143,12 @@ def test_a_token_revoked_through_one_instance_is_denied_by_all_three_and_through
     token = KEY.token(sub="alice")
     claims_jti, exp = _claims(token)
     admin = admin_token(KEY)
+    # A new token through Envoy: its jti is unknown to the cache, so the check waits for the
+    # store, yet the token is verified once: one token-cache miss and no hit.
+    before = cluster.token_cache_lookups(0)
+    assert cluster.through_envoy(token) == (200, "ok")
+    after = cluster.token_cache_lookups(0)
+    assert (after["miss"] - before["miss"], after["hit"] - before["hit"]) == (1, 0)
     # Warm every cache with the token as not revoked: the event, not a cache miss, must deny it.
     for _ in range(3):
         assert [c.check(token) for c in cluster.checkers] == [(200, "ok")] * 3

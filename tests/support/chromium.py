@@ -45,9 +45,10 @@ def chromium_binary() -> str:
 class Browser:
     def __init__(self, profile: Path):
         profile.mkdir(parents=True, exist_ok=True)
+        binary = chromium_binary()  # before the log opens: a missing browser leaks no file
         self._log = (profile.parent / "chromium.log").open("wb")
         self.process = subprocess.Popen(
-            [chromium_binary(), *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            [binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
