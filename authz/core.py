@@ -63,12 +63,13 @@ class Authorizer:
         self._verifier = verifier
         self._revocation = revocation
         self._bypass = BypassRules(settings.bypass)
-        self._mappings = tuple((m.claim, m.header) for m in settings.claims_to_headers)
-        self._denials = {reason: deny(status, reason) for reason, status in DENY_STATUS.items()}
-        every_spelling = tuple(_spellings(header) for _, header in self._mappings)
-        self._bypass_decision = allow(
-            "bypass", (), tuple(h for names in every_spelling for h in names)
+        # (claim, header, the header's other spellings): each new token's allow reads them.
+        self._mappings = tuple(
+            (m.claim, m.header, _spellings(m.header)[1:]) for m in settings.claims_to_headers
         )
+        self._denials = {reason: deny(status, reason) for reason, status in DENY_STATUS.items()}
+        identity = tuple(h for _, header, others in self._mappings for h in (header, *others))
+        self._bypass_decision = allow("bypass", (), identity)
 
     def decide_now(self, request: CheckInput) -> Decision | None:
         """The decision when no I/O is needed, else None: then await :meth:`decide`.
@@ -90,7 +91,7 @@ class Authorizer:
             known, reason = self._revocation.check_cached(verified.claims)
             if not known:
                 # decide() goes on from here: only the store read is left to do.
-                _note(request, (self, verified))
+                request.pending = (self, verified)
                 return None
             if reason is not None:
                 return self._denials[reason]
@@ -117,7 +118,7 @@ class Authorizer:
         note = request.pending
         if note is None:
             return None
-        _note(request, None)
+        request.pending = None
         owner, verified = note
         return verified if owner is self else None
 
@@ -147,22 +148,16 @@ class Authorizer:
     def _allow_decision(self, verified: VerifiedToken) -> Decision:
         to_set: list[tuple[str, str]] = []
         to_remove: list[str] = []
-        for claim, header in self._mappings:
+        for claim, header, others in self._mappings:
             value = _header_value(verified.claims.get(claim))
             if value is _INVALID:
                 return self._denials["invalid_claim_value"]
-            dash, *others = _spellings(header)
             if value is None:
-                to_remove.extend((dash, *others))
+                to_remove.append(header)
             else:
-                to_set.append((dash, value))
-                to_remove.extend(others)
+                to_set.append((header, value))
+            to_remove.extend(others)
         return allow("ok", tuple(to_set), tuple(to_remove), verified.claims)
-
-
-def _note(request: CheckInput, note: tuple[Authorizer, VerifiedToken] | None) -> None:
-    # CheckInput is frozen for its inputs; its one note slot is the core's to write.
-    object.__setattr__(request, "pending", note)
 
 
 _INVALID = "\x00invalid"
