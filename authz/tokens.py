@@ -123,6 +123,22 @@ class TokenVerifier:
         which may need a key fetch. Raises :class:`TokenError` like :meth:`verify`. Safe to call
         from any thread.
         """
+        outcome = self._verify_or_parse(token)
+        return outcome if isinstance(outcome, VerifiedToken) else None
+
+    async def verify(self, token: str) -> VerifiedToken:
+        outcome = self._verify_or_parse(token)
+        if isinstance(outcome, VerifiedToken):
+            return outcome
+        # The token names a kid the loaded key set lacks: look for it (a fetch, rate-limited).
+        self._count_miss()
+        assert outcome.kid is not None  # every token without one is decided at once
+        keys = await outcome.key_cache.keys_for_kid(outcome.kid)
+        return self._remember(_digest(token), _verified(outcome, keys))
+
+    def _verify_or_parse(self, token: str) -> VerifiedToken | _Parsed:
+        """The verified token when no I/O is needed, else the token read, whose kid the loaded
+        key set lacks (a miss counted by :meth:`verify`, which fetches)."""
         digest = _digest(token)
         cached = self._cached(digest)
         if cached is not None:
@@ -134,20 +150,9 @@ class TokenVerifier:
             raise
         keys = parsed.key_cache.keys
         if parsed.kid is not None and (keys is None or parsed.kid not in keys.by_kid):
-            return None  # counted by verify()
+            return parsed
         self._count_miss()
         return self._remember(digest, _verified(parsed, keys))
-
-    async def verify(self, token: str) -> VerifiedToken:
-        verified = self.verify_now(token)
-        if verified is not None:
-            return verified
-        # The token names a kid the loaded key set lacks: look for it (a fetch, rate-limited).
-        self._count_miss()
-        parsed = self._parse(token)
-        assert parsed.kid is not None  # verify_now decides every token without one
-        keys = await parsed.key_cache.keys_for_kid(parsed.kid)
-        return self._remember(_digest(token), _verified(parsed, keys))
 
     def _cached(self, digest: bytes) -> VerifiedToken | None:
         cache = self._cache

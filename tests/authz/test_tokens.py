@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from authz.check import CheckInput
 from authz.tokens import TokenError, bearer_token
 from tests.authz.helpers import build_core, issuer
-from tests.support.tokens import SigningKey
+from tests.support.tokens import SigningKey, jwks
 
 
 async def reason_of(core, token):
@@ -168,6 +168,27 @@ async def test_repeated_token_is_verified_once():
     for _ in range(5):
         await core.verifier.verify(token)
     assert (core.verifier.cache_misses, core.verifier.cache_hits) == (1, 4)
+
+
+async def test_a_rotated_key_is_fetched_and_the_token_read_once_per_step():
+    core = await build_core()
+    rotated = SigningKey()
+    core.fetcher.document = jwks(core.key, rotated)
+    core.clock[0] += 10  # past the refetch interval
+    reads = []
+    parse = core.verifier._parse
+
+    def counted(token):
+        reads.append(token)
+        return parse(token)
+
+    core.verifier._parse = counted  # type: ignore[method-assign]
+    check = CheckInput("GET", "/api/v1/scan/x", {"authorization": f"Bearer {rotated.token()}"})
+    # The kid is not loaded: decide_now reads the token, decide reads it again and fetches.
+    assert core.authorizer.decide_now(check) is None
+    assert (await core.authorizer.decide(check)).allowed
+    assert len(reads) == 2
+    assert (core.verifier.cache_misses, core.verifier.cache_hits) == (1, 0)
 
 
 async def test_cached_token_is_not_used_past_its_expiry():
