@@ -138,7 +138,7 @@ def _rows(measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                              rss_mb=case.get("rss_mb")))  # fmt: skip
         for case in report["fixed_rate"]:
             name = f"gateway {case['case']} at {report['settings']['rate']:,.0f} req/s"
-            rows.append(_row(name, case, rps=case.get("rate")))
+            rows.append(_row(name, case))
         trend = report["memory"]["trend"]
         if trend is not None:
             name = f"gateway {trend['case']}, {trend['seconds']:g} s, RSS sampled"

@@ -26,6 +26,16 @@ end
 """
 
 
+# Fixed-rate load: each connection waits an exponentially distributed gap (mean in ms, the
+# placeholder) before each request, so the connections together send a Poisson stream at the
+# wanted rate, not synchronized bursts. wrk takes the delay in whole milliseconds.
+_PACED = """\
+delay = function()
+  return -math.log(1 - math.random()) * {mean_ms}
+end
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class WrkResult:
     requests: int
@@ -59,10 +69,23 @@ def run_wrk(
     threads: int,
     headers: dict[str, str],
     workdir: Path,
+    rate: float | None = None,
 ) -> WrkResult:
-    script = workdir / "wrk-done.lua"
+    """wrk as fast as it goes, or with ``rate``, about that many requests per second in all.
+
+    At a fixed rate a connection sends its next request only after the last answer, so a stall
+    longer than the mean gap (``connections / rate``) delays the requests behind it instead of
+    counting each of them late: keep that gap well above the latencies measured.
+    """
+    done_script = _DONE.replace("{mark}", _MARK)
+    if rate is None:
+        script = workdir / "wrk-done.lua"
+    else:
+        mean_ms = connections * 1000 / rate
+        script = workdir / f"wrk-paced-{mean_ms:g}.lua"
+        done_script += _PACED.replace("{mean_ms}", f"{mean_ms:g}")
     if not script.exists():
-        script.write_text(_DONE.replace("{mark}", _MARK))
+        script.write_text(done_script)
     whole_seconds = max(round(seconds), 1)  # wrk reads whole seconds only: "1.5s" is refused
     argv = [
         wrk_binary(), "-t", str(threads), "-c", str(connections), "-d", f"{whole_seconds}s",
