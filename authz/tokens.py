@@ -123,26 +123,27 @@ class TokenVerifier:
         which may need a key fetch. Raises :class:`TokenError` like :meth:`verify`. Safe to call
         from any thread.
         """
-        outcome = self._verify_or_parse(token)
+        digest = _digest(token)
+        cached = self._cached(digest)
+        if cached is not None:
+            return cached
+        outcome = self._verify_or_parse(token, digest)
         return outcome if isinstance(outcome, VerifiedToken) else None
 
     async def verify(self, token: str) -> VerifiedToken:
-        outcome = self._verify_or_parse(token)
+        digest = _digest(token)
+        outcome = self._cached(digest) or self._verify_or_parse(token, digest)
         if isinstance(outcome, VerifiedToken):
             return outcome
         # The token names a kid the loaded key set lacks: look for it (a fetch, rate-limited).
         self._count_miss()
         assert outcome.kid is not None  # every token without one is decided at once
         keys = await outcome.key_cache.keys_for_kid(outcome.kid)
-        return self._remember(_digest(token), _verified(outcome, keys))
+        return self._remember(digest, _verified(outcome, keys))
 
-    def _verify_or_parse(self, token: str) -> VerifiedToken | _Parsed:
-        """The verified token when no I/O is needed, else the token read, whose kid the loaded
-        key set lacks (a miss counted by :meth:`verify`, which fetches)."""
-        digest = _digest(token)
-        cached = self._cached(digest)
-        if cached is not None:
-            return cached
+    def _verify_or_parse(self, token: str, digest: bytes) -> VerifiedToken | _Parsed:
+        """An uncached token verified when no I/O is needed, else the token read, whose kid the
+        loaded key set lacks (a miss counted by :meth:`verify`, which fetches)."""
         try:
             parsed = self._parse(token)
         except TokenError:
