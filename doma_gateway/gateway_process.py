@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from authz.errors import ConfigError
 from authz.loader import load_auth_settings
+from authz.settings import AuthSettings
 from doma_gateway.addresses import HostPort, host_port
 from doma_gateway.inter_domain_wiring import InterDomainMetrics, inter_domain_rule
 from doma_gateway.serve_command import has_section
@@ -138,11 +139,11 @@ async def run_serve(options: ServeOptions) -> int:
 
     stack: AuthzStack | None = None
     identity: tuple[str, ...] = ()
-    if has_section(options.routes, "auth"):
+    auth = auth_section(options.routes)
+    if auth is not None:
         # Imported here: the authz stack (gRPC, Redis clients) is only needed with an auth section.
         from doma_gateway.authz_process import build_authz
 
-        auth = load_auth_settings(options.routes)
         stack = build_authz(auth)
         identity = tuple(m.header for m in auth.claims_to_headers)
     # With PROMETHEUS_MULTIPROC_DIR set (a worker), values go to files the supervisor aggregates.
@@ -182,6 +183,7 @@ async def run_serve(options: ServeOptions) -> int:
     def apply() -> int:
         policies.inter_domain = inter_domain_rule(options.routes, inter_domain)
         served = load_config(options)
+        auth_changed = auth_section(options.routes) != auth
         runtime = build_runtime(
             served,
             transport=transport,
@@ -194,6 +196,8 @@ async def run_serve(options: ServeOptions) -> int:
         )
         holder.swap(runtime)
         metrics.reload("ok")
+        if auth_changed:
+            announce_auth_needs_restart()
         return holder.generation
 
     def report(event: str, fields: dict[str, object]) -> None:
@@ -263,6 +267,19 @@ async def run_serve(options: ServeOptions) -> int:
         await stack.aclose()
     announce("stopped")
     return 0
+
+
+def auth_section(routes: Path) -> AuthSettings | None:
+    """The routes' ``auth:`` settings, validated; None without an ``auth:`` section."""
+    return load_auth_settings(routes) if has_section(routes, "auth") else None
+
+
+def announce_auth_needs_restart() -> None:
+    """A reload applied the routes but not a changed ``auth:`` section: its keys, caches and
+    revocation bus were built at start-up, so the old section keeps deciding until a restart."""
+    reason = "the auth: section changed; it is read at start-up, restart to apply it"
+    log.warning(reason, extra={"event": "restart_needed"})
+    announce("restart_needed", section="auth", reason=reason)
 
 
 def announce(event: str, **fields: object) -> None:

@@ -28,13 +28,14 @@ from doma_gateway.gateway_process import (
     ServeOptions,
     address_of,
     announce,
+    announce_auth_needs_restart,
+    auth_section,
     bind_listener,
     load_config,
     uvicorn_server,
     wait_started,
 )
 from doma_gateway.inter_domain_wiring import InterDomainMetrics, inter_domain_rule
-from doma_gateway.serve_command import has_section
 from gateway.admin import build_admin
 from gateway.metrics import GatewayMetrics
 from gateway.policies import PolicyResources
@@ -90,7 +91,8 @@ async def run_supervisor(options: ServeOptions, config: RoutesConfig) -> int:
     multiprocess.MultiProcessCollector(registry, path=metrics_dir.name)  # type: ignore[no-untyped-call]
     local = GatewayMetrics(CollectorRegistry())
     transport = build_transport(config.gateway.transport)
-    validator = _NoAuthorizer() if has_section(options.routes, "auth") else None
+    auth = auth_section(options.routes)
+    validator = _NoAuthorizer() if auth is not None else None
     # The layer rule too, so a route that lists inter_domain validates here as in the workers.
     inter_domain = InterDomainMetrics(local.registry, "doma_gateway")
     policies = PolicyResources(
@@ -104,6 +106,7 @@ async def run_supervisor(options: ServeOptions, config: RoutesConfig) -> int:
 
     def apply() -> int:
         new = load_config(options)
+        auth_changed = auth_section(options.routes) != auth
         policies.inter_domain = inter_domain_rule(options.routes, inter_domain)
         holder.swap(
             build_runtime(
@@ -112,6 +115,8 @@ async def run_supervisor(options: ServeOptions, config: RoutesConfig) -> int:
         )
         for worker in workers:
             worker.send_signal(signal.SIGHUP)
+        if auth_changed:
+            announce_auth_needs_restart()
         return holder.generation
 
     reloader = Reloader(

@@ -14,11 +14,8 @@ from tests.support.upstreams import ScriptedUpstream
 KEY = SigningKey()
 
 
-@pytest.fixture
-def authed(start_gateway: StartGateway, upstream: ScriptedUpstream, tmp_path: Path) -> Gateway:
-    (tmp_path / "jwks.json").write_bytes(jwks(KEY))
-    return start_gateway(
-        f"""\
+def authed_routes(upstream: ScriptedUpstream) -> str:
+    return f"""\
 auth:
   issuers:
     - issuer: {ISSUER}
@@ -41,7 +38,12 @@ upstreams:
   main:
     endpoints: [{upstream.url}]
 """
-    )
+
+
+@pytest.fixture
+def authed(start_gateway: StartGateway, upstream: ScriptedUpstream, tmp_path: Path) -> Gateway:
+    (tmp_path / "jwks.json").write_bytes(jwks(KEY))
+    return start_gateway(authed_routes(upstream))
 
 
 def test_a_required_route_without_a_token_is_401_and_never_reaches_the_upstream(
@@ -142,3 +144,60 @@ upstreams:
         reply = client.get("/api/v1/scan/x", headers={"authorization": f"Bearer {KEY.token()}"})
     assert reply.status_code == 200
     assert httpx.get(f"{gateway.admin}/readyz").json()["ready"] is True
+
+
+def _replace(path: Path, text: str) -> None:
+    staged = path.with_suffix(".tmp")
+    staged.write_text(text)
+    staged.replace(path)
+
+
+def test_a_reload_applies_routes_and_says_a_changed_auth_section_needs_a_restart(
+    authed: Gateway,
+):
+    token = KEY.token(sub="alice")
+    text = authed.routes.read_text()
+    _replace(
+        authed.routes,
+        text.replace("sub: x-user-id", "sub: x-subject").replace("/results/**", "/outcomes/**"),
+    )
+    notice = authed.process.wait_event("restart_needed")
+    assert notice["section"] == "auth"
+    assert "restart" in str(notice["reason"])
+    authed.process.wait_event("reloaded")
+    with authed.client(headers={"authorization": f"Bearer {token}"}) as client:
+        # The routes changed now; the identity mapping stays the one the process started with.
+        assert client.get("/api/v1/scan/results/1").status_code == 404
+        seen = client.get("/api/v1/scan/outcomes/1").json()["headers"]
+    assert seen["x-user-id"] == "alice"
+    assert "x-subject" not in seen
+    # A reload that leaves auth: as it is says nothing of a restart.
+    _replace(authed.routes, text)
+    authed.process.wait_event("reloaded")
+    assert authed.process.stderr().count("restart_needed") == 1
+
+
+def test_a_reload_with_a_broken_auth_section_is_rejected_with_its_line(authed: Gateway):
+    text = authed.routes.read_text()
+    _replace(authed.routes, text.replace("jwks_file: jwks.json", "jwks_file: missing.json"))
+    event = authed.process.wait_event("reload_rejected")
+    assert f"{authed.routes}:" in str(event["error"])
+    assert "missing.json" in str(event["error"])
+    with authed.client() as client:
+        reply = client.get(
+            "/api/v1/scan/results/1", headers={"authorization": f"Bearer {KEY.token()}"}
+        )
+    assert reply.status_code == 200
+
+
+def test_with_workers_the_supervisor_checks_a_reloaded_auth_section_too(
+    start_gateway: StartGateway, upstream: ScriptedUpstream, tmp_path: Path
+):
+    (tmp_path / "jwks.json").write_bytes(jwks(KEY))
+    gateway = start_gateway(authed_routes(upstream), "--workers", "2")
+    text = gateway.routes.read_text()
+    _replace(gateway.routes, text.replace("jwks_file: jwks.json", "jwks_file: missing.json"))
+    assert "missing.json" in str(gateway.process.wait_event("reload_rejected")["error"])
+    _replace(gateway.routes, text.replace("sub: x-user-id", "sub: x-subject"))
+    assert gateway.process.wait_event("restart_needed")["section"] == "auth"
+    gateway.process.wait_event("reloaded")
