@@ -217,7 +217,8 @@ async def run_serve(options: ServeOptions) -> int:
         sock = socket.socket(fileno=options.worker_fd)
     else:
         sock = bind_listener(options.listen or host_port(config.gateway.listen))
-    gateway_server = uvicorn_server(GatewayApp(holder, metrics), grace)
+    gateway_app = GatewayApp(holder, metrics)
+    gateway_server = uvicorn_server(gateway_app, grace)
     servers = [gateway_server]
     admin_sock: socket.socket | None = None
     if options.worker_fd is None:
@@ -255,6 +256,7 @@ async def run_serve(options: ServeOptions) -> int:
     log.info("shutting down", extra={"event": "shutdown", "grace_seconds": grace})
     gateway_server.should_exit = True
     await tasks[0]
+    gateway_app.access.flush()
     for server in servers[1:]:
         server.should_exit = True
     await asyncio.gather(*tasks[1:])

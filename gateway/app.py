@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable
 
 from authz.paths import normalize
+from gateway.access_log import AccessLog
 from gateway.asgi import Message, Receive, Scope, Send
 from gateway.errors import GatewayError, InvalidPath, MethodNotAllowed
 from gateway.extensions.endpoint import run_pre_route
@@ -29,9 +30,13 @@ _VERSION_HEADERS = (b"accept-version", b"api-version")
 
 
 class GatewayApp:
-    def __init__(self, holder: RuntimeHolder, metrics: GatewayMetrics):
+    def __init__(
+        self, holder: RuntimeHolder, metrics: GatewayMetrics, access: AccessLog | None = None
+    ):
         self._holder = holder
         self._metrics = metrics
+        # Written to only while the serving config asks for it (gateway.access_log).
+        self.access = access or AccessLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,6 +104,14 @@ class GatewayApp:
         finally:
             end = response_started or time.perf_counter()
             self._metrics.request(domain, version, route, status or 500, end - started)
+            if runtime.config.gateway.access_log:
+                # The path as sent, without its query: a query may carry credentials.
+                self.access.write(
+                    method=scope["method"], path=raw.decode("latin-1"), status=status or 500,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                    domain=domain, version=version, route=route, request_id=request_id,
+                    client=(scope.get("client") or ("",))[0],
+                )  # fmt: skip
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

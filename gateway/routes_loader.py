@@ -49,7 +49,15 @@ _DOMAIN_KEYS = (
 _VERSION_KEYS = ("deprecated", "sunset", "link", "routes")
 _ROUTE_KEYS = ("name", "path", "methods", "upstream", "rewrite", "auth", "policies")
 _REWRITE_KEYS = ("prefix", "path")
-_GATEWAY_KEYS = ("listen", "admin", "trusted_proxies", "buffer_bytes", "drain_seconds", "transport")
+_GATEWAY_KEYS = (
+    "listen",
+    "admin",
+    "trusted_proxies",
+    "buffer_bytes",
+    "drain_seconds",
+    "transport",
+    "access_log",
+)
 
 
 def load_routes(path: Path) -> RoutesConfig:
@@ -155,6 +163,7 @@ def _gateway(node: Node) -> GatewaySettings:
                 raise item.error(f"{cidr!r} is not an IP address or CIDR range") from exc
     listen, admin = g.get("listen"), g.get("admin")
     buffer_bytes, transport = g.get("buffer_bytes"), g.get("transport")
+    access_log = g.get("access_log")
     return GatewaySettings(
         listen=_address(listen) if listen is not None else defaults.listen,
         admin=_address(admin) if admin is not None else defaults.admin,
@@ -166,6 +175,7 @@ def _gateway(node: Node) -> GatewaySettings:
         transport=transport.choice(("http1", "aiohttp", "httpcore"))  # type: ignore[arg-type]
         if transport is not None
         else defaults.transport,
+        access_log=access_log.bool() if access_log is not None else defaults.access_log,
     )
 
 

@@ -167,6 +167,8 @@ class GatewaySettings:
     buffer_bytes: int = 65_536
     drain_seconds: float = 10.0
     transport: Literal["http1", "aiohttp", "httpcore"] = "http1"
+    # One JSON line per request on stderr (off by default: it costs each request a log record).
+    access_log: bool = False
 
 
 @dataclass(frozen=True, slots=True)
