@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -71,20 +72,34 @@ async def run_supervisor(options: ServeOptions, config: RoutesConfig) -> int:
     ]
     if options.domain:
         argv += ["--domain", options.domain]
-    workers = [
-        subprocess.Popen(  # noqa: ASYNC220 - started once, before serving
-            argv, pass_fds=(sock.fileno(),), env=env, stdout=subprocess.PIPE, text=True
+
+    async def start_worker() -> subprocess.Popen[str]:
+        """A worker on the shared socket, once it says it listens; ConfigError if it does not."""
+        worker = await asyncio.to_thread(
+            subprocess.Popen,
+            argv,
+            pass_fds=(sock.fileno(),),
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
         )
-        for _ in range(options.workers)
-    ]
-    for worker in workers:
         assert worker.stdout is not None
         line = await asyncio.to_thread(worker.stdout.readline)
         if '"listening"' not in line:
-            for other in workers:
-                other.terminate()
+            worker.kill()
+            await asyncio.to_thread(worker.wait)
             raise ConfigError("a worker failed to start", file=str(options.routes))
         threading.Thread(target=_drain, args=(worker.stdout,), daemon=True).start()
+        return worker
+
+    workers: list[subprocess.Popen[str]] = []
+    try:
+        for _ in range(options.workers):
+            workers.append(await start_worker())
+    except ConfigError:
+        for other in workers:
+            other.terminate()
+        raise
 
     # The parent keeps its own copy of the config for /admin/routes and for validating reloads.
     registry = CollectorRegistry()
@@ -138,6 +153,7 @@ async def run_supervisor(options: ServeOptions, config: RoutesConfig) -> int:
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reloader.reload, "sighup")
     watcher = asyncio.create_task(reloader.watch()) if options.watch else None
+    keeper = asyncio.create_task(_keep_workers(workers, start_worker, metrics_dir.name))
     announce(
         "listening",
         http=address_of(sock),
@@ -149,6 +165,9 @@ async def run_supervisor(options: ServeOptions, config: RoutesConfig) -> int:
     await stop.wait()
     if watcher is not None:
         watcher.cancel()
+    keeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await keeper
     for worker in workers:
         worker.send_signal(signal.SIGTERM)
     for worker in workers:
@@ -160,6 +179,50 @@ async def run_supervisor(options: ServeOptions, config: RoutesConfig) -> int:
     metrics_dir.cleanup()
     announce("stopped")
     return 0
+
+
+# How often the supervisor looks for a dead worker, and how long it waits before starting a
+# replacement that failed to start last time (doubling up to the last value).
+_WORKER_CHECK_SECONDS = 0.5
+_RESTART_BACKOFF_SECONDS = (1.0, 30.0)
+
+
+async def _keep_workers(
+    workers: list[subprocess.Popen[str]],
+    start_worker: Callable[[], Awaitable[subprocess.Popen[str]]],
+    metrics_dir: str,
+) -> None:
+    """Replace any worker that exits while the supervisor serves (until it is cancelled)."""
+    from prometheus_client import multiprocess
+
+    backoff = [0.0] * len(workers)
+    while True:
+        await asyncio.sleep(_WORKER_CHECK_SECONDS)
+        for index, worker in enumerate(workers):
+            code = worker.poll()
+            if code is None:
+                continue
+            if backoff[index]:
+                await asyncio.sleep(backoff[index])
+            else:
+                log.error(
+                    "a worker exited; starting another",
+                    extra={"event": "worker_exited", "pid": worker.pid, "exit_code": code},
+                )
+                # Its live gauges (in-flight requests) must not stay in the summed metrics.
+                multiprocess.mark_process_dead(worker.pid, metrics_dir)  # type: ignore[no-untyped-call]
+            try:
+                workers[index] = await start_worker()
+            except ConfigError:
+                first, most = _RESTART_BACKOFF_SECONDS
+                backoff[index] = min(most, backoff[index] * 2 or first)
+                log.error(
+                    "a replacement worker failed to start; trying again",
+                    extra={"event": "worker_start_failed", "retry_seconds": backoff[index]},
+                )
+                continue
+            backoff[index] = 0.0
+            announce("worker_restarted", old_pid=worker.pid, pid=workers[index].pid, exit_code=code)
 
 
 class _NoAuthorizer:

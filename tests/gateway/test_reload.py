@@ -246,3 +246,33 @@ def test_workers_reload_only_what_the_supervisor_validated(
     assert paths == {"/moved/here"}
     gateway.process.process.send_signal(signal.SIGTERM)
     assert gateway.process.process.wait(15) == 0
+
+
+def test_a_worker_that_dies_is_replaced_and_serving_goes_on(
+    start_gateway: StartGateway, upstream: ScriptedUpstream
+):
+    gateway = start_gateway(routes_text([upstream.url]), "--workers", "2")
+    listening = gateway.process.listening
+    first, second = listening["workers"]  # type: ignore[misc]
+    os.kill(first, signal.SIGKILL)
+    event = gateway.process.wait_event("worker_restarted", timeout=15)
+    assert event["old_pid"] == first
+    assert event["exit_code"] == -signal.SIGKILL
+    replacement = event["pid"]
+    assert replacement not in (first, second)
+    wait_until(lambda: httpx.get(f"{gateway.admin}/healthz").status_code == 200, timeout=5)
+    with gateway.client() as client:
+        statuses = {client.get("/api/v2/scan/fixed").status_code for _ in range(40)}
+    assert statuses == {200}
+    gateway.process.process.send_signal(signal.SIGTERM)
+    assert gateway.process.process.wait(15) == 0
+    for pid in (second, replacement):
+        wait_until(lambda pid=pid: not _running(pid), timeout=5)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
