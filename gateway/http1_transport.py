@@ -21,11 +21,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 import httptools
 import httpx
 
-__all__ = ["DEADLINE", "Http1Response", "Http1Transport"]
-
-# Request extension: the event-loop time by which the response head must have arrived (the
-# upstream's total deadline, retries included); cheaper than an ``asyncio.timeout`` per attempt.
-DEADLINE = "doma.deadline"
+__all__ = ["Http1Response", "Http1Transport"]
 
 _HIGH_WATER = 1024 * 1024
 _TARGET_CACHE_SIZE = 4096
@@ -286,8 +282,6 @@ class Http1Transport(httpx.AsyncBaseTransport):
     :meth:`handle_async_request`, wraps it.
     """
 
-    honours_deadline = True
-
     def __init__(self, *, max_idle_per_host: int = 256, tls: ssl.SSLContext | None = None):
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._max_idle = max_idle_per_host
@@ -356,14 +350,15 @@ class Http1Transport(httpx.AsyncBaseTransport):
         stream = request.stream
         # As httpx's own async transport: a sync-only stream cannot come from AsyncClient.
         assert isinstance(stream, httpx.AsyncByteStream)
-        answer = await self._exchange(
+        # No deadline of its own: a caller through httpx bounds the whole exchange itself.
+        answer = await self.exchange(
             request.method,
-            _Target(request.url),
+            str(request.url),
             request.headers.raw,
             request.content if isinstance(stream, httpx.ByteStream) else stream,
             connect=timeouts.get("connect"),
             read=timeouts.get("read"),
-            deadline=request.extensions.get(DEADLINE),
+            deadline=None,
         )
         return httpx.Response(
             status_code=answer.status,
@@ -382,30 +377,10 @@ class Http1Transport(httpx.AsyncBaseTransport):
         *,
         connect: float | None,
         read: float | None,
-        deadline: float,
-    ) -> Http1Response:
-        """Send one request and wait for its head; ``deadline`` is event-loop time."""
-        return await self._exchange(
-            method,
-            self._target(url),
-            headers,
-            body,
-            connect=connect,
-            read=read,
-            deadline=deadline,
-        )
-
-    async def _exchange(
-        self,
-        method: str,
-        target: _Target,
-        headers: Sequence[tuple[bytes, bytes]],
-        body: bytes | AsyncIterable[bytes],
-        *,
-        connect: float | None,
-        read: float | None,
         deadline: float | None,
     ) -> Http1Response:
+        """Send one request and wait for its head; ``deadline`` is event-loop time."""
+        target = self._target(url)
         key = target.key
         head_timeout = read
         loop = asyncio.get_running_loop()

@@ -17,8 +17,6 @@ from typing import Protocol, runtime_checkable
 
 import httpx
 
-from gateway.http1_transport import DEADLINE
-
 __all__ = ["DirectTransport", "Exchange", "HttpxExchange", "UpstreamResponse", "exchange_for"]
 
 RawHeaders = Sequence[tuple[bytes, bytes]]
@@ -66,17 +64,8 @@ class Exchange(Protocol):
 class DirectTransport(Protocol):
     """A transport that takes plain values (``Http1Transport``): no httpx objects in between."""
 
-    async def exchange(
-        self,
-        method: str,
-        url: str,
-        headers: RawHeaders,
-        body: bytes | AsyncIterable[bytes],
-        *,
-        connect: float | None,
-        read: float | None,
-        deadline: float,
-    ) -> UpstreamResponse: ...
+    @property
+    def exchange(self) -> Exchange: ...
 
 
 def exchange_for(transport: httpx.AsyncBaseTransport) -> Exchange:
@@ -91,7 +80,6 @@ class HttpxExchange:
 
     def __init__(self, transport: httpx.AsyncBaseTransport):
         self._transport = transport
-        self._deadline_aware = bool(getattr(transport, "honours_deadline", False))
         self._urls: dict[str, httpx.URL] = {}
 
     def _url(self, text: str) -> httpx.URL:
@@ -124,12 +112,8 @@ class HttpxExchange:
             content=(body or None) if isinstance(body, bytes) else body,
             extensions=extensions,
         )
-        if self._deadline_aware:
-            extensions[DEADLINE] = deadline
+        async with asyncio.timeout_at(deadline):
             response = await self._transport.handle_async_request(request)
-        else:
-            async with asyncio.timeout_at(deadline):
-                response = await self._transport.handle_async_request(request)
         return _HttpxResponse(response)
 
 
