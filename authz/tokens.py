@@ -70,7 +70,7 @@ def bearer_token(header: str, max_bytes: int) -> str:
 
     Only the shape a cache lookup needs is checked here: three dot-separated parts. The
     base64url alphabet is checked when a token is verified, which every token does before it
-    can be cached; a cached token is one byte for byte (its 128-bit digest matched), so checking
+    can be cached; a cached token is one byte for byte (its SHA-256 digest matched), so checking
     the alphabet again on every request (2 us for a typical token) would prove nothing new.
     """
     # Envoy joins repeated headers with ",": never pick one of several credentials.
