@@ -6,8 +6,8 @@ its aiohttp transport and with httpx's default transport (httpcore); a naive Sta
 proxy with httpx's default transport and with the ``httpx-aiohttp`` transport. The proxy under
 test gets one CPU of its own; wrk, nginx and this driver share the other. Then a fixed-rate run
 (wrk at 1,000 req/s, Poisson arrivals over 50 connections) measures the p99 latency the gateway
-adds over going direct. With ``--memory-seconds``, a last
-run loads the full-chain gateway that long while sampling its RSS, for the trend in MB/min.
+adds over going direct. With ``--memory-seconds``, a last run loads the full-chain gateway that
+long while sampling its RSS, for the trend in MB/min.
 Loopback only; every process is stopped at the end.
 """
 

@@ -183,7 +183,8 @@ async def run_serve(options: ServeOptions) -> int:
     def apply() -> int:
         policies.inter_domain = inter_domain_rule(options.routes, inter_domain)
         served = load_config(options)
-        auth_changed = auth_section(options.routes) != auth
+        # A worker's parent has checked the auth: section already, and says what changed.
+        auth_changed = options.worker_fd is None and auth_section(options.routes) != auth
         runtime = build_runtime(
             served,
             transport=transport,

@@ -30,13 +30,11 @@ _VERSION_HEADERS = (b"accept-version", b"api-version")
 
 
 class GatewayApp:
-    def __init__(
-        self, holder: RuntimeHolder, metrics: GatewayMetrics, access: AccessLog | None = None
-    ):
+    def __init__(self, holder: RuntimeHolder, metrics: GatewayMetrics):
         self._holder = holder
         self._metrics = metrics
         # Written to only while the serving config asks for it (gateway.access_log).
-        self.access = access or AccessLog()
+        self.access = AccessLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
