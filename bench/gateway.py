@@ -58,7 +58,7 @@ upstreams:
 # The same edge with the policy chain on: CORS, in-process auth (one repeated token, so the
 # verified-token cache is warm, as in steady traffic), scopes and a local rate limit that the
 # load never reaches. The bare "doma" case is the same gateway without any of it.
-_CHAIN_ROUTES = """\
+CHAIN_ROUTES = """\
 layers: [edge]
 gateway:
   transport: http1
@@ -157,8 +157,11 @@ class Bench:
         os.sched_setaffinity(0, self._driver_cpus)
 
     @contextlib.contextmanager
-    def proxy(self, case: Case) -> Iterator[tuple[int, int | None]]:
-        """Start the case's proxy; yields its port and the pid whose CPU is measured."""
+    def proxy(self, case: Case, routes_text: str | None = None) -> Iterator[tuple[int, int | None]]:
+        """Start the case's proxy; yields its port and the pid whose CPU is measured.
+
+        ``routes_text`` replaces a ``doma*`` case's routes file (a template with ``{jwks}`` and
+        ``{port}``), for variants of the chain (``bench/chain_ablation.py``)."""
         if case.key == "direct":
             yield self.nginx.port, None
             return
@@ -177,8 +180,9 @@ class Bench:
             transport = {"doma-httpcore": "httpcore", "doma-aiohttp": "aiohttp"}.get(
                 case.key, "http1"
             )
-            if case.key == "doma-chain":
-                routes.write_text(_CHAIN_ROUTES.format(jwks=self.jwks, port=self.nginx.port))
+            if routes_text is not None or case.key == "doma-chain":
+                template = routes_text if routes_text is not None else CHAIN_ROUTES
+                routes.write_text(template.format(jwks=self.jwks, port=self.nginx.port))
             else:
                 routes.write_text(_ROUTES.format(transport=transport, port=self.nginx.port))
             argv = [sys.executable, "-m", "doma_gateway.cli", "--log-level", "warning", "serve",
@@ -204,9 +208,9 @@ class Bench:
     def _headers(self, case: Case) -> dict[str, str] | None:
         return self.chain_headers if case.key in ("doma-chain", "doma-same") else None
 
-    def throughput(self, case: Case) -> dict[str, Any]:
-        headers = self._headers(case)
-        with self.proxy(case) as (port, pid):
+    def throughput(self, case: Case, routes_text: str | None = None) -> dict[str, Any]:
+        headers = self.chain_headers if routes_text is not None else self._headers(case)
+        with self.proxy(case, routes_text) as (port, pid):
             if self.args.warmup > 0:
                 self.wrk(port, self.args.warmup, headers)
             cpu_before = cpu_seconds(pid) if pid else 0.0

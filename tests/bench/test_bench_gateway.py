@@ -21,3 +21,16 @@ def test_short_run_measures_direct_envoy_and_the_gateway_with_only_2xx() -> None
     assert report["ratios"]["doma_vs_envoy"] > 0
     assert report["p99_added_ms"] is not None
     assert "gateway bare route: doma / Envoy, same cores" in stdout
+
+
+def test_chain_ablation_runs_each_variant_through_a_real_gateway() -> None:
+    stdout, report = run_bench(
+        "bench.chain_ablation", "--variants", "same,static-headers,full", "--rounds", "1",
+        "--duration", "1",
+    )  # fmt: skip
+    lowest = report["lowest_us_per_request"]
+    assert set(lowest) == {"same", "static-headers", "full"}
+    assert all(us > 0 for us in lowest.values())
+    assert {row["variant"] for row in report["rounds"]} == set(lowest)
+    assert all(row["requests"] > 0 and "failed" not in row for row in report["rounds"])
+    assert "over same" in stdout
