@@ -8,8 +8,10 @@ ext_authz filter applies it:
 
 - OK: ``headers`` are mutated in order by their action (the deprecated ``append`` wins when set:
   true appends to the value, false overwrites; otherwise ``append_action``), then
-  ``headers_to_remove`` are removed (never pseudo-headers or ``host``); ``response_headers_to_add``
-  go on the response to the client. ``dynamic_metadata.claims``, when the server sends it, is the
+  ``headers_to_remove`` are removed (never pseudo-headers or ``host``); then
+  ``query_parameters_to_set`` overwrite (or add) and ``query_parameters_to_remove`` drop
+  parameters of the query the upstream gets; ``response_headers_to_add`` go on the response to
+  the client. ``dynamic_metadata.claims``, when the server sends it, is the
   verified claims for the policies after this one.
 - Denied: the status (403 when unset), headers and body go to the client. A JSON object body
   also gets the ``request_id``.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -36,12 +39,24 @@ from gateway.policies.client_ip import ClientAddress
 from gateway.policies.denial import Denial
 from gateway.policies.metrics import PolicyMetrics
 
-__all__ = ["ExtAuthzClient", "ExtAuthzPolicy", "apply_mutations", "check_request"]
+__all__ = [
+    "ExtAuthzClient",
+    "ExtAuthzPolicy",
+    "apply_mutations",
+    "apply_query_mutations",
+    "check_request",
+]
 
 log = logging.getLogger("doma.gateway.ext_authz")
 RawHeaders = list[tuple[bytes, bytes]]
 _Action = base_pb2.HeaderValueOption
 _PROTECTED = frozenset({b"host"})
+# What a key or value from the server may not carry into the query as is: separators, controls,
+# space, non-ASCII, and a '%' that does not start an escape (an escape the server wrote stays).
+_QUERY_UNSAFE = {
+    "key": re.compile(r"[^A-Za-z0-9\-._~!$'()*+,;:@/?%]|%(?![0-9A-Fa-f]{2})"),
+    "value": re.compile(r"[^A-Za-z0-9\-._~!$'()*+,;:@/?=%]|%(?![0-9A-Fa-f]{2})"),
+}
 
 
 class ExtAuthzClient:
@@ -160,6 +175,35 @@ def apply_mutations(
     return out
 
 
+def _query_text(text: str, part: str) -> str:
+    return _QUERY_UNSAFE[part].sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), text)
+
+
+def apply_query_mutations(query: bytes, to_set: Iterable[Any], to_remove: Iterable[str]) -> bytes:
+    """``query`` after Envoy's query mutations: each key set replaces every parameter of that
+    key (in the first one's place, else at the end), then the keys to remove are dropped.
+
+    Keys compare as sent, not decoded (as Envoy's). What the server sends is taken as text and
+    escaped where it would otherwise change the query's structure.
+    """
+    pairs = [
+        (key, sep + value)
+        for key, sep, value in (
+            part.partition("=") for part in query.decode("latin-1").split("&") if part
+        )
+    ]
+    for parameter in to_set:
+        key = _query_text(parameter.key, "key")
+        if not key:
+            continue
+        value = "=" + _query_text(parameter.value, "value")
+        at = next((i for i, (k, _) in enumerate(pairs) if k == key), None)
+        pairs = [(k, v) for k, v in pairs if k != key]
+        pairs.insert(len(pairs) if at is None else at, (key, value))
+    drop = {_query_text(key, "key") for key in to_remove}
+    return "&".join(k + v for k, v in pairs if k not in drop).encode("latin-1")
+
+
 class ExtAuthzPolicy:
     def __init__(
         self,
@@ -203,6 +247,12 @@ class ExtAuthzPolicy:
         ok = response.ok_response
         if ok.headers or ok.headers_to_remove:
             scope["headers"] = apply_mutations(scope["headers"], ok.headers, ok.headers_to_remove)
+        if ok.query_parameters_to_set or ok.query_parameters_to_remove:
+            scope["query_string"] = apply_query_mutations(
+                scope.get("query_string", b""),
+                ok.query_parameters_to_set,
+                ok.query_parameters_to_remove,
+            )
         metadata = ok.dynamic_metadata if ok.HasField("dynamic_metadata") else None
         if metadata is None and response.HasField("dynamic_metadata"):
             metadata = response.dynamic_metadata

@@ -1,5 +1,6 @@
 """Crafted ext-authz answers from a scripted gRPC server, applied the way Envoy applies them:
-header actions, removals, response headers, denials with any body, errors and timeouts."""
+header actions, removals, query parameters, response headers, denials with any body, errors and
+timeouts."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from gateway.policies.auth import ExtAuthzSettings
 from gateway.policies.client_ip import ClientAddress
 from gateway.policies.ext_authz import ExtAuthzClient, ExtAuthzPolicy
 from gateway.policies.metrics import PolicyMetrics
+from tests.gateway.chain.conftest import get, raw_request
+from tests.support.upstreams import ScriptedUpstream
 
 
 class Scripted(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
@@ -46,11 +49,14 @@ async def server() -> AsyncIterator[tuple[Scripted, str]]:
     await grpc_server.stop(0)
 
 
-async def call(target: str, headers: list[tuple[bytes, bytes]], **settings: Any) -> dict[str, Any]:
+async def call(
+    target: str, headers: list[tuple[bytes, bytes]], *, query: bytes = b"", **settings: Any
+) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
     async def upstream(scope: Any, receive: Any, send: Any) -> None:
         seen["headers"] = list(scope["headers"])
+        seen["query"] = scope["query_string"]
         seen["claims"] = scope.get("doma.claims")
         await send({"type": "http.response.start", "status": 200, "headers": [(b"x-up", b"1")]})
         await send({"type": "http.response.body", "body": b"ok"})
@@ -71,7 +77,7 @@ async def call(target: str, headers: list[tuple[bytes, bytes]], **settings: Any)
 
     scope = {
         "type": "http", "method": "GET", "path": "/api/v1/x", "raw_path": b"/api/v1/x",
-        "query_string": b"", "headers": headers, "client": ("10.0.0.1", 1), "scheme": "http",
+        "query_string": query, "headers": headers, "client": ("10.0.0.1", 1), "scheme": "http",
         "doma.request_id": "rid-1",
     }  # fmt: skip
     try:
@@ -172,3 +178,83 @@ async def test_errors_and_timeouts_fail_closed_unless_failure_mode_allow(
     assert (await call(target, []))["status"] == 403
     allowed = await call(target, [(b"x-a", b"1")], failure_mode_allow=True)
     assert allowed["status"] == 200 and allowed["claims"] is None
+
+
+def _query_answer(to_set: dict[str, str], to_remove: list[str]) -> external_auth_pb2.CheckResponse:
+    ok = external_auth_pb2.OkHttpResponse(
+        query_parameters_to_set=[
+            base_pb2.QueryParameter(key=k, value=v) for k, v in to_set.items()
+        ],
+        query_parameters_to_remove=to_remove,
+    )
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.OK), ok_response=ok
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "to_set", "to_remove", "upstream_query"),
+    [
+        # Set replaces every parameter of its key, in the first one's place.
+        (b"a=1&b=2&a=3", {"a": "x"}, [], b"a=x&b=2"),
+        (b"b=2", {"tenant": "t-9"}, [], b"b=2&tenant=t-9"),
+        (b"", {"tenant": "t-9"}, [], b"tenant=t-9"),
+        (b"flag&b=2", {"flag": "on"}, [], b"flag=on&b=2"),
+        # Removal comes after setting, as in Envoy, and drops valueless parameters too.
+        (b"a=1&token=s3cret&flag", {}, ["token", "flag"], b"a=1"),
+        (b"a=1", {"a": "2"}, ["a"], b""),
+        # Keys compare as sent: an encoded key is another key.
+        (b"a%20b=1&a b=2", {}, ["a%20b"], b"a b=2"),
+        # A value cannot add parameters, a fragment or a line; its own escapes stay.
+        (b"a=1", {"a": "x&admin=1#f\r\nX: y"}, [], b"a=x%26admin=1%23f%0D%0AX:%20y"),
+        (b"", {"q": "%41%zz é"}, [], b"q=%41%25zz%20%C3%A9"),
+        (b"", {"k=v&w": "1"}, [], b"k%3Dv%26w=1"),
+    ],
+)
+async def test_query_parameters_are_set_then_removed_as_envoy_does(
+    server: tuple[Scripted, str],
+    query: bytes,
+    to_set: dict[str, str],
+    to_remove: list[str],
+    upstream_query: bytes,
+):
+    scripted, target = server
+    scripted.answer = _query_answer(to_set, to_remove)
+    seen = await call(target, [(b"host", b"edge")], query=query)
+    assert seen["status"] == 200
+    assert seen["query"] == upstream_query
+    # The server was asked about the query as the client sent it.
+    sent = scripted.seen[0].attributes.request.http
+    assert sent.path == "/api/v1/x" + ("?" + query.decode() if query else "")
+
+
+async def test_query_mutations_reach_the_upstream_through_the_gateway(
+    server: tuple[Scripted, str], start_gateway: Any
+):
+    scripted, target = server
+    scripted.answer = _query_answer({"tenant": "t-9", "page": "2"}, ["api_key"])
+    with ScriptedUpstream("queries") as upstream:
+        gateway = start_gateway(f"""\
+layers: [product]
+domains:
+  shop:
+    layer: product
+    owner: team-shop
+    upstream: main
+    policies:
+      - auth: {{ext_authz: {{grpc_service: "{target}", timeout_seconds: 2}}}}
+    versions:
+      v1:
+        routes:
+          - {{name: items, path: /**}}
+upstreams:
+  main:
+    endpoints: [{upstream.url}]
+""")
+        reply = await asyncio.to_thread(
+            raw_request, gateway.port, get("/api/v1/shop/items?page=1&api_key=k&page=3&q=a%20b")
+        )
+    assert reply.status == 200, reply.body
+    assert reply.json()["path"] == "/api/v1/shop/items?page=2&q=a%20b&tenant=t-9"
+    asked = scripted.seen[0].attributes.request.http.path
+    assert asked == "/api/v1/shop/items?page=1&api_key=k&page=3&q=a%20b"
