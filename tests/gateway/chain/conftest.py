@@ -31,6 +31,36 @@ auth:
 {"  bypass:" + chr(10) + lines if bypass else ""}"""
 
 
+def ext_authz_routes(upstream: str, grpc: str, extra: str = "") -> str:
+    """Domain shop behind a remote ext-authz server: /api/v1/shop/admin/** needs shop.admin."""
+    return f"""\
+layers: [product]
+domains:
+  shop:
+    layer: product
+    owner: team-shop
+    upstream: main
+    policies:
+      - auth:
+          ext_authz:
+            grpc_service: {grpc}
+            timeout_seconds: 0.5
+            identity_headers: [x-user-id]{extra}
+    versions:
+      v1:
+        routes:
+          - name: admin
+            path: /admin/**
+            policies: [{{scopes: {{scopes: [shop.admin]}}}}]
+          - {{name: items, path: /**}}
+upstreams:
+  main:
+    endpoints: [{upstream}]
+    circuit_breaker: false
+    outlier_detection: false
+"""
+
+
 @dataclass
 class Raw:
     status: int

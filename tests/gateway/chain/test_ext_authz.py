@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.chain.conftest import KEY, auth_section, get, raw_request
+from tests.gateway.chain.conftest import KEY, auth_section, ext_authz_routes, get, raw_request
 from tests.support.processes import ServerProcess, start
 from tests.support.services import free_port
 from tests.support.upstreams import ScriptedUpstream
@@ -36,42 +36,13 @@ def authz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process.stop()
 
 
-def _routes(upstream: str, grpc: str, extra: str = "") -> str:
-    return f"""\
-layers: [product]
-domains:
-  shop:
-    layer: product
-    owner: team-shop
-    upstream: main
-    policies:
-      - auth:
-          ext_authz:
-            grpc_service: {grpc}
-            timeout_seconds: 0.5
-            identity_headers: [x-user-id]{extra}
-    versions:
-      v1:
-        routes:
-          - name: admin
-            path: /admin/**
-            policies: [{{scopes: {{scopes: [shop.admin]}}}}]
-          - {{name: items, path: /**}}
-upstreams:
-  main:
-    endpoints: [{upstream}]
-    circuit_breaker: false
-    outlier_detection: false
-"""
-
-
 @pytest.fixture(scope="module")
 def edge(
     tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedUpstream, authz: ServerProcess
 ) -> Iterator[int]:
     root = tmp_path_factory.mktemp("remote-edge")
     grpc = f"127.0.0.1:{authz.port('grpc')}"
-    (root / "routes.yaml").write_text(_routes(upstream.url, grpc))
+    (root / "routes.yaml").write_text(ext_authz_routes(upstream.url, grpc))
     process = start(["serve", "--routes", str(root / "routes.yaml"), "--listen", "127.0.0.1:0",
                      "--admin", "127.0.0.1:0", "--no-watch"])  # fmt: skip
     yield process.port("http")
@@ -127,11 +98,12 @@ def test_an_unreachable_server_fails_closed_unless_failure_mode_allow(
     start_gateway, upstream: ScriptedUpstream
 ):  # type: ignore[no-untyped-def]
     dead = f"127.0.0.1:{free_port()}"
-    closed = start_gateway(_routes(upstream.url, dead))
+    closed = start_gateway(ext_authz_routes(upstream.url, dead))
     reply = raw_request(closed.port, get(f"{BASE}/items/1"))
     assert (reply.status, reply.json()["reason"]) == (403, "ext_authz_error")
     opened = start_gateway(
-        _routes(upstream.url, dead, "\n            failure_mode_allow: true"), filename="open.yaml"
+        ext_authz_routes(upstream.url, dead, "\n            failure_mode_allow: true"),
+        filename="open.yaml",
     )
     reply = raw_request(opened.port, get(f"{BASE}/items/1", "x-user-id: mallory"))
     assert reply.status == 200

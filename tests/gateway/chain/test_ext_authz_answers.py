@@ -22,7 +22,7 @@ from gateway.policies.auth import ExtAuthzSettings
 from gateway.policies.client_ip import ClientAddress
 from gateway.policies.ext_authz import ExtAuthzClient, ExtAuthzPolicy
 from gateway.policies.metrics import PolicyMetrics
-from tests.gateway.chain.conftest import get, raw_request
+from tests.gateway.chain.conftest import ext_authz_routes, get, raw_request
 from tests.support.upstreams import ScriptedUpstream
 
 
@@ -234,23 +234,7 @@ async def test_query_mutations_reach_the_upstream_through_the_gateway(
     scripted, target = server
     scripted.answer = _query_answer({"tenant": "t-9", "page": "2"}, ["api_key"])
     with ScriptedUpstream("queries") as upstream:
-        gateway = start_gateway(f"""\
-layers: [product]
-domains:
-  shop:
-    layer: product
-    owner: team-shop
-    upstream: main
-    policies:
-      - auth: {{ext_authz: {{grpc_service: "{target}", timeout_seconds: 2}}}}
-    versions:
-      v1:
-        routes:
-          - {{name: items, path: /**}}
-upstreams:
-  main:
-    endpoints: [{upstream.url}]
-""")
+        gateway = start_gateway(ext_authz_routes(upstream.url, target))
         reply = await asyncio.to_thread(
             raw_request, gateway.port, get("/api/v1/shop/items?page=1&api_key=k&page=3&q=a%20b")
         )
