@@ -12,6 +12,7 @@ many backends fold ``x_user_id`` into ``x-user-id``.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from authz.bypass import BypassRules
@@ -161,11 +162,16 @@ class Authorizer:
 
 
 _INVALID = "\x00invalid"
+# Not a field value (RFC 9110 5.5): a control character, or whitespace at either end, which each
+# hop trims its own way (Envoy keeps it from a gRPC answer, its HTTP/1 parser drops it), so one
+# claim would reach the upstream as two identities.
+_NOT_A_FIELD_VALUE = re.compile(r"[\x00-\x1f\x7f]|^[ ]|[ ]$")
 
 
 def _header_value(value: Any) -> str | None:
-    """A claim as a header value; ``_INVALID`` when it could smuggle a line break or is huge."""
-    if value is None:
+    """A claim as a header value (sent as UTF-8); ``_INVALID`` when it could smuggle a line, is
+    not a field value, has no UTF-8 form (a lone surrogate) or is huge. An empty one sets none."""
+    if value is None or value == "":
         return None
     if isinstance(value, str):
         text = value
@@ -175,8 +181,13 @@ def _header_value(value: Any) -> str | None:
         text = ",".join(value)
     else:
         text = json.dumps(value, separators=(",", ":"), sort_keys=True)
-    if len(text) > _MAX_HEADER_VALUE or any(c in text for c in "\r\n\x00"):
+    if len(text) > _MAX_HEADER_VALUE or _NOT_A_FIELD_VALUE.search(text):
         return _INVALID
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return _INVALID
     return text
 
 

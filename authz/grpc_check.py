@@ -97,21 +97,27 @@ def check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
 
 
 def _set_claims(struct: struct_pb2.Struct, claims: Mapping[str, Any]) -> None:
-    """``struct.update(claims)``, with the scalar claims every token has set directly."""
+    """``struct.update(claims)``, with the scalar claims every token has set directly.
+
+    A claim a ``Struct`` cannot hold (an integer past a double's range, a lone surrogate) is left
+    out rather than failing the check: the HTTP protocol, which sends no claims, allows the same
+    token, and a policy that needs the claim then finds it missing and refuses.
+    """
     fields = struct.fields
-    nested: dict[str, Any] = {}
     for name, value in claims.items():
-        # The order of Struct.update: bool before int, as bool is an int.
-        if isinstance(value, str):
-            fields[name].string_value = value
-        elif isinstance(value, bool):
-            fields[name].bool_value = value
-        elif isinstance(value, int | float):
-            fields[name].number_value = value
-        else:
-            nested[name] = value
-    if nested:
-        struct.update(nested)
+        try:
+            # The order of Struct.update: bool before int, as bool is an int.
+            if isinstance(value, str):
+                fields[name].string_value = value
+            elif isinstance(value, bool):
+                fields[name].bool_value = value
+            elif isinstance(value, int | float):
+                fields[name].number_value = value
+            else:
+                struct.update({name: value})
+        except (ValueError, OverflowError, TypeError):
+            if name in fields:
+                del fields[name]
 
 
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
@@ -138,11 +144,11 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
             decision = self._authorizer.decide_now(check)
             if decision is None:
                 decision = self._on_loop(self._authorizer.decide(check), context)
+            response = self._response(decision)
         except Exception:
             # Fail closed, and log the kind of failure only: never the request's headers.
             log.exception("check failed")
             return self._internal_error
-        response = self._response(decision)
         if self._metrics is not None:
             self._metrics.observe("grpc", decision, time.perf_counter() - started)
         return response

@@ -49,4 +49,5 @@ def http_reply(decision: Decision, *, keep_alive: bool) -> bytes:
     lines.append(f"content-length: {len(body)}")
     if not keep_alive:
         lines.append("connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    # UTF-8, as Envoy writes a gRPC answer's header values: the same claim, the same bytes.
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body

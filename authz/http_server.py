@@ -48,7 +48,13 @@ class HttpCheckServer:
         key = ("http", keep_alive)
         data: bytes | None = decision.wire.get(key)
         if data is None:
-            data = decision.wire[key] = http_reply(decision, keep_alive=keep_alive)
+            try:
+                data = http_reply(decision, keep_alive=keep_alive)
+            except Exception:
+                # Fail closed with the documented answer, never a dropped or half-written one.
+                log.exception("answer failed")
+                return self.reply(self._internal_error, keep_alive)
+            decision.wire[key] = data
         return data
 
     async def start(self, host: str, port: int) -> None:

@@ -45,7 +45,7 @@ async def test_recorded_case(server, case):
     assert reply.status == expect["status"]
     if reply.status == 200:
         for name, value in expect.get("upstream", {}).items():
-            assert reply.headers[name] == value
+            assert reply.headers[name].encode("latin-1") == value.encode()
         removed = reply.headers.get(HEADERS_TO_REMOVE, "").split(",")
         for name in expect.get("upstream_absent", []):
             assert name in removed
@@ -128,3 +128,24 @@ async def test_malformed_requests_get_400_and_the_server_keeps_serving(server, d
     assert answer.startswith(b"HTTP/1.1 400")
     reply = await asyncio.to_thread(send, server.port, "/check/api/v1/scan/health")
     assert reply.status == 200
+
+
+async def test_an_answer_that_cannot_be_encoded_is_a_503_and_the_server_keeps_serving(
+    server, monkeypatch
+):
+    from authz import http_server
+
+    real = http_server.http_reply
+
+    def failing(decision, *, keep_alive):
+        if decision.allowed:
+            raise UnicodeEncodeError("latin-1", "x", 0, 1, "cannot encode")
+        return real(decision, keep_alive=keep_alive)
+
+    monkeypatch.setattr(http_server, "http_reply", failing)
+    token = KEY.token(sub="someone-new")
+    headers = [("authorization", f"Bearer {token}")]
+    reply = await asyncio.to_thread(send, server.port, "/check/api/v1/x", headers)
+    assert (reply.status, json.loads(reply.body)["reason"]) == (503, "internal_error")
+    denied = await asyncio.to_thread(send, server.port, "/check/api/v1/x")
+    assert (denied.status, json.loads(denied.body)["reason"]) == (401, "missing_token")

@@ -51,13 +51,18 @@ def tokens_for(key: SigningKey) -> dict[str, str]:
         "hs256_public": f"{signing_input}.{_b64(hs256)}",
         "alg_none": f"{none_header}.{good.split('.')[1]}.",
         "oversized": "a" * 9000 + "." + "b" * 10 + "." + "c" * 10,
+        "unicode_sub": key.token(sub="사용자-1"),
+        "spaced_sub": key.token(sub=" alice"),
+        "control_sub": key.token(sub="ali\x01ce"),
+        # A number past a double's range and a lone surrogate: signed, but no Struct holds them.
+        "unrepresentable_claims": key.token(sub="alice", n=10**400, nick="\ud800"),
     }
 
 
 def load_cases(key: SigningKey) -> list[Case]:
     tokens = tokens_for(key)
     cases = []
-    for entry in yaml.safe_load(CASES_FILE.read_text()):
+    for entry in yaml.safe_load(CASES_FILE.read_text(encoding="utf-8")):
         headers: dict[str, list[str]] = {}
         for name, value in (entry.get("headers") or {}).items():
             values = value if isinstance(value, list) else [value]
