@@ -50,6 +50,8 @@ class _Connection(asyncio.Protocol):
         self._reading_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._writing_paused = False
+        # A 1xx answer (100 Continue, 103 Early Hints) is being read: not the exchange's answer.
+        self._interim = False
 
     # -- asyncio.Protocol --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -58,8 +60,11 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(httpx.RemoteProtocolError(f"malformed response: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if not self.complete:
+                self._fail(httpx.RemoteProtocolError(f"malformed response: {exc}"))
+            # A complete answer stays readable; the connection goes either way.
+            self._reusable = False
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -84,12 +89,25 @@ class _Connection(asyncio.Protocol):
             self._drain_waiter.set_result(None)
 
     # -- httptools callbacks -----------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.complete:
+            # Bytes after the exchange's final answer: no request of ours asked for them, and
+            # the next exchange must not read them as its own. The connection is done.
+            raise httptools.HttpParserError("data after the response")
+        self._headers = []
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        names = {name.lower() for name, _ in self._headers}
         status = self._parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                raise httptools.HttpParserError("101 Switching Protocols to a plain request")
+            # Informational (RFC 9110 15.2): skipped, the final answer follows on this connection.
+            self._interim = True
+            return
+        names = {name.lower() for name, _ in self._headers}
         self._delimited_by_close = (
             b"content-length" not in names
             and b"transfer-encoding" not in names
@@ -108,6 +126,9 @@ class _Connection(asyncio.Protocol):
         self._wake_body()
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         # Read now: once the message is complete the parser resets for the next one.
         self._reusable = self._parser.should_keep_alive()
         self.complete = True
@@ -135,6 +156,7 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self._reusable = False
         self._delimited_by_close = False
+        self._interim = False
         self._error = None
         self._headers_done = self._loop.create_future()
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ipaddress
 import ssl
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -132,3 +133,70 @@ async def test_a_body_delimited_by_the_connection_close_is_complete():
     async with server, _client(Http1Transport()) as client:
         reply = await client.get(f"http://127.0.0.1:{port}/")
     assert reply.text == "until the end"
+
+
+@contextlib.asynccontextmanager
+async def _scripted(answers: list[bytes]) -> AsyncIterator[tuple[int, list[asyncio.Task[None]]]]:
+    """An upstream answering the n-th request it reads with ``answers[n]`` (raw bytes, sent in
+    parts split at ``<pause>``); yields its port and one task per connection it accepted."""
+    handlers: list[asyncio.Task[None]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            while answers:
+                await reader.readuntil(b"\r\n\r\n")
+                for index, part in enumerate(answers.pop(0).split(b"<pause>")):
+                    if index:
+                        await asyncio.sleep(0.05)
+                    writer.write(part)
+                    await writer.drain()
+            await reader.read()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], handlers
+    finally:
+        server.close()
+        await asyncio.wait_for(asyncio.gather(*handlers), 5)
+        await server.wait_closed()
+
+
+async def test_informational_answers_are_skipped_for_the_final_one():
+    answers = [
+        b"HTTP/1.1 100 Continue\r\n\r\n<pause>HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n"
+        b"<pause>HTTP/1.1 201 Created\r\nset-cookie: s=1\r\ncontent-length: 7\r\n\r\ncreated",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nnext",
+    ]
+    async with _scripted(answers) as (port, connections), _client(Http1Transport()) as client:
+        first = await client.post(f"http://127.0.0.1:{port}/a", content=b"x")
+        second = await client.get(f"http://127.0.0.1:{port}/b")
+    assert (first.status_code, first.text, first.headers["set-cookie"]) == (201, "created", "s=1")
+    assert "link" not in first.headers
+    assert (second.status_code, second.text) == (200, "next")
+    assert len(connections) == 1  # the connection stays usable after the interim answers
+
+
+async def test_bytes_after_an_answer_are_nobodys_and_retire_the_connection():
+    answers = [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+        b"HTTP/1.1 200 OK\r\nx-injected: yes\r\ncontent-length: 8\r\n\r\nINJECTED",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond",
+    ]
+    async with _scripted(answers) as (port, connections), _client(Http1Transport()) as client:
+        first = await client.get(f"http://127.0.0.1:{port}/a")
+        second = await client.get(f"http://127.0.0.1:{port}/b")
+    assert (first.text, "x-injected" in first.headers) == ("hello", False)
+    assert second.text == "second"
+    assert len(connections) == 2  # the first connection was not handed to the second request
+
+
+async def test_a_switching_protocols_answer_is_a_protocol_error():
+    answers = [b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n"]
+    async with _scripted(answers) as (port, _), _client(Http1Transport()) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.get(f"http://127.0.0.1:{port}/")

@@ -1,0 +1,96 @@
+"""An upstream's framing through a real gateway: interim answers and bytes after an answer never
+reach another client (each exchange ends at its own final answer)."""
+
+from __future__ import annotations
+
+import socketserver
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.gateway.conftest import StartGateway, routes_text
+from tests.support.http import send
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    """``/interim/<who>``: 100 Continue, then 300 ms later a 201 with ``<who>``'s cookie.
+    ``/trailing``: a 200 followed, in the same write, by a second answer nobody asked for.
+    Anything else: a plain 200 naming the path."""
+
+    def handle(self) -> None:
+        while True:
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                line = self.rfile.readline()
+                if not line:
+                    return
+                head += line
+            path = head.split(b" ")[1].decode()
+            if path.startswith("/interim/"):
+                who = path.rsplit("/", 1)[1].encode()
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.wfile.flush()
+                time.sleep(0.3)
+                body = b"answer for " + who
+                self.wfile.write(
+                    b"HTTP/1.1 201 Created\r\nset-cookie: session=" + who + b"\r\n"
+                    b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
+            elif path == "/trailing":
+                self.wfile.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+                    b"HTTP/1.1 200 OK\r\nset-cookie: session=stray\r\n"
+                    b"content-length: 5\r\n\r\nstray"
+                )
+            else:
+                body = path.encode()
+                self.wfile.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: "
+                    + str(len(body)).encode() + b"\r\n\r\n" + body
+                )  # fmt: skip
+            self.wfile.flush()
+
+
+@pytest.fixture
+def framing_upstream() -> Iterator[str]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_interim_answer_is_not_the_final_one_and_never_reaches_another_client(
+    start_gateway: StartGateway, framing_upstream: str
+):
+    gateway = start_gateway(routes_text([framing_upstream]))
+    with ThreadPoolExecutor(2) as pool:
+        alice = pool.submit(send, gateway.port, "/api/v1/image/interim/alice")
+        time.sleep(0.1)
+        bob = pool.submit(send, gateway.port, "/api/v1/image/plain/bob")
+        first, second = alice.result(), bob.result()
+    assert (first.status, first.body) == (201, b"answer for alice")
+    assert first.headers["set-cookie"] == "session=alice"
+    assert (second.status, second.body) == (200, b"/plain/bob")
+    assert "set-cookie" not in second.headers
+    # Later requests reuse the pooled connections and still get their own answers.
+    for index in range(5):
+        reply = send(gateway.port, f"/api/v1/image/plain/{index}")
+        assert (reply.status, reply.body) == (200, f"/plain/{index}".encode())
+
+
+def test_bytes_after_an_answer_are_dropped_with_their_connection(
+    start_gateway: StartGateway, framing_upstream: str
+):
+    gateway = start_gateway(routes_text([framing_upstream]))
+    first = send(gateway.port, "/api/v1/image/trailing")
+    assert (first.status, first.body) == (200, b"hello")
+    for index in range(5):
+        reply = send(gateway.port, f"/api/v1/image/plain/{index}")
+        assert (reply.status, reply.body) == (200, f"/plain/{index}".encode())
+        assert "set-cookie" not in reply.headers
