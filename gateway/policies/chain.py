@@ -45,27 +45,38 @@ class PreflightGuard:
 class IdentityStrip:
     """The fixed outermost step: what the client may never hand the rest of the chain.
 
-    Identity headers (both spellings) are removed, and so are ``Connection`` and every header it
-    names: those are for this hop only (RFC 9110 7.6.1), and removing them here, before any
-    policy adds a header, means a client listing ``x-user-id`` in ``Connection`` cannot make the
-    proxy drop the identity auth sets (Traefik CVE-2021-32813, CVE-2024-45410).
+    Identity headers are removed in every spelling a backend may fold into theirs: any mix of
+    ``-`` and ``_`` (``x-user-id``, ``x_user_id``, ``x-user_id``...; WSGI and CGI read them all
+    as ``HTTP_X_USER_ID``). So are ``Connection`` and every header it names: those are for this
+    hop only (RFC 9110 7.6.1), and removing them here, before any policy adds a header, means a
+    client listing ``x-user-id`` in ``Connection`` cannot make the proxy drop the identity auth
+    sets (Traefik CVE-2021-32813, CVE-2024-45410).
     """
 
     def __init__(self, app: ASGIApp, *, names: tuple[bytes, ...]):
         self.app = app
         self._names = frozenset((*names, b"connection"))
+        # Each identity name with '_' read as '-', for the spellings that mix the two.
+        self._folded = frozenset(n.replace(b"_", b"-") for n in names)
+
+    def _stripped(self, name: bytes) -> bool:
+        return name in self._names or (b"_" in name and name.replace(b"_", b"-") in self._folded)
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "http":
-            names = self._names
             headers = scope["headers"]
+            names, folded = self._names, self._folded
             for name, _ in headers:
-                if name in names:
-                    drop = set(names)
+                # Inline: this scan runs for every request, the rebuild below almost never.
+                if name in names or (b"_" in name and name.replace(b"_", b"-") in folded):
+                    stripped = self._stripped
+                    named: set[bytes] = set()
                     for n, value in headers:
                         if n == b"connection":
-                            drop.update(t.strip().lower() for t in value.split(b",") if t.strip())
-                    scope["headers"] = [(n, v) for n, v in headers if n not in drop]
+                            named.update(t.strip().lower() for t in value.split(b",") if t.strip())
+                    scope["headers"] = [
+                        (n, v) for n, v in headers if n not in named and not stripped(n)
+                    ]
                     break
         return self.app(scope, receive, send)
 

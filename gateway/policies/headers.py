@@ -149,10 +149,12 @@ class HeadersPolicy:
 
 
 def build(app: ASGIApp, settings: HeadersSettings, context: ChainContext) -> ASGIApp:
-    identity = set(context.resources.identity_spellings)
+    # Compared with every '_' as '-': a backend folding one into the other reads x_user-id as
+    # x-user-id (and both as HTTP_X_USER_ID).
+    identity = {n.replace(b"_", b"-") for n in context.resources.identity_spellings}
     written = [n for n, _ in settings.request.add] + [t for _, t in settings.request.rename]
     for name in written:
-        if name.encode() in identity:
+        if name.replace("_", "-").encode() in identity:
             raise ConfigError(
                 f"route {context.label}: header rules may not write the identity header "
                 f"{name!r} (only auth sets it)",

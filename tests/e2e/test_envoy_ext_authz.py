@@ -179,6 +179,18 @@ def test_recorded_case_through_envoy(edge, case):
             assert value.partition(" ")[2][:24].encode() not in reply.body
 
 
+def test_no_spelling_of_an_identity_header_reaches_the_upstream_but_the_one_set(edge):
+    token = load_cases(KEY)[0].headers["authorization"][0]
+    spoofed = [(name, "admin") for name in ("x_user_id", "x-user_id", "x_user-id", "X-User_Id")]
+    reply = send(edge.port, "/api/v1/scan/results", [("authorization", token), *spoofed])
+    assert reply.status == 200
+    seen = reply.json()["headers"]
+    assert [name for name in seen if name.replace("_", "-") == "x-user-id"] == ["x-user-id"]
+    assert seen["x-user-id"] == "alice"
+    bypassed = send(edge.port, "/api/v1/scan/health", spoofed)
+    assert not [n for n in bypassed.json()["headers"] if n.replace("_", "-") == "x-user-id"]
+
+
 def test_ext_authz_denials_are_decisions_not_errors(edge):
     before = edge.stats()
     send(edge.port, "/api/v1/scan/results")

@@ -103,11 +103,12 @@ def test_cors_must_come_before_auth(tmp_path: Path):
         _build(tmp_path, text)
 
 
-def test_header_rules_may_not_write_an_identity_header(tmp_path: Path):
+@pytest.mark.parametrize("target", ["x-user-id", "x_user_id", "x-user_id", "x_user-id"])
+def test_header_rules_may_not_write_an_identity_header(tmp_path: Path, target: str):
     (tmp_path / "routes.yaml").write_text(
-        routes(route_policies="[{headers: {request: {rename: {x-client: x-user-id}}}}]")
+        routes(route_policies=f"[{{headers: {{request: {{rename: {{x-client: {target}}}}}}}}}]")
     )
-    with pytest.raises(ConfigError, match="may not write the identity header 'x-user-id'"):
+    with pytest.raises(ConfigError, match=f"may not write the identity header '{target}'"):
         build_runtime(
             load_routes(tmp_path / "routes.yaml"),
             transport=build_transport("http1"),
