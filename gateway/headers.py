@@ -61,11 +61,14 @@ _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 def connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Header names listed in every ``Connection`` header (lower-cased)."""
+    """Header names listed in every ``Connection`` header (lower-cased), ``host`` excepted: it
+    is no hop-by-hop field, and dropping it would cost the upstream ``X-Forwarded-Host`` and a
+    preserved ``Host``."""
     names: set[bytes] = set()
     for name, value in headers:
         if name == b"connection":
             names.update(token.strip().lower() for token in value.split(b",") if token.strip())
+    names.discard(b"host")
     return frozenset(names)
 
 

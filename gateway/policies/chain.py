@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Mapping
 from authz.errors import ConfigError
 from gateway.asgi import ASGIApp, Receive, Scope, Send
 from gateway.errors import MethodNotAllowed
+from gateway.headers import connection_named
 from gateway.policies.auth import AuthPolicySettings
 from gateway.policies.resources import PolicyResources
 from gateway.policies.spec import ChainContext, PolicySpec
@@ -70,10 +71,7 @@ class IdentityStrip:
                 # Inline: this scan runs for every request, the rebuild below almost never.
                 if name in names or (b"_" in name and name.replace(b"_", b"-") in folded):
                     stripped = self._stripped
-                    named: set[bytes] = set()
-                    for n, value in headers:
-                        if n == b"connection":
-                            named.update(t.strip().lower() for t in value.split(b",") if t.strip())
+                    named = connection_named(headers)
                     scope["headers"] = [
                         (n, v) for n, v in headers if n not in named and not stripped(n)
                     ]

@@ -75,6 +75,12 @@ def parse(node: Node | None, item: Node) -> CorsSettings:
     )
     if settings.allow_credentials and "*" in settings.allow_headers:
         raise node.error("allow_headers '*' cannot be combined with allow_credentials")
+    if settings.allow_credentials and "*" in settings.allow_origins:
+        # The origin is echoed with credentials: every site on the web could read answers
+        # made with the user's cookies. Name the origins that may.
+        raise origins_node.error(
+            "allow_origins '*' cannot be combined with allow_credentials (list the origins)"
+        )
     return settings
 
 

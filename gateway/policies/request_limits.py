@@ -96,6 +96,9 @@ class RequestLimitsPolicy:
             elif name == b"transfer-encoding":
                 chunked = value
         if length is not None and chunked is None:
+            # Optional whitespace around the value is allowed (RFC 9110 5.5); uvicorn has
+            # checked the digits and framed the body already.
+            length = length.strip(b" \t")
             if not length.isdigit() or int(length) > limit:
                 await self._body.send(send, request_id)
                 return

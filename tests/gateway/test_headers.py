@@ -20,7 +20,7 @@ def test_hop_by_hop_and_connection_named_headers_are_not_forwarded(gateway: Gate
     seen = _echoed(
         gateway,
         [
-            ("Connection", "keep-alive, x-secret, x-forwarded-for"),
+            ("Connection", "keep-alive, x-secret, x-forwarded-for, host"),
             ("x-secret", "1"),
             ("Keep-Alive", "timeout=5"),
             ("TE", "trailers"),
@@ -31,8 +31,10 @@ def test_hop_by_hop_and_connection_named_headers_are_not_forwarded(gateway: Gate
     for name in ("connection", "x-secret", "keep-alive", "te", "proxy-authorization"):
         assert name not in seen, name
     assert seen["x-kept"] == "yes"
-    # Naming X-Forwarded-For in Connection cannot make the gateway drop the one it sets.
+    # Naming X-Forwarded-For in Connection cannot make the gateway drop the one it sets, and
+    # naming Host cannot cost the upstream the client's host.
     assert seen["x-forwarded-for"] == "127.0.0.1"
+    assert seen["x-forwarded-host"] == f"127.0.0.1:{gateway.port}"
 
 
 def test_forwarded_headers_from_an_untrusted_peer_are_replaced(gateway: Gateway):

@@ -208,6 +208,9 @@ def test_request_limits_refuse_methods_headers_and_bodies(edge: int, upstream: S
     token = bearer(READER)
     ok = raw_request(edge, get(upload, token, method="POST", body=b"x" * 1000))
     assert ok.status == 200 and ok.json()["body_bytes"] == 1000
+    # Whitespace around a Content-Length value is allowed (RFC 9110 5.5).
+    spaced = get(upload, token, "content-length: 3 ", method="POST") + b"abc"
+    assert raw_request(edge, spaced).json()["body_bytes"] == 3
     put = raw_request(edge, get(upload, token, method="PUT", body=b"x"))
     assert (put.status, put.header("allow")) == (405, "POST")
     big = raw_request(edge, get(upload, token, method="POST", body=b"x" * 1001))

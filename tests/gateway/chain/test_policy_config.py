@@ -49,6 +49,10 @@ BROKEN = [
     ("[{rate_limit: {requests: 0}}]", r"must be at least 1"),
     ("[{cors: {allow_origins: ['app.example']}}]", r"must be '\*', scheme://host"),
     (
+        "[{cors: {allow_origins: ['*'], allow_credentials: true}}]",
+        r"allow_origins '\*' cannot be combined with allow_credentials",
+    ),
+    (
         "[{cors: {allow_origin: ['*']}}]",
         r"unknown key 'allow_origin'; did you mean 'allow_origins'",
     ),
