@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authz.claims import claims_deny_reason, numeric_date
-from authz.keys import KeyCache, KeySet
+from authz.keys import KeyCache, KeySet, VerificationKey
 from authz.lru import LRU
 from authz.settings import IssuerSettings
 from authz.signatures import SIGNATURE_ALGORITHMS
@@ -53,7 +53,7 @@ class TokenError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class VerifiedToken:
     issuer: str
     claims: Mapping[str, Any]
@@ -63,6 +63,28 @@ class VerifiedToken:
     # exactly as long as the verification is cached. Threads may race to fill an entry with
     # equal values; a dict's get and set are atomic, so no lock.
     derived: dict[object, Any] = field(default_factory=dict, repr=False)
+    # The key that verified the signature, its issuer's key cache, and the key set it was last
+    # found in: a cached verification lasts only while its key is still published.
+    key: VerificationKey | None = field(default=None, repr=False)
+    key_cache: KeyCache | None = field(default=None, repr=False)
+    key_set: KeySet | None = field(default=None, repr=False)
+
+    def key_still_published(self) -> bool:
+        """Whether the verifying key is in the issuer's current key set: a key pulled from the
+        JWKS (rotated out, or compromised) takes its cached verifications with it."""
+        cache = self.key_cache
+        if cache is None:
+            return True
+        current = cache.keys
+        if current is self.key_set:
+            return True
+        if current is None or not (
+            self.key in current.unnamed or self.key in current.by_kid.values()
+        ):
+            return False
+        # Threads may race to record the same set.
+        self.key_set = current
+        return True
 
 
 def bearer_token(header: str, max_bytes: int) -> str:
@@ -163,7 +185,7 @@ class TokenVerifier:
             cached = cache.get(digest)
             if cached is None:
                 return None
-            if self._clock() > cached.valid_until:
+            if self._clock() > cached.valid_until or not cached.key_still_published():
                 cache.pop(digest)
                 return None
             self.cache_hits += 1
@@ -222,7 +244,7 @@ def _verified(parsed: _Parsed, keys: KeySet | None) -> VerifiedToken:
     candidates = keys.candidates(parsed.kid) if keys is not None else ()
     # A key of another type than the algorithm's (an EC key for RS256) is no key for it.
     usable = [
-        c.key
+        c
         for c in candidates
         if c.algorithm in (None, algorithm) and signature_algorithm.fits(c.key)
     ]
@@ -232,8 +254,8 @@ def _verified(parsed: _Parsed, keys: KeySet | None) -> VerifiedToken:
     if reason is not None:
         raise TokenError(reason)
     # Without a kid every key of the issuer is a candidate: the first that verifies wins.
-    for key in usable:
-        if signature_algorithm.verify(key, parsed.signing_input, parsed.signature):
+    for candidate in usable:
+        if signature_algorithm.verify(candidate.key, parsed.signing_input, parsed.signature):
             break
     else:
         raise TokenError("invalid_signature")
@@ -242,7 +264,10 @@ def _verified(parsed: _Parsed, keys: KeySet | None) -> VerifiedToken:
     reason = claims_deny_reason(claims, issuer, time.time())
     if reason is not None:
         raise TokenError(reason)
-    return VerifiedToken(issuer.issuer, claims, _valid_until(claims, issuer.leeway))
+    return VerifiedToken(
+        issuer.issuer, claims, _valid_until(claims, issuer.leeway),
+        key=candidate, key_cache=parsed.key_cache, key_set=keys,
+    )  # fmt: skip
 
 
 def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:

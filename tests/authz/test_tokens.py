@@ -205,6 +205,25 @@ async def test_cached_token_is_not_used_past_its_expiry():
     assert (core.verifier.cache_misses, core.verifier.cache_hits) == (2, 1)
 
 
+async def test_a_cached_token_lasts_only_while_its_key_is_published():
+    kept, pulled = SigningKey(), SigningKey()
+    core = await build_core(kept, pulled)
+    token, other = pulled.token(), kept.token()
+    await core.verifier.verify(token)
+    await core.verifier.verify(other)
+    # A refresh with the same keys (a new key set object) keeps both cached verifications.
+    await core.key_cache.refresh()
+    await core.verifier.verify(token)
+    await core.verifier.verify(other)
+    assert (core.verifier.cache_misses, core.verifier.cache_hits) == (2, 2)
+    core.fetcher.document = jwks(kept)
+    await core.key_cache.refresh()
+    with pytest.raises(TokenError, match="unknown_key"):
+        await core.verifier.verify(token)
+    await core.verifier.verify(other)
+    assert core.verifier.cache_hits == 3
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=300))
 def test_any_header_value_is_refused_cleanly_or_parsed(value):

@@ -211,6 +211,29 @@ def test_jwks_rotation_is_picked_up_without_restart(edge, jwks_server):
     assert reply.json()["headers"]["x-user-id"] == "rotated-user"
 
 
+def test_a_key_pulled_from_the_jwks_takes_its_cached_verifications_with_it(edge, jwks_server):
+    pulled = SigningKey()
+    token = pulled.token(sub="soon-unpublished", exp=int(time.time()) + 3600)
+    before = jwks_server.document
+    jwks_server.document = jwks(KEY, pulled)
+    try:
+        time.sleep(0.3)  # the unknown kid waits out refetch_min_interval (0.2 s here)
+        for _ in range(2):  # verified, then answered from the token cache
+            reply = send(edge.port, "/api/v1/scan/results", [("authorization", f"Bearer {token}")])
+            assert reply.status == 200
+    finally:
+        jwks_server.document = before
+    # Any refresh publishes the set without that key: here one that an unknown kid asks for.
+    time.sleep(0.3)
+    unknown = SigningKey().token()
+    send(edge.port, "/api/v1/scan/results", [("authorization", f"Bearer {unknown}")])
+    reply = send(edge.port, "/api/v1/scan/results", [("authorization", f"Bearer {token}")])
+    assert (reply.status, reply.json()["reason"]) == (401, "unknown_key")
+    # Tokens of the keys still published are unaffected.
+    still = send(edge.port, "/api/v1/scan/results", [("authorization", f"Bearer {KEY.token()}")])
+    assert still.status == 200
+
+
 def test_metrics_count_checks_by_reason_and_token_cache_hits(edge, authz):
     token = load_cases(KEY)[0].headers["authorization"][0]
     for _ in range(3):
