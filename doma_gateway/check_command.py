@@ -14,11 +14,15 @@ from prometheus_client import CollectorRegistry
 from authz.domain_graph import DomainGraph, DomainNode
 from authz.errors import ConfigError
 from authz.inter_domain_loader import load_inter_domain, no_domains
+from gateway.extensions.host import ExtensionHost
 from gateway.extensions.loader import load_extensions
 from gateway.extensions.metrics import ExtensionMetrics
+from gateway.metrics import GatewayMetrics
 from gateway.routes_lint import lint_routes
 from gateway.routes_loader import load_routes
 from gateway.routes_model import RoutesConfig
+from gateway.runtime import build_runtime
+from gateway.transport import build_transport
 
 __all__ = ["domain_graph", "governance_findings"]
 
@@ -30,6 +34,29 @@ def domain_graph(config: RoutesConfig) -> DomainGraph:
     )
 
 
+def _chain_findings(
+    path: Path, config: RoutesConfig, host: ExtensionHost | None
+) -> list[ConfigError]:
+    """What ``serve`` would refuse while wiring the chains, found by wiring them as it does: a
+    route needing auth without an ``auth:`` section, a header rule writing an identity header,
+    ``inter_domain`` listed without its section. Nothing is fetched or connected."""
+    from doma_gateway.gateway_process import auth_section, wire_policies
+
+    metrics = GatewayMetrics(CollectorRegistry())
+    try:
+        wiring = wire_policies(path, auth_section(path), metrics)
+        build_runtime(
+            config,
+            transport=build_transport(config.gateway.transport),
+            metrics=metrics,
+            policies=wiring.policies,
+            extensions=host,
+        )
+    except ConfigError as error:
+        return [error]
+    return []
+
+
 def governance_findings(path: Path, *, has_domains: bool) -> int:
     """Print every finding for the routes at ``path``; their number."""
     findings: list[ConfigError] = []
@@ -39,6 +66,7 @@ def governance_findings(path: Path, *, has_domains: bool) -> int:
         findings.extend(lint_routes(config))
         # Imports every factory and entry point named, so a typo fails here, not in serve.
         host = load_extensions(path, config, ExtensionMetrics(CollectorRegistry()))
+        findings.extend(_chain_findings(path, config, host))
         for plan in host.plans.values() if host is not None else ():
             steps = ", ".join(f"{step.name} ({step.timeout:g}s)" for step in plan.steps)
             print(f"extensions {plan.name}  on_error={plan.on_error}: {steps}")

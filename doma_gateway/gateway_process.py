@@ -137,27 +137,12 @@ async def run_serve(options: ServeOptions) -> int:
 
         return await run_supervisor(options, config)
 
-    stack: AuthzStack | None = None
-    identity: tuple[str, ...] = ()
     auth = auth_section(options.routes)
-    if auth is not None:
-        # Imported here: the authz stack (gRPC, Redis clients) is only needed with an auth section.
-        from doma_gateway.authz_process import build_authz
-
-        stack = build_authz(auth)
-        identity = tuple(m.header for m in auth.claims_to_headers)
     # With PROMETHEUS_MULTIPROC_DIR set (a worker), values go to files the supervisor aggregates.
     metrics = GatewayMetrics(CollectorRegistry())
     transport = build_transport(config.gateway.transport)
-    authorizer = stack.authorizer if stack is not None else None
-    # Shared by every chain and kept across reloads: buckets, Redis clients, ext-authz channels.
-    inter_domain = InterDomainMetrics(metrics.registry, "doma_gateway")
-    policies = PolicyResources(
-        authorizer=authorizer,
-        identity_headers=identity,
-        metrics=PolicyMetrics(metrics.registry),
-        inter_domain=inter_domain_rule(options.routes, inter_domain),
-    )
+    wiring = wire_policies(options.routes, auth, metrics)
+    stack, policies, inter_domain = wiring.stack, wiring.policies, wiring.inter_domain
 
     extension_metrics = ExtensionMetrics(metrics.registry)
 
@@ -173,8 +158,6 @@ async def run_serve(options: ServeOptions) -> int:
             config,
             transport=transport,
             metrics=metrics,
-            authorizer=authorizer,
-            identity_headers=identity,
             policies=policies,
             extensions=extensions(config),
         )
@@ -189,8 +172,6 @@ async def run_serve(options: ServeOptions) -> int:
             served,
             transport=transport,
             metrics=metrics,
-            authorizer=authorizer,
-            identity_headers=identity,
             policies=policies,
             previous=holder.current,
             extensions=extensions(served),
@@ -270,6 +251,37 @@ async def run_serve(options: ServeOptions) -> int:
         await stack.aclose()
     announce("stopped")
     return 0
+
+
+@dataclass
+class PolicyWiring:
+    """What every chain of ``serve`` shares, kept across reloads: the authz stack of the
+    ``auth:`` section (None without one), the policies' resources (buckets, Redis clients,
+    ext-authz channels, the layer rule) and the layer rule's metrics."""
+
+    stack: AuthzStack | None
+    policies: PolicyResources
+    inter_domain: InterDomainMetrics
+
+
+def wire_policies(routes: Path, auth: AuthSettings | None, metrics: GatewayMetrics) -> PolicyWiring:
+    """``serve``'s wiring of the policies; ``check`` builds the chains with the same one."""
+    stack: AuthzStack | None = None
+    identity: tuple[str, ...] = ()
+    if auth is not None:
+        # Imported here: the authz stack (gRPC, Redis clients) is only needed with an auth section.
+        from doma_gateway.authz_process import build_authz
+
+        stack = build_authz(auth)
+        identity = tuple(m.header for m in auth.claims_to_headers)
+    inter_domain = InterDomainMetrics(metrics.registry, "doma_gateway")
+    policies = PolicyResources(
+        authorizer=stack.authorizer if stack is not None else None,
+        identity_headers=identity,
+        metrics=PolicyMetrics(metrics.registry),
+        inter_domain=inter_domain_rule(routes, inter_domain),
+    )
+    return PolicyWiring(stack, policies, inter_domain)
 
 
 def auth_section(routes: Path) -> AuthSettings | None:

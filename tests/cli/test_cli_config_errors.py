@@ -42,3 +42,52 @@ def test_check_accepts_the_shipped_routes():
     result = run(["check", "routes"])
     assert result.returncode == 0, result.stderr
     assert "bypass /api/v1/*/health" in result.stdout
+
+
+def _shipped_routes_with(tmp_path, change):
+    """A copy of the shipped routes directory with ``change(directory)`` applied."""
+    import shutil
+
+    from tests.support.processes import ROOT
+
+    copy = tmp_path / "routes"
+    shutil.copytree(ROOT / "routes", copy)
+    change(copy)
+    return copy
+
+
+def _add_to_scan_v2_policies(directory, entry: str) -> None:
+    scan = directory / "scan.yaml"
+    text = scan.read_text()
+    anchor = "          - name: result\n"
+    assert anchor in text
+    scan.write_text(text.replace(anchor, f"{anchor}            policies: [{entry}]\n", 1))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda d: (d / "auth.yaml").unlink(),
+            "requires auth, but no routes file has an 'auth:' section",
+        ),
+        (
+            lambda d: _add_to_scan_v2_policies(d, "{headers: {request: {add: {x-user-id: evil}}}}"),
+            "may not write the identity header 'x-user-id'",
+        ),
+        (
+            lambda d: _add_to_scan_v2_policies(d, "inter_domain"),
+            "no routes file has an 'inter_domain:' section",
+        ),
+    ],
+    ids=["auth without an auth section", "identity header rule", "inter_domain without section"],
+)
+def test_check_refuses_what_serve_would_refuse(tmp_path, change, message):
+    routes = _shipped_routes_with(tmp_path, change)
+    checked = run(["check", str(routes)])
+    assert checked.returncode == 1, checked.stdout
+    assert message in checked.stderr and "Traceback" not in checked.stderr
+    served = run(["serve", "--routes", str(routes), "--listen", "127.0.0.1:0",
+                  "--admin", "127.0.0.1:0", "--no-watch"])  # fmt: skip
+    assert served.returncode == 1
+    assert message in served.stderr
