@@ -37,6 +37,9 @@ upstreams:
     endpoints: [http://image.local:8000]
   scan-api:
     endpoints: [http://scan.local:8000]
+auth:
+  issuers:
+    - {issuer: https://issuer.test, audiences: [api], jwks_url: https://issuer.test/jwks.json}
 """
 
 
