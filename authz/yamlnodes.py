@@ -191,7 +191,12 @@ def _place(before: str) -> tuple[int, int]:
 def load_documents(path: Path) -> list[Node]:
     """The YAML files at ``path`` (a file, or every ``*.yaml``/``*.yml`` in a directory, sorted)."""
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        named = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+        for entry in named:
+            # A link whose file is gone would otherwise drop its domains without a word.
+            if entry.is_symlink() and not entry.exists():
+                raise ConfigError("a symlink to a file that does not exist", file=str(entry))
+        files = [p for p in named if p.is_file()]
         if not files:
             raise ConfigError("no *.yaml files in this directory", file=str(path))
     elif path.is_file():
@@ -224,6 +229,9 @@ def load_documents(path: Path) -> list[Node]:
             ) from exc
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read: {exc}", file=str(file)) from exc
+        except RecursionError as exc:
+            # PyYAML composes nested collections recursively; no routes file nests this deep.
+            raise ConfigError("nested too deeply to be a routes file", file=str(file)) from exc
         if root is not None:
             documents.append(Node(root, str(file)))
     return documents

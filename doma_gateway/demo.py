@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shlex
 import signal
 import socket
 import subprocess
@@ -139,6 +140,14 @@ async def _until_stopped(
     stopped.cancel()
 
 
+def _this_command() -> str:
+    """How this very command is run, to paste into a shell whose PATH lacks the venv."""
+    program = Path(sys.argv[0])
+    if program.name == "doma-gateway" and program.exists():
+        return shlex.quote(str(program.resolve()))
+    return f"{shlex.quote(sys.executable)} -m doma_gateway.cli"
+
+
 def _print_guide(
     *,
     envoy_base: str,
@@ -176,7 +185,7 @@ Bypass path, no token needed:
 Log demo-user out everywhere through the revocation API, then the token above gets 401
 token_revoked through Envoy (the admin token carries the scope {ADMIN_SCOPE}):
   DOMA_ADMIN_TOKEN={admin_token} \\
-    doma-gateway revoke --sub demo-user --admin 127.0.0.1:{api_port}
+    {_this_command()} revoke --sub demo-user --admin 127.0.0.1:{api_port}
   curl -si {base}/api/v1/scan/results -H "Authorization: Bearer $TOKEN"
 
 2. The standalone edge gateway (doma-gateway serve)

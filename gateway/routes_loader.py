@@ -47,6 +47,7 @@ _DOMAIN_KEYS = (
     "versions",
 )
 _VERSION_KEYS = ("deprecated", "sunset", "link", "routes")
+_URI = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")
 _ROUTE_KEYS = ("name", "path", "methods", "upstream", "rewrite", "auth", "policies")
 _REWRITE_KEYS = ("prefix", "path")
 _GATEWAY_KEYS = (
@@ -276,12 +277,19 @@ def _version(
     link = None
     if (n := version.get("link")) is not None:
         link = n.str()
-        if urlsplit(link).scheme not in ("http", "https"):
+        # It goes out in a Link header as <link>: a URI's characters only (RFC 3986), so no
+        # line break, space or '>' can end the header or the reference early.
+        if urlsplit(link).scheme not in ("http", "https") or not _URI.match(link):
             raise n.error(f"link must be an http(s) URL, got {link!r}")
     routes_node = version.require("routes")
-    routes = tuple(
-        _route(item, default_upstream, default_auth, upstreams) for item in routes_node.items()
-    )
+    named: dict[str, Route] = {}
+    for item in routes_node.items():
+        route = _route(item, default_upstream, default_auth, upstreams)
+        # Metrics, the admin API and extension points tell a version's routes apart by name.
+        first = named.setdefault(route.name, route)
+        if first is not route:
+            raise item.error(f"route name {route.name!r} is already used at {first.source}")
+    routes = tuple(named.values())
     if not routes:
         raise routes_node.error("at least one route is required")
     return Version(name, routes, deprecated, sunset, link, source=key.where)

@@ -63,6 +63,30 @@ def _statuses(node: Node) -> frozenset[int]:
     return frozenset(item.int(minimum=100, maximum=599) for item in node.items())
 
 
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)$")
+
+
+def _endpoint_problem(endpoint: str) -> str | None:
+    """Why ``endpoint`` cannot be connected to as written, or None."""
+    usage = "must be http(s)://HOST[:PORT] without a path (use a route's 'rewrite' to change paths)"
+    try:
+        parts = urlsplit(endpoint)
+        port = parts.port
+    except ValueError:
+        return "has a port outside 1-65535"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return usage
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return usage
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials (user:password@)"
+    if port == 0:
+        return "has a port outside 1-65535"
+    if not _HOST.match(parts.netloc.rpartition(":")[0] if port else parts.netloc):
+        return f"has an invalid host {parts.netloc!r}"
+    return None
+
+
 def parse_upstream(name: str, key: Node, node: Node) -> Upstream:
     upstream = node.mapping(_UPSTREAM_KEYS)
     endpoints_node = upstream.require("endpoints")
@@ -75,16 +99,9 @@ def parse_upstream(name: str, key: Node, node: Node) -> Upstream:
         else [endpoints_node]
     )
     for item, endpoint in zip(items, endpoints, strict=True):
-        parts = urlsplit(endpoint)
-        if (
-            parts.scheme not in ("http", "https")
-            or not parts.hostname
-            or parts.path not in ("", "/")
-        ):
-            raise item.error(
-                f"endpoint {endpoint!r} must be http(s)://HOST[:PORT] without a path "
-                "(use a route's 'rewrite' to change paths)"
-            )
+        problem = _endpoint_problem(endpoint)
+        if problem is not None:
+            raise item.error(f"endpoint {endpoint!r} {problem}")
     defaults = Upstream(name, endpoints)
     balancing = defaults.load_balancing
     if (n := upstream.get("load_balancing")) is not None:

@@ -112,6 +112,45 @@ def test_the_same_domain_in_two_files_names_both(tmp_path: Path):
             "routes.yaml:13:17: endpoint 'http://scan.local:8000/api' must be http(s)://HOST[:PORT]",
         ),
         (
+            ("http://scan.local:8000", "http://scan.local:99999"),
+            "routes.yaml:13:17: endpoint 'http://scan.local:99999' has a port outside 1-65535",
+        ),
+        (
+            ("http://scan.local:8000", "http://scan.local:0"),
+            "routes.yaml:13:17: endpoint 'http://scan.local:0' has a port outside 1-65535",
+        ),
+        (
+            ("[http://scan.local:8000]", "['http://scan local:8000']"),
+            "routes.yaml:13:17: endpoint 'http://scan local:8000' has an invalid host",
+        ),
+        (
+            ("http://scan.local:8000", "http://user:secret@scan.local:8000"),
+            "routes.yaml:13:17: endpoint 'http://user:secret@scan.local:8000' must not carry "
+            "credentials",
+        ),
+        (
+            (
+                "          - path: /results/**\n",
+                "          - path: /results/**\n"
+                "            name: all\n          - {path: /other, name: all}\n",
+            ),
+            "routes.yaml:12:13: route name 'all' is already used at ",
+        ),
+        (
+            (
+                "      v1:\n",
+                '      v1:\n        link: "https://docs.example/a\\r\\nset-cookie: x=1"\n',
+            ),
+            "routes.yaml:9:15: link must be an http(s) URL",
+        ),
+        (
+            (
+                "      v1:\n",
+                "      v1:\n        link: 'https://docs.example/a>; rel=x, <https://evil'\n",
+            ),
+            "routes.yaml:9:15: link must be an http(s) URL",
+        ),
+        (
             ("    endpoints:", "    load_balancing: random\n    endpoints:"),
             "routes.yaml:13:21: 'random' is not one of: round_robin, least_outstanding",
         ),
@@ -174,3 +213,16 @@ def test_a_route_requiring_auth_without_an_auth_section_fails_closed(tmp_path: P
         build_runtime(
             config, transport=build_transport("http1"), metrics=GatewayMetrics(CollectorRegistry())
         )
+
+
+def test_a_symlink_to_a_missing_file_in_a_routes_directory_is_an_error(tmp_path: Path):
+    (tmp_path / "edge.yaml").write_text("layers: [edge]\n")
+    (tmp_path / "shop.yaml").symlink_to(tmp_path / "gone" / "shop.yaml")
+    with pytest.raises(ConfigError, match="shop.yaml: a symlink to a file that does not exist"):
+        load_routes(tmp_path)
+
+
+def test_a_file_nested_thousands_deep_is_a_config_error_not_a_crash(tmp_path: Path):
+    (tmp_path / "routes.yaml").write_text("layers: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_routes(tmp_path / "routes.yaml")
