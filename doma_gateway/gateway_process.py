@@ -34,6 +34,7 @@ from gateway.app import GatewayApp
 from gateway.extensions.host import ExtensionHost
 from gateway.extensions.loader import load_extensions
 from gateway.extensions.metrics import ExtensionMetrics
+from gateway.http_protocol import GatewayHttpProtocol
 from gateway.metrics import GatewayMetrics
 from gateway.policies import PolicyResources
 from gateway.policies.metrics import PolicyMetrics
@@ -99,11 +100,14 @@ def address_of(sock: socket.socket) -> str:
     return str(HostPort(host, port))
 
 
-def uvicorn_server(app: object, grace: float) -> uvicorn.Server:
+def uvicorn_server(
+    app: object, grace: float, protocol: type[GatewayHttpProtocol] = GatewayHttpProtocol
+) -> uvicorn.Server:
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         loop="none",
-        http="httptools",
+        # uvicorn's httptools protocol with the edge's limits on request heads and bodies.
+        http=protocol,
         ws="none",
         lifespan="off",
         access_log=False,
@@ -200,7 +204,13 @@ async def run_serve(options: ServeOptions) -> int:
     else:
         sock = bind_listener(options.listen or host_port(config.gateway.listen))
     gateway_app = GatewayApp(holder, metrics)
-    gateway_server = uvicorn_server(gateway_app, grace)
+    limits = config.gateway
+    protocol = GatewayHttpProtocol.limited(
+        max_head_bytes=limits.max_request_head_bytes,
+        head_seconds=limits.client_head_seconds,
+        body_idle_seconds=limits.client_body_idle_seconds,
+    )
+    gateway_server = uvicorn_server(gateway_app, grace, protocol)
     servers = [gateway_server]
     admin_sock: socket.socket | None = None
     if options.worker_fd is None:

@@ -58,6 +58,9 @@ _GATEWAY_KEYS = (
     "drain_seconds",
     "transport",
     "access_log",
+    "max_request_head_bytes",
+    "client_head_seconds",
+    "client_body_idle_seconds",
 )
 
 
@@ -177,6 +180,15 @@ def _gateway(node: Node) -> GatewaySettings:
         if transport is not None
         else defaults.transport,
         access_log=access_log.bool() if access_log is not None else defaults.access_log,
+        max_request_head_bytes=head_bytes.int(minimum=1024, maximum=1024 * 1024)
+        if (head_bytes := g.get("max_request_head_bytes")) is not None
+        else defaults.max_request_head_bytes,
+        client_head_seconds=seconds(
+            g, "client_head_seconds", defaults.client_head_seconds, minimum=0.1
+        ),
+        client_body_idle_seconds=seconds(
+            g, "client_body_idle_seconds", defaults.client_body_idle_seconds, minimum=0.1
+        ),
     )
 
 

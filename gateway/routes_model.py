@@ -169,6 +169,10 @@ class GatewaySettings:
     transport: Literal["http1", "aiohttp", "httpcore"] = "http1"
     # One JSON line per request on stderr (off by default: it costs each request a log record).
     access_log: bool = False
+    # What a client may send before any route sees it (gateway.http_protocol).
+    max_request_head_bytes: int = 64 * 1024
+    client_head_seconds: float = 30.0
+    client_body_idle_seconds: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
