@@ -3,7 +3,8 @@
 RFC 3986 normalization (percent-encoded unreserved characters decoded, hex upper-cased, dot
 segments removed) plus merged slashes. Anything a backend could read differently from us is
 *ambiguous*: encoded ``/`` or ``\\``, a literal ``\\``, double encoding (``%25``), ``;`` path
-parameters, a fragment, dot segments or empty segments. An ambiguous path never matches a bypass
+parameters, a fragment, dot segments, empty segments, or an escape no UTF-8 encoder writes
+(overlong forms like ``%C0%AE``). An ambiguous path never matches a bypass
 rule (security rule 1); an *invalid* one (NUL, control characters, a broken escape, not
 origin-form) is refused outright.
 """
@@ -97,17 +98,36 @@ def _decode_unreserved(path: str) -> tuple[str, str | None] | None:
     pieces = path.split("%")
     out = [pieces[0]]
     reason: str | None = None
+    lead = -1  # the byte escaped just before, when nothing came between the two escapes
     for piece in pieces[1:]:
         hex_pair = piece[:2]
         if len(hex_pair) < 2 or not (hex_pair[0] in _HEX and hex_pair[1] in _HEX):
             return None
         upper = hex_pair.upper()
-        char = chr(int(upper, 16))
-        if char == "\x00":
+        byte = int(upper, 16)
+        if byte == 0:
             return None
+        if _overlong(lead, byte):
+            reason = reason or "overlong_utf8"
+        lead = byte if len(piece) == 2 else -1
+        char = chr(byte)
         if char in _UNRESERVED:
             out.append(char + piece[2:])
             continue
         reason = reason or _AMBIGUOUS_ESCAPES.get(upper)
         out.append("%" + upper + piece[2:])
     return "".join(out), reason
+
+
+def _overlong(lead: int, byte: int) -> bool:
+    """Whether ``byte`` (after ``lead``) makes an escape no UTF-8 encoder writes: an overlong
+    form (``%C0%AE`` for ``.``), a surrogate or a code point past U+10FFFF. A lenient decoder
+    upstream would read ``%C0%AE%C0%AE`` as ``..``."""
+    if byte in (0xC0, 0xC1) or byte >= 0xF5:
+        return True
+    return (
+        (lead == 0xE0 and 0x80 <= byte <= 0x9F)
+        or (lead == 0xF0 and 0x80 <= byte <= 0x8F)
+        or (lead == 0xED and 0xA0 <= byte <= 0xBF)
+        or (lead == 0xF4 and 0x90 <= byte <= 0xBF)
+    )

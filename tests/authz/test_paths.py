@@ -33,6 +33,10 @@ def test_clean_path_is_unchanged_and_not_ambiguous():
         ("/public\\..\\admin", "/public\\..\\admin", "backslash"),
         ("/admin#frag", "/admin", "fragment"),
         ("/a/b/..", "/a/", "dot_segment"),
+        ("/public/%c0%ae%c0%ae/admin", "/public/%C0%AE%C0%AE/admin", "overlong_utf8"),
+        ("/public/%e0%80%ae/admin", "/public/%E0%80%AE/admin", "overlong_utf8"),
+        ("/public/%ed%a0%80", "/public/%ED%A0%80", "overlong_utf8"),
+        ("/public/%f8%80%80%80%ae", "/public/%F8%80%80%80%AE", "overlong_utf8"),
     ],
 )
 def test_hostile_paths_are_flagged_ambiguous(target, normalized, reason):
@@ -94,3 +98,8 @@ def test_normalizing_twice_changes_nothing(target):
     if once.invalid is None and once.ambiguous is None:
         again = normalize(once.path)
         assert again.path == once.path and again.ambiguous is None
+
+
+@pytest.mark.parametrize("target", ["/caf%C3%A9", "/%E2%82%AC", "/%F0%9F%98%80", "/legacy/%E9"])
+def test_utf8_and_single_byte_escapes_are_clean(target):
+    assert normalize(target).ambiguous is None
