@@ -236,12 +236,9 @@ def _jwks_cache(node: Node | None) -> JwksCachePolicy:
 def _claims_to_headers(node: Node | None) -> tuple[ClaimHeader, ...]:
     if node is None:
         return ()
-    if not isinstance(node.raw, yaml.MappingNode):
-        raise node.error("expected a mapping of claim: header-name")
     result: list[ClaimHeader] = []
     headers: dict[str, int] = {}
-    for key_raw, value_raw in node.raw.value:
-        claim_node, header_node = Node(key_raw, node.file), Node(value_raw, node.file)
+    for claim_node, header_node in node.entries("claim: header-name"):
         header = header_node.str().lower()
         if not _HEADER_NAME.match(header):
             raise header_node.error(

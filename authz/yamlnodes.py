@@ -117,6 +117,23 @@ class Node:
             return (self.str(),)
         return tuple(item.str() for item in self.items())
 
+    def entries(self, expected: builtins.str) -> list[tuple[Node, Node]]:
+        """This node as a mapping of names the caller judges (domains, versions, claims): its
+        key and value nodes in file order. A key given twice is an error, as in a
+        :meth:`mapping`; ``expected`` describes the mapping for a node that is not one."""
+        if not isinstance(self.raw, yaml.MappingNode):
+            raise self.error(f"expected a mapping of {expected}")
+        pairs: list[tuple[Node, Node]] = []
+        first: dict[builtins.str, Node] = {}
+        for key_raw, value_raw in self.raw.value:
+            key = Node(key_raw, self.file)
+            name = key.str()
+            if name in first:
+                raise key.error(f"duplicate key {name!r} (first at line {first[name].line})")
+            first[name] = key
+            pairs.append((key, Node(value_raw, self.file)))
+        return pairs
+
     def mapping(self, allowed: tuple[builtins.str, ...]) -> Mapping:
         """This node as a mapping whose keys must be among ``allowed``."""
         if not isinstance(self.raw, yaml.MappingNode):

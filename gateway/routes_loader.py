@@ -128,15 +128,12 @@ def _named(node: Node | None) -> list[tuple[str, Node, Node]]:
     """The entries of a ``name: {...}`` mapping, names validated, in file order."""
     if node is None:
         return []
-    if not isinstance(node.raw, yaml.MappingNode):
-        raise node.error("expected a mapping of name: settings")
     entries = []
-    for key_raw, value_raw in node.raw.value:
-        key = Node(key_raw, node.file)
+    for key, value in node.entries("name: settings"):
         name = key.str()
         if not _NAME.match(name):
             raise key.error(f"{name!r} is not a valid name (lower-case letters, digits and '-')")
-        entries.append((name, key, Node(value_raw, node.file)))
+        entries.append((name, key, value))
     return entries
 
 
@@ -251,17 +248,14 @@ def _domain(
 
 
 def _versions(node: Node) -> list[tuple[str, Node, Node]]:
-    if not isinstance(node.raw, yaml.MappingNode):
-        raise node.error("expected a mapping of version: {routes: [...]}, e.g. v1:")
     entries = []
-    for key_raw, value_raw in node.raw.value:
-        key = Node(key_raw, node.file)
+    for key, value in node.entries("version: {routes: [...]}, e.g. v1:"):
         name = key.str()
         if not VERSION_NAME.match(name):
             raise key.error(
                 f"version {name!r} must look like v1, v2, v2.1 (v, a digit, then [0-9a-z.-])"
             )
-        entries.append((name, key, Node(value_raw, node.file)))
+        entries.append((name, key, value))
     return entries
 
 

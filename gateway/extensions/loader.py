@@ -127,10 +127,7 @@ def _points(
     }
     if node is None:
         return points
-    if not isinstance(node.raw, yaml.MappingNode):
-        raise node.error("expected a mapping of point: {on_error: ..., routes: [...]}")
-    for key_raw, value_raw in node.raw.value:
-        key, value = Node(key_raw, node.file), Node(value_raw, node.file)
+    for key, value in node.entries("point: {on_error: ..., routes: [...]}"):
         point = key.str()
         settings = value.mapping(_POINT_KEYS) if not value.is_null() else None
         domain: str | None = None

@@ -127,3 +127,9 @@ def test_unknown_top_level_key_is_refused(tmp_path):
 def test_shipped_routes_load():
     settings = load_auth_settings(Path(__file__).parents[2] / "routes")
     assert "/api/v1/*/health" in settings.bypass
+
+
+def test_a_claim_mapped_twice_is_refused(tmp_path):
+    text = GOOD.replace("    sub: x-user-id\n", "    sub: x-user-id\n    sub: x-other\n")
+    error = error_of(write(tmp_path, text))
+    assert str(error).endswith("routes.yaml:8:5: duplicate key 'sub' (first at line 7)")

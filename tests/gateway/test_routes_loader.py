@@ -151,6 +151,17 @@ def test_the_same_domain_in_two_files_names_both(tmp_path: Path):
             "routes.yaml:9:15: link must be an http(s) URL",
         ),
         (
+            (
+                "          - path: /results/**\n",
+                "          - path: /results/**\n      v1:\n        routes: [{path: /other}]\n",
+            ),
+            "routes.yaml:11:7: duplicate key 'v1' (first at line 8)",
+        ),
+        (
+            ("  scan-api:\n", "  scan-api:\n    endpoints: [http://a.local]\n  scan-api:\n"),
+            "routes.yaml:14:3: duplicate key 'scan-api' (first at line 12)",
+        ),
+        (
             ("    endpoints:", "    load_balancing: random\n    endpoints:"),
             "routes.yaml:13:21: 'random' is not one of: round_robin, least_outstanding",
         ),
