@@ -23,7 +23,7 @@ from authz.yamlnodes import Node
 from gateway.asgi import ASGIApp, Receive, Scope, Send
 from gateway.policies.denial import send_json
 from gateway.policies.metrics import PolicyMetrics
-from gateway.policies.spec import ChainContext, PolicySpec
+from gateway.policies.spec import ChainContext, PolicySpec, header_names
 
 __all__ = [
     "CLAIMS",
@@ -90,7 +90,7 @@ def parse(node: Node | None, item: Node) -> AuthPolicySettings:
             timeout=timeout.float(minimum=0.001, maximum=60) if timeout is not None else 0.2,
             failure_mode_allow=allow.bool() if allow is not None else False,
             status_on_error=status.int(minimum=400, maximum=599) if status is not None else 403,
-            identity_headers=tuple(h.lower() for h in identity.str_list()) if identity else (),
+            identity_headers=header_names(identity) if identity else (),
         )
     )
 

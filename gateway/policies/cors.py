@@ -23,7 +23,7 @@ from authz.yamlnodes import Node
 from gateway.asgi import ASGIApp, Receive, Scope, Send
 from gateway.policies.denial import Denial
 from gateway.policies.response_headers import with_response_headers
-from gateway.policies.spec import ChainContext, PolicySpec
+from gateway.policies.spec import ChainContext, PolicySpec, header_names, method_names
 
 __all__ = ["SPEC", "CorsPolicy", "CorsSettings"]
 
@@ -67,9 +67,9 @@ def parse(node: Node | None, item: Node) -> CorsSettings:
     max_age = m.get("max_age_seconds")
     settings = CorsSettings(
         allow_origins=origins,
-        allow_methods=tuple(x.upper() for x in methods.str_list()) if methods else _DEFAULT_METHODS,
-        allow_headers=tuple(x.lower() for x in headers.str_list()) if headers else (),
-        expose_headers=tuple(x.lower() for x in expose.str_list()) if expose else (),
+        allow_methods=method_names(methods) if methods else _DEFAULT_METHODS,
+        allow_headers=header_names(headers, star=True) if headers else (),
+        expose_headers=header_names(expose) if expose else (),
         allow_credentials=credentials.bool() if credentials is not None else False,
         max_age_seconds=max_age.int(minimum=0, maximum=86_400) if max_age is not None else 600,
     )

@@ -14,9 +14,12 @@ Work that must wait (a Redis bucket, a token not yet verified) goes to an ``asyn
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from authz.yamlnodes import Node
 from gateway.asgi import ASGIApp
@@ -25,7 +28,37 @@ if TYPE_CHECKING:
     from gateway.policies.resources import PolicyResources
     from gateway.routes_model import Domain, GatewaySettings, Route, Version
 
-__all__ = ["ChainContext", "PolicySpec"]
+__all__ = ["ChainContext", "PolicySpec", "header_names", "method_names"]
+
+# An HTTP token (RFC 9110 5.6.2): what a field name or a method may be made of.
+_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+def _listed(node: Node) -> list[Node]:
+    """The items of a list, or the one scalar written in its place (as ``Node.str_list``)."""
+    return [node] if isinstance(node.raw, yaml.ScalarNode) and not node.is_null() else node.items()
+
+
+def header_names(node: Node, *, star: bool = False) -> tuple[str, ...]:
+    """One header name or a list of them, lower-cased; ``*`` too when ``star`` allows it."""
+    names = []
+    for item in _listed(node):
+        name = item.str().lower()
+        if not (_TOKEN.match(name) or (star and name == "*")):
+            raise item.error(f"{name!r} is not a header name")
+        names.append(name)
+    return tuple(names)
+
+
+def method_names(node: Node) -> tuple[str, ...]:
+    """One method or a list of them, upper-cased."""
+    methods = []
+    for item in _listed(node):
+        method = item.str().upper()
+        if not _TOKEN.match(method):
+            raise item.error(f"{method!r} is not an HTTP method")
+        methods.append(method)
+    return tuple(methods)
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,17 @@ BROKEN = [
     ("[{scopes: {}}]", r"scopes needs 'scopes', 'roles' or both"),
     ("[{cors: {allow_origins: ['*']}}, {cors: {allow_origins: ['*']}}]", r"'cors' is listed twice"),
     ("[{nonsense: {}}]", r"unknown policy 'nonsense' \(known: auth, scopes"),
+    ("[{cors: {allow_origins: ['*'], allow_headers: ['x y']}}]", r"'x y' is not a header name"),
+    ("[{cors: {allow_origins: ['*'], expose_headers: ['a:b']}}]", r"'a:b' is not a header name"),
+    ("[{cors: {allow_origins: ['*'], allow_methods: ['GE T']}}]", r"'GE T' is not an HTTP method"),
+    (
+        "[{rate_limit: {requests: 5, limit_by: header, header_name: 'x key'}}]",
+        r"'x key' is not a header name",
+    ),
+    (
+        "[{auth: {ext_authz: {grpc_service: 'a:1', identity_headers: ['x\\nid']}}}]",
+        r"is not a header name",
+    ),
 ]
 
 
