@@ -251,7 +251,7 @@ async def test_revoking_an_expired_token_or_without_exp_stores_nothing():
     with pytest.raises(InvalidRevocation, match="exp is required"):
         await revoker.revoke_token("unknown", 0)
     with pytest.raises(InvalidRevocation):
-        await revoker.revoke_token("has space", time.time() + 60)
+        await revoker.revoke_token("line\nbreak", time.time() + 60)
     with pytest.raises(InvalidRevocation):
         await revoker.revoke_subject("", None)
     assert await store.epoch() == 0

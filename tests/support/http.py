@@ -30,7 +30,9 @@ def send(
 ) -> Reply:
     connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        connection.putrequest(method, path, skip_accept_encoding=True)
+        # A Host given by the caller replaces the one http.client would add: two are a 400.
+        own_host = any(name.lower() == "host" for name, _ in headers or [])
+        connection.putrequest(method, path, skip_host=own_host, skip_accept_encoding=True)
         for name, value in headers or []:
             connection.putheader(name, value)
         if body is not None:
