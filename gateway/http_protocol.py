@@ -28,8 +28,6 @@ from gateway.headers import request_id
 
 __all__ = ["GatewayHttpProtocol"]
 
-_VERSIONS = ("1.0", "1.1")
-
 
 class _Refused(Exception):
     """Raised from a parser callback: the parser stops, and the client gets this answer."""
@@ -59,104 +57,114 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        # Between a message's end (or the connection's start) and the next head's end: the bytes
+        # read meanwhile are a head's.
+        self._reading_head = True
         self._head_bytes = 0
-        self._in_head = False
         self._refusal: _Refused | None = None
+        # What the client owes by ``_deadline``: a "head" (the next request's, from the
+        # connection's start or the last message's end), a "body" it announced, or None. One
+        # timer per connection, re-armed lazily when it fires early: a request only writes a
+        # float, it never schedules or cancels a timer.
+        self._owed: str | None = None
+        self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
 
-    # -- timers ----------------------------------------------------------------------
-    def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(seconds, self._timed_out)
+    # -- the deadline ------------------------------------------------------------------
+    def _expect(self, owed: str, seconds: float) -> None:
+        self._owed = owed
+        self._deadline = self.loop.time() + seconds
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._deadline, self._check_deadline)
 
-    def _disarm(self) -> None:
+    def _check_deadline(self) -> None:
+        self._timer = None
+        transport = self.transport
+        if self._owed is None or transport is None or transport.is_closing():
+            return
+        if self.loop.time() < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._check_deadline)
+            return
+        cycle = self.cycle
+        started_head = self._owed == "head" and self._head_bytes > 0
+        stalled_body = self._owed == "body" and cycle is not None and not cycle.response_started
+        if started_head or stalled_body:
+            self._refuse(_Refused(408, "request_timeout"))
+        else:
+            # Idle with no request begun, or a body stalled after the answer began: nothing to
+            # say on this connection.
+            transport.close()
+
+    def _stop_timer(self) -> None:
+        self._owed = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _timed_out(self) -> None:
-        self._timer = None
-        if self.transport is None or self.transport.is_closing():
-            return
-        cycle = self.cycle
-        if self._in_head or (cycle is not None and not cycle.response_started):
-            self._refuse(_Refused(408, "request_timeout"))
-        else:
-            # Not a head, or an answer already under way: nothing left to say on this connection.
-            self.transport.close()
-
     # -- connection ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm(self.head_seconds)
+        self._expect("head", self.head_seconds)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._stop_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        try:
-            super().data_received(data)
-        finally:
-            self._refusal = None
+        if self._reading_head:
+            # Counted per read, not per header: a head usually arrives whole, in one read.
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:
+                self._refuse(_Refused(431, "headers_too_large"))
+                return
+        super().data_received(data)
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's answer to any parser error, here JSON with the reason we know.
-        self._refuse(self._refusal or _Refused(400, "invalid_http_request"))
+        refusal, self._refusal = self._refusal, None
+        self._refuse(refusal or _Refused(400, "invalid_http_request"))
 
     # -- parser callbacks --------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._head_bytes = 0
-        self._in_head = True
-        self._arm(self.head_seconds)
-
-    def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
-            return  # a trailer field: not a request header
-        self._count(len(name) + len(value) + 4)
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._reading_head = False
+        self._head_bytes = 0
+        hosts = 0
+        has_body = False
+        for name, _ in self.headers:
+            if name == b"host":
+                hosts += 1
+            elif name == b"content-length" or name == b"transfer-encoding":
+                has_body = True
         version = self.parser.get_http_version()
-        if version not in _VERSIONS:
+        if version != "1.1" and version != "1.0":
             self._stop(_Refused(505, "http_version_not_supported"))
-        if version == "1.1" and sum(1 for name, _ in self.headers if name == b"host") != 1:
+        if hosts != 1 and version == "1.1":
             self._stop(_Refused(400, "invalid_host"))
-        has_body = any(
-            name in (b"content-length", b"transfer-encoding") for name, _ in self.headers
-        )
         if has_body:
-            self._arm(self.body_idle_seconds)
+            self._expect("body", self.body_idle_seconds)
         else:
-            self._disarm()
+            self._owed = None
         super().on_headers_complete()
+        # The request's scope keeps its headers; trailer fields, parsed with the same callback,
+        # land in this spare list and are never request headers.
+        self.headers = []
 
     def on_body(self, body: bytes) -> None:
-        self._arm(self.body_idle_seconds)
+        self._deadline = self.loop.time() + self.body_idle_seconds
         super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._reading_head = True
+        self._expect("head", self.head_seconds)
         super().on_message_complete()
 
     # -- refusing ----------------------------------------------------------------------
-    def _count(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > self.max_head_bytes:
-            self._stop(_Refused(431, "headers_too_large"))
-
     def _stop(self, refusal: _Refused) -> None:
         self._refusal = refusal
         raise refusal
 
     def _refuse(self, refusal: _Refused) -> None:
-        self._disarm()
+        self._stop_timer()
         transport = self.transport
         if transport is None or transport.is_closing():
             return
