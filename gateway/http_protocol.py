@@ -111,13 +111,15 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._reading_head:
-            # Counted per read, not per header: a head usually arrives whole, in one read.
+        reading_head = self._reading_head
+        super().data_received(data)
+        if reading_head and self._reading_head:
+            # Still no end of head after this read, so all of it was head. Counted per read, not
+            # per header (a head usually arrives whole, in one read); one read is bounded by the
+            # event loop's buffer, so at most that much is parsed past the cap.
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes:
                 self._refuse(_Refused(431, "headers_too_large"))
-                return
-        super().data_received(data)
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's answer to any parser error, here JSON with the reason we know.
@@ -130,11 +132,16 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         hosts = 0
         has_body = False
-        for name, _ in self.headers:
+        size = len(self.url)
+        for name, value in self.headers:
+            size += len(name) + len(value)
             if name == b"host":
                 hosts += 1
             elif name == b"content-length" or name == b"transfer-encoding":
                 has_body = True
+        if size > self.max_head_bytes:
+            # A head that arrived within one read: its exact size, the framing left out.
+            self._stop(_Refused(431, "headers_too_large"))
         version = self.parser.get_http_version()
         if version != "1.1" and version != "1.0":
             self._stop(_Refused(505, "http_version_not_supported"))
