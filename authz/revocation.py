@@ -35,7 +35,9 @@ __all__ = [
     "is_revoked",
 ]
 
-MAX_ID_LENGTH = 256
+# As long as the largest token may be (auth.token.max_bytes, at most 64 KiB): every jti or sub
+# a token can carry can be revoked.
+MAX_ID_LENGTH = 65_536
 # Anything a token's jti or sub can hold but control characters: identifiers become parts of
 # Redis keys (binary-safe, sent as UTF-8) and JSON log fields. Narrower than the tokens the
 # check accepts, it would leave some users impossible to log out everywhere.

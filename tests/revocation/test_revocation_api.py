@@ -131,7 +131,7 @@ def test_revoke_and_ask(instance):
     assert instance.checker.check(token) == (401, "token_revoked")
 
 
-@pytest.mark.parametrize("subject", ["사용자-1", "alice smith", "a{b}:c"])
+@pytest.mark.parametrize("subject", ["사용자-1", "alice smith", "a{b}:c", "s" * 2000])
 def test_any_subject_a_token_can_carry_can_be_logged_out(instance, subject):
     token = KEY.token(sub=subject, jti=f"{subject} #1")
     assert instance.checker.check(token) == (200, "ok")
@@ -153,7 +153,7 @@ def test_any_subject_a_token_can_carry_can_be_logged_out(instance, subject):
         ("revoke_token", ("unknown-jti", 0), "INVALID_ARGUMENT", "unknown jti"),
         ("revoke_token", ("", int(time.time()) + 60), "INVALID_ARGUMENT", "jti is required"),
         ("revoke_token", ("new\nline", int(time.time()) + 60), "INVALID_ARGUMENT", "control"),
-        ("revoke_token", ("x" * 300, int(time.time()) + 60), "INVALID_ARGUMENT", "longer"),
+        ("revoke_token", ("x" * 70_000, int(time.time()) + 60), "INVALID_ARGUMENT", "longer"),
         ("revoke_token", ("ms", int(time.time() * 1000)), "INVALID_ARGUMENT", "in seconds"),
         ("revoke_subject", ("",), "INVALID_ARGUMENT", "subject is required"),
         ("revoke_subject", ("bob", time.time() + 10**9), "INVALID_ARGUMENT", "further ahead"),
