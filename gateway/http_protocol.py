@@ -8,8 +8,9 @@ its upstreams before any route sees a request.
   starts a request (408), and ``gateway.client_body_idle_seconds`` (30) between pieces of a body
   it has announced (408 before the answer started, else the connection closes): a connection
   that trickles bytes cannot be held open forever (slowloris).
-- An HTTP/1.1 request needs exactly one ``Host`` (RFC 9112 3.2), and versions other than 1.0 and
-  1.1 are refused (505).
+- An HTTP/1.1 request needs exactly one ``Host`` (RFC 9112 3.2), versions other than 1.0 and
+  1.1 are refused (505), and so is a transfer coding other than ``chunked`` (501): re-framing
+  the body would drop it.
 - Trailer fields stay trailers: they are never added to the request's headers.
 - Every refusal is JSON with a reason and a request id, like the gateway's other errors; the
   connection is closed after it, since the request's framing can no longer be trusted.
@@ -137,8 +138,13 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             size += len(name) + len(value)
             if name == b"host":
                 hosts += 1
-            elif name == b"content-length" or name == b"transfer-encoding":
+            elif name == b"content-length":
                 has_body = True
+            elif name == b"transfer-encoding":
+                has_body = True
+                if value.strip().lower() != b"chunked":
+                    # A coding the proxy would drop while re-framing the body (RFC 9112 6.1).
+                    self._stop(_Refused(501, "unsupported_transfer_coding"))
         if size > self.max_head_bytes:
             # A head that arrived within one read: its exact size, the framing left out.
             self._stop(_Refused(431, "headers_too_large"))
@@ -193,6 +199,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
 _ERRORS = {
     408: "request_timeout",
+    501: "not_implemented",
     431: "request_header_fields_too_large",
     505: "http_version_not_supported",
 }

@@ -122,8 +122,10 @@ def test_a_body_that_stops_arriving_is_408(edge: Gateway, upstream: ScriptedUpst
         ),
         (b"GET /api/v1/image/echo HTTP/1.1\r\nhost: a\r\nbad header\r\n\r\n", 400,
          "invalid_http_request"),
+        (b"POST /api/v1/image/echo HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip, chunked\r\n"
+         b"\r\n0\r\n\r\n", 501, "unsupported_transfer_coding"),
     ],
-    ids=["no host", "two hosts", "length and chunked", "malformed header"],
+    ids=["no host", "two hosts", "length and chunked", "malformed header", "gzip coding"],
 )  # fmt: skip
 def test_malformed_requests_get_a_json_refusal(
     edge: Gateway, upstream: ScriptedUpstream, head: bytes, status: int, reason: str
