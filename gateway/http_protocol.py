@@ -9,8 +9,8 @@ its upstreams before any route sees a request.
   it has announced (408 before the answer started, else the connection closes): a connection
   that trickles bytes cannot be held open forever (slowloris).
 - An HTTP/1.1 request needs exactly one ``Host`` (RFC 9112 3.2), versions other than 1.0 and
-  1.1 are refused (505), and so is a transfer coding other than ``chunked`` (501): re-framing
-  the body would drop it.
+  1.1 are refused (505), a body whose last transfer coding is not ``chunked`` gets 400 (no length
+  can be read from it) and a coding before ``chunked`` gets 501 (re-framing would drop it).
 - Trailer fields stay trailers: they are never added to the request's headers.
 - Every refusal is JSON with a reason and a request id, like the gateway's other errors; the
   connection is closed after it, since the request's framing can no longer be trusted.
@@ -142,8 +142,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 has_body = True
             elif name == b"transfer-encoding":
                 has_body = True
-                if value.strip().lower() != b"chunked":
-                    # A coding the proxy would drop while re-framing the body (RFC 9112 6.1).
+                codings = value.lower().split(b",")
+                if codings[-1].strip() != b"chunked":
+                    # No length can be read from it (RFC 9112 6.3): the smuggler's framing.
+                    self._stop(_Refused(400, "invalid_http_request"))
+                if len(codings) > 1:
+                    # A coding before chunked, which re-framing the body would drop (6.1).
                     self._stop(_Refused(501, "unsupported_transfer_coding"))
         if size > self.max_head_bytes:
             # A head that arrived within one read: its exact size, the framing left out.
