@@ -5,6 +5,11 @@ The tree::
     GatewayError                 status, reason (a stable snake_case metric label)
     ├── InvalidPath              400  the request target is malformed or ambiguous
     ├── InvalidFraming           400  ambiguous body framing (Transfer-Encoding in HTTP/1.0)
+    ├── MalformedRequest         400  the server could not parse the request, or its Host
+    ├── RequestTimeout           408  a head or an announced body did not arrive in time
+    ├── HeadersTooLarge          431  the request head passed gateway.max_request_head_bytes
+    ├── UnsupportedCoding        501  a transfer coding before chunked
+    ├── VersionNotSupported      505  an HTTP version other than 1.0 and 1.1
     ├── RouteNotFound            404  no domain, or no route of the domain, matches
     ├── VersionNotFound          404  the domain has no such version; lists the supported ones
     ├── MethodNotAllowed         405  a route matches the path but not the method; carries Allow
@@ -26,17 +31,22 @@ __all__ = [
     "BadGateway",
     "CircuitOpen",
     "GatewayError",
+    "HeadersTooLarge",
     "InvalidFraming",
     "InvalidPath",
+    "MalformedRequest",
     "MethodNotAllowed",
     "PayloadTooLarge",
+    "RequestTimeout",
     "RouteNotFound",
+    "UnsupportedCoding",
     "UpstreamError",
     "UpstreamOverflow",
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "VersionGone",
     "VersionNotFound",
+    "VersionNotSupported",
 ]
 
 
@@ -59,6 +69,26 @@ class InvalidPath(GatewayError):
 
 class InvalidFraming(GatewayError):
     status, error = 400, "bad_request"
+
+
+class MalformedRequest(GatewayError):
+    status, error = 400, "bad_request"
+
+
+class RequestTimeout(GatewayError):
+    status, error = 408, "request_timeout"
+
+
+class HeadersTooLarge(GatewayError):
+    status, error = 431, "request_header_fields_too_large"
+
+
+class UnsupportedCoding(GatewayError):
+    status, error = 501, "not_implemented"
+
+
+class VersionNotSupported(GatewayError):
+    status, error = 505, "http_version_not_supported"
 
 
 class RouteNotFound(GatewayError):

@@ -19,24 +19,23 @@ its upstreams before any route sees a request.
 from __future__ import annotations
 
 import asyncio
-import json
 from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gateway.errors import (
+    GatewayError,
+    HeadersTooLarge,
+    MalformedRequest,
+    RequestTimeout,
+    UnsupportedCoding,
+    VersionNotSupported,
+)
 from gateway.headers import request_id
+from gateway.responses import error_body
 
 __all__ = ["GatewayHttpProtocol"]
-
-
-class _Refused(Exception):
-    """Raised from a parser callback: the parser stops, and the client gets this answer."""
-
-    def __init__(self, status: int, reason: str):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
@@ -62,7 +61,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         # read meanwhile are a head's.
         self._reading_head = True
         self._head_bytes = 0
-        self._refusal: _Refused | None = None
+        self._refusal: GatewayError | None = None
         # What the client owes by ``_deadline``: a "head" (the next request's, from the
         # connection's start or the last message's end), a "body" it announced, or None. One
         # timer per connection, re-armed lazily when it fires early: a request only writes a
@@ -90,7 +89,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         started_head = self._owed == "head" and self._head_bytes > 0
         stalled_body = self._owed == "body" and cycle is not None and not cycle.response_started
         if started_head or stalled_body:
-            self._refuse(_Refused(408, "request_timeout"))
+            self._refuse(RequestTimeout("request_timeout"))
         else:
             # Idle with no request begun, or a body stalled after the answer began: nothing to
             # say on this connection.
@@ -120,12 +119,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             # event loop's buffer, so at most that much is parsed past the cap.
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes:
-                self._refuse(_Refused(431, "headers_too_large"))
+                self._refuse(HeadersTooLarge("headers_too_large"))
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's answer to any parser error, here JSON with the reason we know.
         refusal, self._refusal = self._refusal, None
-        self._refuse(refusal or _Refused(400, "invalid_http_request"))
+        self._refuse(refusal or MalformedRequest("invalid_http_request"))
 
     # -- parser callbacks --------------------------------------------------------------
     def on_headers_complete(self) -> None:
@@ -145,18 +144,18 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 codings = value.lower().split(b",")
                 if codings[-1].strip() != b"chunked":
                     # No length can be read from it (RFC 9112 6.3): the smuggler's framing.
-                    self._stop(_Refused(400, "invalid_http_request"))
+                    self._stop(MalformedRequest("invalid_http_request"))
                 if len(codings) > 1:
                     # A coding before chunked, which re-framing the body would drop (6.1).
-                    self._stop(_Refused(501, "unsupported_transfer_coding"))
+                    self._stop(UnsupportedCoding("unsupported_transfer_coding"))
         if size > self.max_head_bytes:
             # A head that arrived within one read: its exact size, the framing left out.
-            self._stop(_Refused(431, "headers_too_large"))
+            self._stop(HeadersTooLarge("headers_too_large"))
         version = self.parser.get_http_version()
         if version != "1.1" and version != "1.0":
-            self._stop(_Refused(505, "http_version_not_supported"))
+            self._stop(VersionNotSupported("http_version_not_supported"))
         if hosts != 1 and version == "1.1":
-            self._stop(_Refused(400, "invalid_host"))
+            self._stop(MalformedRequest("invalid_host"))
         if has_body:
             self._expect("body", self.body_idle_seconds)
         else:
@@ -176,20 +175,18 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     # -- refusing ----------------------------------------------------------------------
-    def _stop(self, refusal: _Refused) -> None:
+    def _stop(self, refusal: GatewayError) -> None:
+        """Stop the parser from one of its callbacks; uvicorn then calls send_400_response."""
         self._refusal = refusal
         raise refusal
 
-    def _refuse(self, refusal: _Refused) -> None:
+    def _refuse(self, refusal: GatewayError) -> None:
         self._stop_timer()
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         rid = request_id([])
-        body = json.dumps(
-            {"error": _ERRORS.get(refusal.status, "bad_request"), "reason": refusal.reason,
-             "request_id": rid}
-        ).encode()  # fmt: skip
+        body = error_body(refusal, rid)
         head = (
             f"HTTP/1.1 {refusal.status} {HTTPStatus(refusal.status).phrase}\r\n"
             "content-type: application/json\r\n"
@@ -199,11 +196,3 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         ).encode()
         transport.write(head + body)
         transport.close()
-
-
-_ERRORS = {
-    408: "request_timeout",
-    501: "not_implemented",
-    431: "request_header_fields_too_large",
-    505: "http_version_not_supported",
-}
