@@ -13,20 +13,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import yaml
-
 from authz.errors import ConfigError
 from authz.yamlnodes import Node
 from gateway.asgi import ASGIApp, Message, Receive, Scope, Send
 from gateway.headers import HOP_BY_HOP
-from gateway.policies.spec import ChainContext, PolicySpec
+from gateway.policies.spec import ChainContext, PolicySpec, header_name
 
 __all__ = ["SPEC", "HeaderRules", "HeadersPolicy", "HeadersSettings", "rewrite_request"]
 
 _SIDES = ("request", "response")
 _REQUEST_KEYS = ("add", "remove", "rename")
 _RESPONSE_KEYS = ("add", "remove")
-_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
 _VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
 _RESERVED = HOP_BY_HOP | {
     b"host",
@@ -53,9 +50,7 @@ class HeadersSettings:
 
 
 def _name(node: Node) -> str:
-    name = node.str().lower()
-    if not _NAME.match(name):
-        raise node.error(f"{name!r} is not a header name")
+    name = header_name(node)
     if name.encode() in _RESERVED:
         raise node.error(f"{name!r} is set by the gateway itself and cannot be changed here")
     return name
@@ -64,12 +59,8 @@ def _name(node: Node) -> str:
 def _pairs(node: Node | None, *, value_is_name: bool) -> Pairs:
     if node is None:
         return ()
-    if not isinstance(node.raw, yaml.MappingNode):
-        raise node.error("expected a mapping of header: value")
-    node.mapping(tuple(str(k.value) for k, _ in node.raw.value))  # duplicate keys are errors
     out = []
-    for key_raw, value_raw in node.raw.value:
-        key, value = Node(key_raw, node.file), Node(value_raw, node.file)
+    for key, value in node.entries("header: value"):
         text = _name(value) if value_is_name else value.str()
         if not value_is_name and not _VALUE.match(text):
             raise value.error("a header value cannot hold control characters or line breaks")

@@ -25,7 +25,7 @@ from gateway.policies.client_ip import ClientAddress
 from gateway.policies.denial import Denial
 from gateway.policies.rate_limit_redis import RedisBuckets
 from gateway.policies.response_headers import with_response_headers
-from gateway.policies.spec import ChainContext, PolicySpec, header_names
+from gateway.policies.spec import ChainContext, PolicySpec, header_name
 
 __all__ = ["SPEC", "RateLimitPolicy", "RateLimitSettings"]
 
@@ -83,8 +83,7 @@ def parse(node: Node | None, item: Node) -> RateLimitSettings:
     by_node = m.get("limit_by")
     limit_by = by_node.choice(("user", "client_ip", "route", "header")) if by_node else "client_ip"
     header_node = m.get("header_name")
-    # One name (str() refuses a list), checked like every header name in the routes.
-    header = header_names(header_node)[0] if header_node and header_node.str() else None
+    header = header_name(header_node) if header_node else None
     if limit_by == "header" and header is None:
         raise node.error("limit_by: header needs header_name (e.g. header_name: x-api-key)")
     if header is not None and limit_by != "header":

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from gateway.policies.resources import PolicyResources
     from gateway.routes_model import Domain, GatewaySettings, Route, Version
 
-__all__ = ["ChainContext", "PolicySpec", "header_names", "method_names"]
+__all__ = ["ChainContext", "PolicySpec", "header_name", "header_names", "method_names"]
 
 # An HTTP token (RFC 9110 5.6.2): what a field name or a method may be made of.
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
@@ -39,26 +39,25 @@ def _listed(node: Node) -> list[Node]:
     return [node] if isinstance(node.raw, yaml.ScalarNode) and not node.is_null() else node.items()
 
 
+def _token(node: Node, text: str, what: str) -> str:
+    if not _TOKEN.match(text):
+        raise node.error(f"{text!r} is not {what}")
+    return text
+
+
+def header_name(node: Node) -> str:
+    """One header name, lower-cased."""
+    return _token(node, node.str().lower(), "a header name")
+
+
 def header_names(node: Node, *, star: bool = False) -> tuple[str, ...]:
     """One header name or a list of them, lower-cased; ``*`` too when ``star`` allows it."""
-    names = []
-    for item in _listed(node):
-        name = item.str().lower()
-        if not (_TOKEN.match(name) or (star and name == "*")):
-            raise item.error(f"{name!r} is not a header name")
-        names.append(name)
-    return tuple(names)
+    return tuple("*" if star and item.str() == "*" else header_name(item) for item in _listed(node))
 
 
 def method_names(node: Node) -> tuple[str, ...]:
     """One method or a list of them, upper-cased."""
-    methods = []
-    for item in _listed(node):
-        method = item.str().upper()
-        if not _TOKEN.match(method):
-            raise item.error(f"{method!r} is not an HTTP method")
-        methods.append(method)
-    return tuple(methods)
+    return tuple(_token(item, item.str().upper(), "an HTTP method") for item in _listed(node))
 
 
 @dataclass(frozen=True, slots=True)
