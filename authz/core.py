@@ -164,8 +164,8 @@ class Authorizer:
 _INVALID = "\x00invalid"
 # Not a field value (RFC 9110 5.5): a control character, or whitespace at either end, which each
 # hop trims its own way (Envoy keeps it from a gRPC answer, its HTTP/1 parser drops it), so one
-# claim would reach the upstream as two identities.
-_NOT_A_FIELD_VALUE = re.compile(r"[\x00-\x1f\x7f]|^[ ]|[ ]$")
+# claim would reach the upstream as two identities; or a lone surrogate, which has no UTF-8 form.
+_NOT_A_FIELD_VALUE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]|^[ ]|[ ]$")
 
 
 def _header_value(value: Any) -> str | None:
@@ -183,11 +183,6 @@ def _header_value(value: Any) -> str | None:
         text = json.dumps(value, separators=(",", ":"), sort_keys=True)
     if len(text) > _MAX_HEADER_VALUE or _NOT_A_FIELD_VALUE.search(text):
         return _INVALID
-    if not text.isascii():
-        try:
-            text.encode()
-        except UnicodeEncodeError:
-            return _INVALID
     return text
 
 

@@ -42,6 +42,8 @@ MAX_ID_LENGTH = 65_536
 # Redis keys (binary-safe, sent as UTF-8) and JSON log fields. Narrower than the tokens the
 # check accepts, it would leave some users impossible to log out everywhere.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A lone surrogate: text Python holds but no UTF-8 (Redis, JSON on the bus) can carry.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 EventKind = Literal["jti", "subject"]
 
@@ -145,11 +147,8 @@ def check_identifier(what: str, value: str) -> str:
         raise InvalidRevocation(f"{what} is longer than {MAX_ID_LENGTH} characters")
     if _CONTROL.search(value):
         raise InvalidRevocation(f"{what} must not contain control characters")
-    if not value.isascii():
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            raise InvalidRevocation(f"{what} is not valid Unicode text") from None
+    if _SURROGATE.search(value):
+        raise InvalidRevocation(f"{what} is not valid Unicode text")
     return value
 
 
