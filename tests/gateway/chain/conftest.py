@@ -31,8 +31,10 @@ auth:
 {"  bypass:" + chr(10) + lines if bypass else ""}"""
 
 
-def ext_authz_routes(upstream: str, grpc: str, extra: str = "") -> str:
-    """Domain shop behind a remote ext-authz server: /api/v1/shop/admin/** needs shop.admin."""
+def shop_routes(upstream: str, *, policies: str, routes: str, domain: str = "") -> str:
+    """Domain shop (layer product, upstream ``main`` at ``upstream``, no breaker or outlier
+    ejection) with ``policies`` as its domain ``policies:`` items and ``routes`` as its v1
+    routes, both YAML lines indented for their place; ``domain`` adds more domain keys."""
     return f"""\
 layers: [product]
 domains:
@@ -40,25 +42,36 @@ domains:
     layer: product
     owner: team-shop
     upstream: main
-    policies:
-      - auth:
-          ext_authz:
-            grpc_service: {grpc}
-            timeout_seconds: 0.5
-            identity_headers: [x-user-id]{extra}
-    versions:
+{domain}    policies:
+{policies}    versions:
       v1:
         routes:
-          - name: admin
-            path: /admin/**
-            policies: [{{scopes: {{scopes: [shop.admin]}}}}]
-          - {{name: items, path: /**}}
-upstreams:
+{routes}upstreams:
   main:
     endpoints: [{upstream}]
     circuit_breaker: false
     outlier_detection: false
 """
+
+
+def ext_authz_routes(upstream: str, grpc: str, extra: str = "") -> str:
+    """Domain shop behind a remote ext-authz server: /api/v1/shop/admin/** needs shop.admin."""
+    return shop_routes(
+        upstream,
+        policies=f"""\
+      - auth:
+          ext_authz:
+            grpc_service: {grpc}
+            timeout_seconds: 0.5
+            identity_headers: [x-user-id]{extra}
+""",
+        routes="""\
+          - name: admin
+            path: /admin/**
+            policies: [{scopes: {scopes: [shop.admin]}}]
+          - {name: items, path: /**}
+""",
+    )
 
 
 @dataclass

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.gateway.chain.conftest import KEY, auth_section, get, raw_request
+from tests.gateway.chain.conftest import KEY, auth_section, get, raw_request, shop_routes
 from tests.support.processes import ServerProcess, start
 from tests.support.upstreams import ScriptedUpstream
 
@@ -19,52 +19,40 @@ BASE = "/api/v1/shop"
 
 
 def _routes(upstream: str) -> str:
-    return f"""\
-gateway:
-  trusted_proxies: [127.0.0.1/32]
-layers: [product]
-domains:
-  shop:
-    layer: product
-    owner: team-shop
-    upstream: main
-    policies:
+    return "gateway:\n  trusted_proxies: [127.0.0.1/32]\n" + shop_routes(
+        upstream,
+        policies="""\
       - cors:
           allow_origins: [https://app.example, https://*.shop.example]
           allow_headers: [authorization, content-type]
           expose_headers: [x-request-id]
           allow_credentials: true
       - auth
-      - rate_limit: {{requests: 1000, period_seconds: 1, limit_by: user}}
+      - rate_limit: {requests: 1000, period_seconds: 1, limit_by: user}
       - headers:
-          request: {{add: {{x-gateway: doma}}, remove: [x-debug], rename: {{x-old: x-new}}}}
-          response: {{remove: [x-upstream], add: {{x-frame-options: DENY}}}}
-    versions:
-      v1:
-        routes:
-          - {{name: public, path: /public/**, auth: bypass}}
+          request: {add: {x-gateway: doma}, remove: [x-debug], rename: {x-old: x-new}}
+          response: {remove: [x-upstream], add: {x-frame-options: DENY}}
+""",
+        routes="""\
+          - {name: public, path: /public/**, auth: bypass}
           - name: admin
             path: /admin/**
-            policies: [{{scopes: {{scopes: [shop.admin]}}}}]
+            policies: [{scopes: {scopes: [shop.admin]}}]
           - name: internal
             path: /internal/**
             auth: bypass
-            policies: [{{ip_restriction: {{allow: [10.0.0.0/8], deny: [10.6.6.0/24]}}}}]
+            policies: [{ip_restriction: {allow: [10.0.0.0/8], deny: [10.6.6.0/24]}}]
           - name: upload
             path: /upload
             methods: [POST, PUT]
             policies:
-              - request_limits: {{max_body_bytes: 1000, max_header_bytes: 2048, methods: [POST]}}
+              - request_limits: {max_body_bytes: 1000, max_header_bytes: 2048, methods: [POST]}
           - name: limited
             path: /limited
-            policies: [{{rate_limit: {{requests: 2, period_seconds: 60, limit_by: user}}}}]
-          - {{name: items, path: /items/**}}
-upstreams:
-  main:
-    endpoints: [{upstream}]
-    circuit_breaker: false
-    outlier_detection: false
-"""
+            policies: [{rate_limit: {requests: 2, period_seconds: 60, limit_by: user}}]
+          - {name: items, path: /items/**}
+""",
+    )
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.gateway.chain.conftest import get, raw_request
+from tests.gateway.chain.conftest import get, raw_request, shop_routes
 from tests.gateway.conftest import StartGateway
 from tests.support.services import PrivateRedis, unique_prefix
 from tests.support.upstreams import ScriptedUpstream
@@ -17,15 +17,10 @@ PATH = "/api/v1/shop/items/1"
 
 
 def _routes(upstream: str, store: str, prefix: str, extra: str = "") -> str:
-    return f"""\
-layers: [product]
-domains:
-  shop:
-    layer: product
-    owner: team-shop
-    upstream: main
-    auth: bypass
-    policies:
+    return shop_routes(
+        upstream,
+        domain="    auth: bypass\n",
+        policies=f"""\
       - rate_limit:
           requests: 6
           period_seconds: 60
@@ -33,16 +28,9 @@ domains:
           header_name: x-api-key
           store: {store}
           key_prefix: {prefix}{extra}
-    versions:
-      v1:
-        routes:
-          - {{name: items, path: /**}}
-upstreams:
-  main:
-    endpoints: [{upstream}]
-    circuit_breaker: false
-    outlier_detection: false
-"""
+""",
+        routes="          - {name: items, path: /**}\n",
+    )
 
 
 @pytest.fixture
@@ -109,26 +97,13 @@ def test_a_client_ip_limit_keys_on_the_resolved_address_not_a_forged_one(
     start_gateway: StartGateway, upstream: ScriptedUpstream
 ):
     gateway = start_gateway(
-        f"""\
-gateway:
-  trusted_proxies: [127.0.0.1/32]
-layers: [product]
-domains:
-  shop:
-    layer: product
-    owner: team-shop
-    upstream: main
-    auth: bypass
-    policies:
-      - rate_limit: {{requests: 2, period_seconds: 60, limit_by: client_ip}}
-    versions:
-      v1:
-        routes:
-          - {{name: items, path: /**}}
-upstreams:
-  main:
-    endpoints: [{upstream.url}]
-"""
+        "gateway:\n  trusted_proxies: [127.0.0.1/32]\n"
+        + shop_routes(
+            upstream.url,
+            domain="    auth: bypass\n",
+            policies="      - rate_limit: {requests: 2, period_seconds: 60, limit_by: client_ip}\n",
+            routes="          - {name: items, path: /**}\n",
+        )
     )
 
     def status(*headers: str, source: str = "127.0.0.1") -> int:
