@@ -26,6 +26,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -53,10 +54,8 @@ _Action = base_pb2.HeaderValueOption
 _PROTECTED = frozenset({b"host"})
 # What a key or value from the server may not carry into the query as is: separators, controls,
 # space, non-ASCII, and a '%' that does not start an escape (an escape the server wrote stays).
-_QUERY_UNSAFE = {
-    "key": re.compile(r"[^A-Za-z0-9\-._~!$'()*+,;:@/?%]|%(?![0-9A-Fa-f]{2})"),
-    "value": re.compile(r"[^A-Za-z0-9\-._~!$'()*+,;:@/?=%]|%(?![0-9A-Fa-f]{2})"),
-}
+_UNSAFE_IN_KEY = re.compile(r"[^A-Za-z0-9\-._~!$'()*+,;:@/?%]|%(?![0-9A-Fa-f]{2})")
+_UNSAFE_IN_VALUE = re.compile(r"[^A-Za-z0-9\-._~!$'()*+,;:@/?=%]|%(?![0-9A-Fa-f]{2})")
 
 
 class ExtAuthzClient:
@@ -175,8 +174,8 @@ def apply_mutations(
     return out
 
 
-def _query_text(text: str, part: str) -> str:
-    return _QUERY_UNSAFE[part].sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), text)
+def _query_text(text: str, unsafe: re.Pattern[str]) -> str:
+    return unsafe.sub(lambda m: quote(m.group(), safe=""), text)
 
 
 def apply_query_mutations(query: bytes, to_set: Iterable[Any], to_remove: Iterable[str]) -> bytes:
@@ -193,14 +192,14 @@ def apply_query_mutations(query: bytes, to_set: Iterable[Any], to_remove: Iterab
         )
     ]
     for parameter in to_set:
-        key = _query_text(parameter.key, "key")
+        key = _query_text(parameter.key, _UNSAFE_IN_KEY)
         if not key:
             continue
-        value = "=" + _query_text(parameter.value, "value")
+        value = "=" + _query_text(parameter.value, _UNSAFE_IN_VALUE)
         at = next((i for i, (k, _) in enumerate(pairs) if k == key), None)
         pairs = [(k, v) for k, v in pairs if k != key]
         pairs.insert(len(pairs) if at is None else at, (key, value))
-    drop = {_query_text(key, "key") for key in to_remove}
+    drop = {_query_text(key, _UNSAFE_IN_KEY) for key in to_remove}
     return "&".join(k + v for k, v in pairs if k not in drop).encode("latin-1")
 
 
