@@ -75,6 +75,9 @@ class AdminCredentials:
 
 
 class RevocationServicer(revocation_pb2_grpc.RevocationServicer):  # type: ignore[misc]
+    """The revocation calls. Served only through :func:`_handlers`, which checks the caller's
+    credentials before it decodes the request: nothing a caller sends is parsed before that."""
+
     def __init__(self, revoker: Revoker, credentials: AdminCredentials):
         self._revoker = revoker
         self._credentials = credentials
@@ -82,7 +85,6 @@ class RevocationServicer(revocation_pb2_grpc.RevocationServicer):  # type: ignor
     async def Revoke(
         self, request: revocation_pb2.RevokeRequest, context: grpc.aio.ServicerContext
     ) -> revocation_pb2.RevokeResponse:
-        await self._authorize(context)
         try:
             result = await self._revoker.revoke_token(request.jti, float(request.exp))
         except (InvalidRevocation, StoreUnavailable) as exc:
@@ -93,7 +95,6 @@ class RevocationServicer(revocation_pb2_grpc.RevocationServicer):  # type: ignor
     async def RevokeSubject(
         self, request: revocation_pb2.RevokeSubjectRequest, context: grpc.aio.ServicerContext
     ) -> revocation_pb2.RevokeResponse:
-        await self._authorize(context)
         before = request.before if request.before and math.isfinite(request.before) else None
         if request.before and before is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "before must be a finite time")
@@ -109,7 +110,6 @@ class RevocationServicer(revocation_pb2_grpc.RevocationServicer):  # type: ignor
     async def IsRevoked(
         self, request: revocation_pb2.IsRevokedRequest, context: grpc.aio.ServicerContext
     ) -> revocation_pb2.IsRevokedResponse:
-        await self._authorize(context)
         try:
             revoked = await self._revoker.is_revoked(
                 request.jti or None, request.subject or None, request.issued_at or None
@@ -118,7 +118,7 @@ class RevocationServicer(revocation_pb2_grpc.RevocationServicer):  # type: ignor
             await _abort(context, exc)
         return revocation_pb2.IsRevokedResponse(revoked=revoked)
 
-    async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+    async def authorize(self, context: grpc.aio.ServicerContext) -> None:
         metadata = {key.lower(): value for key, value in context.invocation_metadata() or ()}
         refused = await self._credentials.check(metadata)
         if refused is not None:
@@ -150,6 +150,7 @@ def _handlers(servicer: RevocationServicer) -> grpc.GenericRpcHandler:
         name = request_type.DESCRIPTOR.full_name
 
         async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            await servicer.authorize(context)
             try:
                 request = request_type.FromString(raw)
             except DecodeError:

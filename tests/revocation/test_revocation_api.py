@@ -193,6 +193,20 @@ def test_a_malformed_request_is_rejected_and_stores_nothing(instance):
     assert instance.stored_keys() == keys and instance.epoch() == epoch
 
 
+@pytest.mark.parametrize("method", ["Revoke", "RevokeSubject", "IsRevoked"])
+def test_a_caller_without_credentials_is_refused_before_its_request_is_decoded(instance, method):
+    # Malformed on purpose: were it decoded first, the answer would be INVALID_ARGUMENT and
+    # would tell an anonymous caller how its bytes were parsed.
+    with grpc.insecure_channel(instance.admin) as channel:
+        raw = channel.unary_unary(f"/doma.authz.v1.Revocation/{method}")
+        with pytest.raises(grpc.RpcError) as refused:
+            raw(b"\x0a\xc8\x01abc", timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as refused:
+            raw(b"\x0a\xc8\x01abc", metadata=(("authorization", "Bearer x.y.z"),), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "doma_gateway.cli", "revoke", *args],
