@@ -104,10 +104,10 @@ def parse_documents(documents: list[Node], *, source: str = "<config>") -> Route
     if not domain_nodes:
         raise ConfigError("no 'domains:' in any routes file", file=source)
     if layers is None:
-        first = next(iter(domain_nodes.values()))[0]
+        # Missing from the whole set, not from one file: name what was loaded (file or directory).
         raise ConfigError(
             "no 'layers:' list in any routes file (e.g. layers: [infrastructure, product])",
-            file=first.file,
+            file=source,
         )
     upstreams = {
         name: parse_upstream(name, key, value) for name, (key, value) in upstream_nodes.items()

@@ -75,6 +75,14 @@ def test_a_directory_is_merged_one_file_per_domain(tmp_path: Path):
     assert len(config.files) == 3
 
 
+def test_layers_missing_from_every_file_names_the_directory(tmp_path: Path):
+    (tmp_path / "scan.yaml").write_text(BASE.replace("layers: [infrastructure, product]\n", ""))
+    (tmp_path / "z-gateway.yaml").write_text("gateway: {listen: 127.0.0.1:8080}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_routes(tmp_path)
+    assert str(caught.value).startswith(f"{tmp_path}: no 'layers:' list in any routes file")
+
+
 def test_the_same_domain_in_two_files_names_both(tmp_path: Path):
     (tmp_path / "a.yaml").write_text(BASE)
     (tmp_path / "b.yaml").write_text(
