@@ -96,12 +96,20 @@ def check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
     )
 
 
+# Objects and lists nested deeper than this in one claim are left out of the answer's metadata.
+# Each level is three protobuf messages (Value, Struct, map entry), and Envoy parses the answer
+# with protobuf's default recursion limit of 100: deeper claims made the whole answer unreadable
+# to Envoy, a 503 for a token the HTTP protocol allows. Real tokens nest two or three levels.
+MAX_CLAIM_DEPTH = 16
+
+
 def _set_claims(struct: struct_pb2.Struct, claims: Mapping[str, Any]) -> None:
     """``struct.update(claims)``, with the scalar claims every token has set directly.
 
-    A claim a ``Struct`` cannot hold (an integer past a double's range, a lone surrogate) is left
-    out rather than failing the check: the HTTP protocol, which sends no claims, allows the same
-    token, and a policy that needs the claim then finds it missing and refuses.
+    A claim a ``Struct`` cannot hold (an integer past a double's range, a lone surrogate) or that
+    nests deeper than :data:`MAX_CLAIM_DEPTH` is left out rather than failing the check: the
+    HTTP protocol, which sends no claims, allows the same token, and a policy that needs the
+    claim then finds it missing and refuses.
     """
     fields = struct.fields
     for name, value in claims.items():
@@ -113,11 +121,24 @@ def _set_claims(struct: struct_pb2.Struct, claims: Mapping[str, Any]) -> None:
                 fields[name].bool_value = value
             elif isinstance(value, int | float):
                 fields[name].number_value = value
-            else:
+            elif _nests_within(value, MAX_CLAIM_DEPTH):
                 struct.update({name: value})
         except (ValueError, OverflowError, TypeError):
             if name in fields:
                 del fields[name]
+
+
+def _nests_within(value: Any, depth: int) -> bool:
+    """Whether ``value``'s objects and lists nest at most ``depth`` levels deep."""
+    if isinstance(value, dict):
+        items: Any = value.values()
+    elif isinstance(value, list):
+        items = value
+    else:
+        return True
+    if depth == 0:
+        return False
+    return all(_nests_within(item, depth - 1) for item in items)
 
 
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]

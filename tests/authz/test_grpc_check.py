@@ -11,7 +11,7 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz.check import allow
-from authz.grpc_check import AuthorizationServicer, check_response
+from authz.grpc_check import MAX_CLAIM_DEPTH, AuthorizationServicer, check_response
 from authz.loader import load_auth_settings
 from authz.server import AuthzServer
 from doma_gateway.authz_process import build_authz
@@ -131,6 +131,28 @@ def test_claims_in_dynamic_metadata_are_what_struct_update_makes(claims):
     assert (option.header.key, option.header.value) == ("x-user-id", "alice")
     assert option.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
     assert list(response.ok_response.headers_to_remove) == ["x-user-email"]
+
+
+def nested(levels: int, leaf: object = 1) -> object:
+    value = leaf
+    for level in range(levels):
+        value = {"a": value} if level % 2 else [value]
+    return value
+
+
+def test_a_claim_nested_past_the_limit_is_left_out_and_the_answer_stays_readable():
+    claims = {
+        "sub": "alice",
+        # Forty levels: without the limit, an answer protobuf refuses to parse.
+        "deep": nested(40),
+        "just_over": nested(MAX_CLAIM_DEPTH + 1),
+        "ok": nested(MAX_CLAIM_DEPTH),
+    }
+    response = check_response(allow("ok", (), (), claims))
+    kept = response.dynamic_metadata.fields["claims"].struct_value.fields
+    assert set(kept) == {"sub", "ok"}
+    # Envoy parses with protobuf's default recursion limit; so does this parser.
+    assert external_auth_pb2.CheckResponse.FromString(response.SerializeToString()) == response
 
 
 def test_an_allow_without_headers_is_still_an_ok_response():

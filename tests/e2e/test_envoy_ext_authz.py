@@ -191,6 +191,19 @@ def test_no_spelling_of_an_identity_header_reaches_the_upstream_but_the_one_set(
     assert not [n for n in bypassed.json()["headers"] if n.replace("_", "-") == "x-user-id"]
 
 
+def test_a_token_with_a_deeply_nested_claim_is_allowed_alike_by_both_protocols(edge):
+    deep: object = "leaf"
+    for _ in range(60):
+        deep = {"a": deep}
+    before = edge.stats().get("http.edge.ext_authz.error", 0)
+    reply = send(
+        edge.port, "/api/v1/scan/results", [("authorization", f"Bearer {KEY.token(profile=deep)}")]
+    )
+    assert reply.status == 200, reply.body
+    assert reply.json()["headers"]["x-user-id"] == "user-1"
+    assert edge.stats().get("http.edge.ext_authz.error", 0) == before
+
+
 def test_ext_authz_denials_are_decisions_not_errors(edge):
     before = edge.stats()
     send(edge.port, "/api/v1/scan/results")
