@@ -5,6 +5,13 @@ built from a cached byte string per decision. A check that needs no I/O (a cache
 denial before the token) is answered inside the parser callback; one that must wait (a key fetch,
 a store lookup) goes to a task, and later requests on that connection queue behind it, so answers
 keep their order.
+
+Whoever can reach the port is held to limits, since a check request is small and Envoy sends it
+whole at once: a request head over 64 KiB (the URL included) is refused 431, a request must
+arrive whole within ``request_seconds`` (10) of its first byte or get 408, and a connection
+with no request under way is closed after ``idle_seconds`` (300; the shipped Envoy bootstrap
+lets its pooled connections idle 60 s, so Envoy closes them first). Each refusal closes the
+connection.
 """
 
 from __future__ import annotations
@@ -24,8 +31,17 @@ from authz.metrics import AuthzMetrics
 __all__ = ["HttpCheckServer"]
 
 log = logging.getLogger("doma.authz.http")
-_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-_MAX_HEADER_BYTES = 64 * 1024
+_MAX_HEAD_BYTES = 64 * 1024
+_LINGER_SECONDS = 1.0
+
+
+def _refusal(status: str) -> bytes:
+    return f"HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode()
+
+
+_BAD_REQUEST = _refusal("400 Bad Request")
+_HEAD_TOO_LARGE = _refusal("431 Request Header Fields Too Large")
+_TOO_SLOW = _refusal("408 Request Timeout")
 
 
 class HttpCheckServer:
@@ -35,10 +51,14 @@ class HttpCheckServer:
         metrics: AuthzMetrics | None = None,
         *,
         path_prefix: str = "",
+        request_seconds: float = 10.0,
+        idle_seconds: float = 300.0,
     ):
         self.authorizer = authorizer
         self.metrics = metrics
         self.path_prefix = path_prefix
+        self.request_seconds = request_seconds
+        self.idle_seconds = idle_seconds
         self._internal_error = deny(503, "internal_error")
         self._server: asyncio.Server | None = None
         self._connections: set[_CheckProtocol] = set()
@@ -83,9 +103,24 @@ class _CheckProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._url = b""
         self._headers: list[tuple[str, str]] = []
-        self._header_bytes = 0
         self._queue: deque[tuple[CheckInput, bool]] = deque()
         self._waiting = False
+        # Whether a request is under way (it has until _deadline to be whole), and the bytes of
+        # its head so far (None once the head is complete, or between requests).
+        self._in_request = False
+        self._head: int | None = None
+        self._head_parts = 0
+        # The answer to a request the parser was stopped for, when it is not a plain 400; and
+        # whether a refusal was sent (the connection only lingers until it closes).
+        self._refusal: bytes | None = None
+        self._refused = False
+        self._deadline = 0.0
+        # One timer per connection, firing every half request deadline to compare the clock with
+        # _deadline: a request only moves _deadline, it never schedules or cancels a timer, and
+        # a deadline is kept to within half a request deadline.
+        self._timer: asyncio.TimerHandle | None = None
+        self._tick = min(server.request_seconds, server.idle_seconds) / 2
+        self._loop = asyncio.get_running_loop()
 
     @property
     def busy(self) -> bool:
@@ -96,42 +131,105 @@ class _CheckProtocol(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
         self._server._connections.add(self)
+        self._deadline = self._loop.time() + self._server.idle_seconds
+        self._arm(self._loop.time() + self._tick)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server._connections.discard(self)
         self._transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
 
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(at, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if self._transport is None:
+            return
+        now = self._loop.time()
+        if self.busy and not self._in_request and not self._refused:
+            # An answer still under way (a key fetch, a store read): not idle.
+            self._deadline = now + self._server.idle_seconds
+        if now < self._deadline:
+            self._arm(min(self._deadline, now + self._tick))
+        elif not self._in_request:
+            self._transport.close()
+        else:
+            self._refuse(_TOO_SLOW)
+
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering after a refusal: read and dropped (see _refuse)
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrade and CONNECT: no check is either; refused like any other bad request.
+            self._refuse(_BAD_REQUEST)
+            return
         except httptools.HttpParserError:
-            self._fail()
+            self._refuse(self._refusal or _BAD_REQUEST)
+            return
+        if self._head is not None:
+            # Still inside a request head after this read: count it (a read is bounded by the
+            # event loop's buffer, so at most that much is parsed past the cap).
+            self._head += len(data)
+            if self._head > _MAX_HEAD_BYTES:
+                self._refuse(_HEAD_TOO_LARGE)
 
-    def _fail(self) -> None:
-        if self._transport is not None:
-            self._transport.write(_BAD_REQUEST)
-            self._transport.close()
+    def _refuse(self, answer: bytes) -> None:
+        """Answer, then close once the client has had time to read it.
+
+        Closing at once with the rest of the client's request unread would make the kernel
+        reset the connection and drop the answer with it. So the write side is shut after the
+        answer, and whatever else arrives is read and dropped for a second (nginx's lingering
+        close) before the connection closes.
+        """
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._refused:
+            return
+        self._refused = True
+        transport.write(answer)
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._in_request, self._head = False, None
+        self._deadline = self._loop.time() + _LINGER_SECONDS
+        self._arm(self._deadline)
 
     # -- httptools callbacks ------------------------------------------------------
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
-        self._header_bytes = 0
+        # A request has begun: it has request_seconds to arrive whole.
+        self._in_request, self._head, self._head_parts = True, 0, 0
+        self._deadline = self._loop.time() + self._server.request_seconds
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._count(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > _MAX_HEADER_BYTES:
-            raise httptools.HttpParserError("headers too large")
+        self._count(len(name) + len(value))
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
+    def _count(self, size: int) -> None:
+        """Parts of a head that arrived within one read: their exact size, framing left out."""
+        self._head_parts += size
+        if self._head_parts > _MAX_HEAD_BYTES:
+            self._refusal = _HEAD_TOO_LARGE
+            raise httptools.HttpParserError("request head too large")
+
     def on_headers_complete(self) -> None:
+        self._head = None
         # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing; refused, never guessed.
         if self._parser.get_http_version() == "1.0" and any(
             name.lower() == "transfer-encoding" for name, _ in self._headers
@@ -139,6 +237,9 @@ class _CheckProtocol(asyncio.Protocol):
             raise httptools.HttpParserError("transfer-encoding in HTTP/1.0")
 
     def on_message_complete(self) -> None:
+        # Between requests now: idle until the next one begins.
+        self._in_request, self._head = False, None
+        self._deadline = self._loop.time() + self._server.idle_seconds
         method = self._parser.get_method().decode("ascii")
         target = self._url.decode("latin-1")
         keep_alive = self._parser.should_keep_alive()
@@ -181,7 +282,7 @@ class _CheckProtocol(asyncio.Protocol):
 
     def _answer(self, decision: Decision, keep_alive: bool, started: float) -> None:
         transport = self._transport
-        if transport is None:
+        if transport is None or self._refused:
             return
         transport.write(self._server.reply(decision, keep_alive))
         if not keep_alive:

@@ -1,7 +1,9 @@
 """The HTTP ext_authz server over real sockets: the recorded cases, pipelining, bad input."""
 
 import asyncio
+import contextlib
 import json
+import logging
 import re
 
 import pytest
@@ -20,19 +22,28 @@ KEY = SigningKey()
 CASES = load_cases(KEY)
 
 
-@pytest.fixture
-async def server(tmp_path):
+@contextlib.asynccontextmanager
+async def serving(tmp_path, **options):
+    """The check server on a free port, deciding with a JWKS file of KEY."""
     (tmp_path / "jwks.json").write_bytes(jwks(KEY))
     (tmp_path / "routes.yaml").write_text(ROUTES)
     stack = build_authz(load_auth_settings(tmp_path / "routes.yaml"))
     keys = asyncio.create_task(stack.keep_keys_fresh())
     await stack.keys_ready.wait()
-    check = HttpCheckServer(stack.authorizer, stack.metrics, path_prefix="/check")
+    check = HttpCheckServer(stack.authorizer, stack.metrics, **options)
     await check.start("127.0.0.1", 0)
-    yield check
-    await check.shutdown(1)
-    keys.cancel()
-    await stack.http.aclose()
+    try:
+        yield check
+    finally:
+        await check.shutdown(1)
+        keys.cancel()
+        await stack.http.aclose()
+
+
+@pytest.fixture
+async def server(tmp_path):
+    async with serving(tmp_path, path_prefix="/check") as check:
+        yield check
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_ids(CASES))
@@ -93,7 +104,9 @@ async def test_a_check_waiting_on_a_key_fetch_keeps_answers_in_order(tmp_path):
     stack = build_authz(load_auth_settings(tmp_path / "routes.yaml"))
     refresher = asyncio.create_task(stack.keep_keys_fresh())
     await stack.keys_ready.wait()
-    check = HttpCheckServer(stack.authorizer)
+    # The key fetch (0.3 s) outlasts the idle timeout: a connection waiting on its answer is
+    # not idle.
+    check = HttpCheckServer(stack.authorizer, idle_seconds=0.1)
     await check.start("127.0.0.1", 0)
     try:
         unknown = SigningKey().token()
@@ -118,16 +131,81 @@ async def test_a_check_waiting_on_a_key_fetch_keeps_answers_in_order(tmp_path):
         b"GET /x HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\n"
         b"transfer-encoding: chunked\r\n\r\n0\r\n\r\n",
         b"NOT HTTP AT ALL\r\n\r\n",
-        b"GET /x HTTP/1.1\r\nhost: a\r\nx-long: " + b"a" * 70_000 + b"\r\n\r\n",
         b"GET /x HTTP/1.1\r\nbad header\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+        b"CONNECT example.test:443 HTTP/1.1\r\nhost: example.test:443\r\n\r\n",
     ],
-    ids=["cl and te", "garbage", "huge header", "no colon"],
+    ids=["cl and te", "garbage", "no colon", "upgrade", "connect"],
 )
-async def test_malformed_requests_get_400_and_the_server_keeps_serving(server, data):
+async def test_malformed_requests_get_400_and_the_server_keeps_serving(server, data, caplog):
     answer = await raw_exchange(server.port, data)
-    assert answer.startswith(b"HTTP/1.1 400")
+    # An upgrade request is a whole request first: its check is answered, then the upgrade
+    # refused.
+    assert answer.endswith(
+        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )
     reply = await asyncio.to_thread(send, server.port, "/check/api/v1/scan/health")
     assert reply.status == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET /x HTTP/1.1\r\nhost: a\r\nx-long: " + b"a" * 70_000 + b"\r\n\r\n",
+        # Never finished: the head's size counts before any header or the URL is complete.
+        b"GET /x HTTP/1.1\r\nhost: a\r\nx-endless: " + b"a" * 300_000,
+        b"GET /" + b"a" * 300_000,
+    ],
+    ids=["huge header", "endless header", "endless url"],
+)
+async def test_a_request_head_over_64_kib_is_refused_431(server, data):
+    answer = await raw_exchange(server.port, data)
+    assert answer.startswith(b"HTTP/1.1 431")
+    reply = await asyncio.to_thread(send, server.port, "/check/api/v1/scan/health")
+    assert reply.status == 200
+
+
+@pytest.fixture
+async def impatient(tmp_path):
+    """A request deadline and an idle timeout of a fraction of a second."""
+    async with serving(tmp_path, request_seconds=0.3, idle_seconds=0.5) as check:
+        yield check
+
+
+async def read_until_closed(reader: asyncio.StreamReader, within: float) -> bytes:
+    return await asyncio.wait_for(reader.read(), within)
+
+
+@pytest.mark.parametrize("idle_seconds", [0.5, 60])
+async def test_a_request_that_does_not_arrive_whole_in_time_gets_408(tmp_path, idle_seconds):
+    async with serving(tmp_path, request_seconds=0.3, idle_seconds=idle_seconds) as check:
+        reader, writer = await asyncio.open_connection("127.0.0.1", check.port)
+        writer.write(b"GET /api/v1/scan/health HTTP/1.1\r\nhost: a\r\n")
+        for _ in range(3):
+            # Trickled bytes do not move the deadline.
+            await asyncio.sleep(0.1)
+            writer.write(b"x-slow: 1\r\n")
+        answer = await read_until_closed(reader, 2)
+        assert answer.startswith(b"HTTP/1.1 408")
+        writer.close()
+
+
+async def test_an_idle_connection_is_closed_and_a_busy_one_is_not(impatient):
+    idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", impatient.port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", impatient.port)
+    request = b"GET /api/v1/scan/health HTTP/1.1\r\nhost: a\r\n\r\n"
+    for _ in range(4):
+        # A request every 0.3 s keeps this one open past the idle timeout.
+        writer.write(request)
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        await asyncio.sleep(0.3)
+    assert await read_until_closed(idle_reader, 2) == b""
+    writer.write(request)
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    assert await read_until_closed(reader, 2) == b""
+    idle_writer.close()
+    writer.close()
 
 
 async def test_an_answer_that_cannot_be_encoded_is_a_503_and_the_server_keeps_serving(
