@@ -27,8 +27,10 @@ __all__ = ["RevokeResult", "Revoker"]
 
 log = logging.getLogger("doma.authz.revocation")
 
-# Further than this in the future an exp is a typo (milliseconds instead of seconds, say).
-_MAX_LIFETIME = 366 * 86_400
+# The end of year 9999: a revocation of a token whose exp lies beyond it is kept until then. The
+# verifier accepts any exp ahead, so every exp it accepts must be revocable; the stores and
+# datetime stop there.
+_KEPT_AT_MOST_UNTIL = 253_402_300_799
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +74,7 @@ class Revoker:
                 f"token {jti!r} already expired at {int(expires_at)}; an expired token is refused "
                 "anyway, nothing was stored"
             )
-        if expires_at > now + _MAX_LIFETIME:
-            raise InvalidRevocation(
-                f"exp {int(expires_at)} is more than a year ahead; is it in seconds?"
-            )
-        kept_until = math.ceil(expires_at + self._margin)
+        kept_until = min(math.ceil(expires_at + self._margin), _KEPT_AT_MOST_UNTIL)
         epoch = await self._store.revoke_token(jti, kept_until)
         event = RevocationEvent("jti", jti, float(expires_at), epoch, now)
         return RevokeResult(epoch, await self._publish(event), float(kept_until))
