@@ -63,24 +63,25 @@ class VerifiedToken:
     # exactly as long as the verification is cached. Threads may race to fill an entry with
     # equal values; a dict's get and set are atomic, so no lock.
     derived: dict[object, Any] = field(default_factory=dict, repr=False)
-    # The key that verified the signature, its issuer's key cache, and the key set it was last
-    # found in: a cached verification lasts only while its key is still published.
+    # The key that verified the signature, its issuer's key cache, the key set it was last found
+    # in, and the token's kid: a cached verification lasts only while its key is still published.
     key: VerificationKey | None = field(default=None, repr=False)
     key_cache: KeyCache | None = field(default=None, repr=False)
     key_set: KeySet | None = field(default=None, repr=False)
+    kid: str | None = field(default=None, repr=False)
 
     def key_still_published(self) -> bool:
-        """Whether the verifying key is in the issuer's current key set: a key pulled from the
-        JWKS (rotated out, or compromised) takes its cached verifications with it."""
+        """Whether the issuer's current key set still offers the verifying key for this token's
+        ``kid``, as a new verification would pick it: a key pulled from the JWKS (rotated out,
+        or compromised), or published under another kid, takes its cached verifications with
+        it."""
         cache = self.key_cache
         if cache is None:
             return True
         current = cache.keys
         if current is self.key_set:
             return True
-        if current is None or not (
-            self.key in current.unnamed or self.key in current.by_kid.values()
-        ):
+        if current is None or self.key not in current.candidates(self.kid):
             return False
         # Threads may race to record the same set.
         self.key_set = current
@@ -266,7 +267,7 @@ def _verified(parsed: _Parsed, keys: KeySet | None) -> VerifiedToken:
         raise TokenError(reason)
     return VerifiedToken(
         issuer.issuer, claims, _valid_until(claims, issuer.leeway),
-        key=candidate, key_cache=parsed.key_cache, key_set=keys,
+        key=candidate, key_cache=parsed.key_cache, key_set=keys, kid=parsed.kid,
     )  # fmt: skip
 
 

@@ -224,7 +224,8 @@ def test_jwks_rotation_is_picked_up_without_restart(edge, jwks_server):
     assert reply.json()["headers"]["x-user-id"] == "rotated-user"
 
 
-def test_a_key_pulled_from_the_jwks_takes_its_cached_verifications_with_it(edge, jwks_server):
+@pytest.mark.parametrize("how", ["pulled", "renamed"])
+def test_a_key_pulled_from_the_jwks_takes_its_cached_verifications_with_it(edge, jwks_server, how):
     pulled = SigningKey()
     token = pulled.token(sub="soon-unpublished", exp=int(time.time()) + 3600)
     before = jwks_server.document
@@ -235,7 +236,12 @@ def test_a_key_pulled_from_the_jwks_takes_its_cached_verifications_with_it(edge,
             reply = send(edge.port, "/api/v1/scan/results", [("authorization", f"Bearer {token}")])
             assert reply.status == 200
     finally:
-        jwks_server.document = before
+        # Pulled, or published again under another kid: the token's kid no longer names it, so
+        # a new verification would not find it, and a cached one must not either.
+        keys = json.loads(before)["keys"]
+        if how == "renamed":
+            keys.append({**pulled.jwk, "kid": "renamed"})
+        jwks_server.document = json.dumps({"keys": keys}).encode()
     # Any refresh publishes the set without that key: here one that an unknown kid asks for.
     time.sleep(0.3)
     unknown = SigningKey().token()
@@ -245,6 +251,7 @@ def test_a_key_pulled_from_the_jwks_takes_its_cached_verifications_with_it(edge,
     # Tokens of the keys still published are unaffected.
     still = send(edge.port, "/api/v1/scan/results", [("authorization", f"Bearer {KEY.token()}")])
     assert still.status == 200
+    jwks_server.document = before
 
 
 def test_metrics_count_checks_by_reason_and_token_cache_hits(edge, authz):
