@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from authz.tokens import CredentialMemo
 
 __all__ = ["CheckInput", "Decider", "Decision", "allow", "deny"]
 
@@ -24,6 +27,9 @@ class CheckInput:
     path: str
     headers: Mapping[str, str]
     source_principal: str = ""
+    # The client connection's memo of its last credential, when the adapter keeps one per
+    # connection (see CredentialMemo); None: every check parses and looks its token up.
+    credential_memo: CredentialMemo | None = None
     # The decision core's note from ``decide_now`` to ``decide`` on this request: (the core,
     # the token it verified before finding it must wait for the revocation store), so the
     # token is not verified, nor counted in the token cache, twice. Not an input: adapters never

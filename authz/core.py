@@ -79,15 +79,22 @@ class Authorizer:
         loaded, whose revocation state the local cache knows, needs nothing else. Adapters
         answer most checks from here without scheduling a coroutine. Safe from any thread.
         """
-        token = self._token_of(request)
-        if isinstance(token, Decision):
-            return token
-        try:
-            verified = self._verifier.verify_now(token)
-        except TokenError as exc:
-            return self._denials[exc.reason]
+        header = self._credential(request)
+        if isinstance(header, Decision):
+            return header
+        memo = request.credential_memo
+        verified = self._verifier.recall(memo, header) if memo is not None else None
         if verified is None:
-            return None
+            try:
+                verified = self._verifier.verify_now(
+                    bearer_token(header, self.settings.max_token_bytes)
+                )
+            except TokenError as exc:
+                return self._denials[exc.reason]
+            if verified is None:
+                return None
+            if memo is not None:
+                self._verifier.remember(memo, header, verified)
         if self._revocation is not None:
             known, reason = self._revocation.check_cached(verified.claims)
             if not known:
@@ -101,11 +108,13 @@ class Authorizer:
     async def decide(self, request: CheckInput) -> Decision:
         verified = self._pending(request)
         if verified is None:
-            token = self._token_of(request)
-            if isinstance(token, Decision):
-                return token
+            header = self._credential(request)
+            if isinstance(header, Decision):
+                return header
             try:
-                verified = await self._verifier.verify(token)
+                verified = await self._verifier.verify(
+                    bearer_token(header, self.settings.max_token_bytes)
+                )
             except TokenError as exc:
                 return self._denials[exc.reason]
         if self._revocation is not None:
@@ -123,8 +132,8 @@ class Authorizer:
         owner, verified = note
         return verified if owner is self else None
 
-    def _token_of(self, request: CheckInput) -> str | Decision:
-        """The bearer token to verify, or the decision already reached without one."""
+    def _credential(self, request: CheckInput) -> str | Decision:
+        """The ``Authorization`` value to verify, or the decision reached without a token."""
         path = normalize(request.path)
         if path.invalid is not None:
             return self._denials["invalid_path"]
@@ -133,10 +142,7 @@ class Authorizer:
         header = request.headers.get("authorization")
         if header is None:
             return self._denials["missing_token"]
-        try:
-            return bearer_token(header, self.settings.max_token_bytes)
-        except TokenError as exc:
-            return self._denials[exc.reason]
+        return header
 
     def _allow(self, verified: VerifiedToken) -> Decision:
         # A repeated token reuses one decision object end to end (and the adapters' encodings

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from http import HTTPStatus
 
 from authz.check import CheckInput, Decision
+from authz.tokens import CredentialMemo
 
 __all__ = ["HEADERS_TO_REMOVE", "check_input", "http_reply"]
 
@@ -21,16 +22,21 @@ HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
 
 
 def check_input(
-    method: str, target: str, headers: Iterable[tuple[str, str]], path_prefix: str = ""
+    method: str,
+    target: str,
+    headers: Iterable[tuple[str, str]],
+    path_prefix: str = "",
+    memo: CredentialMemo | None = None,
 ) -> CheckInput:
-    """A check from the request Envoy sent; repeated headers are joined with ``,`` like gRPC."""
+    """A check from the request Envoy sent; repeated headers are joined with ``,`` like gRPC.
+    ``memo`` is the connection's credential memo (see :class:`CredentialMemo`)."""
     joined: dict[str, str] = {}
     for name, value in headers:
         key = name.lower()
         joined[key] = f"{joined[key]},{value}" if key in joined else value
     if path_prefix and target.startswith(path_prefix):
         target = target[len(path_prefix) :] or "/"
-    return CheckInput(method=method, path=target, headers=joined)
+    return CheckInput(method=method, path=target, headers=joined, credential_memo=memo)
 
 
 def http_reply(decision: Decision, *, keep_alive: bool) -> bytes:

@@ -27,6 +27,7 @@ import httptools
 from authz.check import CheckInput, Decider, Decision, deny
 from authz.http_check import check_input, http_reply
 from authz.metrics import AuthzMetrics
+from authz.tokens import CredentialMemo
 
 __all__ = ["HttpCheckServer"]
 
@@ -105,6 +106,9 @@ class _CheckProtocol(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._queue: deque[tuple[CheckInput, bool]] = deque()
         self._waiting = False
+        # Envoy's pooled connection carries one client's checks after another: a run of checks
+        # with one credential skips parsing and hashing it again.
+        self._memo = CredentialMemo()
         # Whether a request is under way (it has until _deadline to be whole), and the bytes of
         # its head so far (None once the head is complete, or between requests).
         self._in_request = False
@@ -243,7 +247,7 @@ class _CheckProtocol(asyncio.Protocol):
         method = self._parser.get_method().decode("ascii")
         target = self._url.decode("latin-1")
         keep_alive = self._parser.should_keep_alive()
-        check = check_input(method, target, self._headers, self._server.path_prefix)
+        check = check_input(method, target, self._headers, self._server.path_prefix, self._memo)
         if not self._waiting:
             # Most checks need no I/O: answer them here, without scheduling a task.
             started = time.perf_counter()

@@ -29,7 +29,7 @@ from authz.lru import LRU
 from authz.settings import IssuerSettings
 from authz.signatures import SIGNATURE_ALGORITHMS
 
-__all__ = ["TokenError", "TokenVerifier", "VerifiedToken", "bearer_token"]
+__all__ = ["CredentialMemo", "TokenError", "TokenVerifier", "VerifiedToken", "bearer_token"]
 
 _JWS_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _BASE64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -86,6 +86,26 @@ class VerifiedToken:
         # Threads may race to record the same set.
         self.key_set = current
         return True
+
+
+class CredentialMemo:
+    """The last ``Authorization`` value one client connection sent, and its verification.
+
+    A client sends the same credential on request after request of a connection. When the
+    connection's next value is byte for byte the same, :meth:`TokenVerifier.recall` hands back
+    the verification without parsing, hashing and looking the token up again. Everything that
+    can change between two requests is still checked on each: ``exp`` plus leeway and the key
+    still published (here), the path and revocation (by the core). An adapter keeps one per
+    client connection, so a memo only ever holds what that connection's own client sent, and
+    it goes with the connection; only verified tokens enter it, never a refused one.
+    """
+
+    __slots__ = ("header", "verified", "verifier")
+
+    def __init__(self) -> None:
+        self.header: str | None = None
+        self.verified: VerifiedToken | None = None
+        self.verifier: TokenVerifier | None = None
 
 
 def bearer_token(header: str, max_bytes: int) -> str:
@@ -152,6 +172,25 @@ class TokenVerifier:
             return cached
         outcome = self._verify_or_parse(token, digest)
         return outcome if isinstance(outcome, VerifiedToken) else None
+
+    def recall(self, memo: CredentialMemo, header: str) -> VerifiedToken | None:
+        """``memo``'s verification if it was made by this verifier for ``header`` and is still
+        good as a cache hit would be (before ``exp`` plus leeway, its key still published)."""
+        verified = memo.verified
+        if verified is None or memo.verifier is not self or memo.header != header:
+            return None
+        if self._clock() > verified.valid_until or not verified.key_still_published():
+            memo.header = memo.verified = None
+            return None
+        with self._cache_lock:
+            self.cache_hits += 1
+        return verified
+
+    def remember(self, memo: CredentialMemo, header: str, verified: VerifiedToken) -> None:
+        """Keep ``verified`` in ``memo`` for ``header``, unless the token cache is off: then
+        every request verifies its token, as configured."""
+        if self._cache is not None:
+            memo.header, memo.verified, memo.verifier = header, verified, self
 
     async def verify(self, token: str) -> VerifiedToken:
         digest = _digest(token)

@@ -12,6 +12,8 @@ its upstreams before any route sees a request.
   1.1 are refused (505), a body whose last transfer coding is not ``chunked`` gets 400 (no length
   can be read from it) and a coding before ``chunked`` gets 501 (re-framing would drop it).
 - Trailer fields stay trailers: they are never added to the request's headers.
+- Each request's scope carries its connection's own state (``gateway.asgi.CONNECTION``), for
+  what a policy keeps between one client's requests.
 - Every refusal is JSON with a reason and a request id, like the gateway's other errors; the
   connection is closed after it, since the request's framing can no longer be trusted.
 """
@@ -24,6 +26,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gateway.asgi import CONNECTION
 from gateway.errors import (
     GatewayError,
     HeadersTooLarge,
@@ -69,6 +72,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._owed: str | None = None
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        # What policies keep between this connection's requests (gateway.asgi.CONNECTION).
+        self._state: dict[object, Any] = {}
 
     # -- the deadline ------------------------------------------------------------------
     def _expect(self, owed: str, seconds: float) -> None:
@@ -160,6 +165,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._expect("body", self.body_idle_seconds)
         else:
             self._owed = None
+        self.scope[CONNECTION] = self._state  # type: ignore[literal-required]
         super().on_headers_complete()
         # The request's scope keeps its headers; trailer fields, parsed with the same callback,
         # land in this spare list and are never request headers.

@@ -19,8 +19,9 @@ from typing import Any, NamedTuple
 
 from authz.check import CheckInput, Decider, Decision
 from authz.errors import ConfigError
+from authz.tokens import CredentialMemo
 from authz.yamlnodes import Node
-from gateway.asgi import ASGIApp, Receive, Scope, Send
+from gateway.asgi import CONNECTION, ASGIApp, Receive, Scope, Send
 from gateway.policies.denial import send_json
 from gateway.policies.metrics import PolicyMetrics
 from gateway.policies.spec import ChainContext, PolicySpec, header_names
@@ -136,12 +137,19 @@ class RequestHeaders(Mapping[str, str]):
 
 
 def check_input(scope: Scope) -> CheckInput:
-    """What the decision core needs: the raw target (query included) and the headers."""
+    """What the decision core needs: the raw target (query included), the headers, and the
+    client connection's credential memo when the server keeps per-connection state."""
     raw = scope.get("raw_path") or scope["path"].encode()
     query = scope.get("query_string", b"")
     target = raw.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+    memo: CredentialMemo | None = None
+    state = scope.get(CONNECTION)
+    if state is not None:
+        memo = state.get(CredentialMemo)
+        if memo is None:
+            memo = state[CredentialMemo] = CredentialMemo()
     # Positional: a dataclass's __init__ takes keywords a little slower.
-    return CheckInput(scope["method"], target, RequestHeaders(scope["headers"]))
+    return CheckInput(scope["method"], target, RequestHeaders(scope["headers"]), "", memo)
 
 
 class AuthPolicy:

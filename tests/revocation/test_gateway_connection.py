@@ -1,0 +1,122 @@
+"""The gateway's in-process auth on one keep-alive connection: a client's repeated credential is
+recalled from the connection's memo, and a revocation or a pulled key still denies the very next
+request on that connection (real gateway process, Redis store and bus, JWKS over HTTP)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from doma_gateway.echo import EchoServer
+from tests.revocation.helpers import revocation_yaml
+from tests.support import processes
+from tests.support.jwks_server import JwksServer
+from tests.support.services import unique_prefix
+from tests.support.tokens import AUDIENCE, ISSUER, SigningKey, jwks
+
+pytestmark = pytest.mark.e2e
+
+KEY, PULLED = SigningKey(), SigningKey()
+
+
+class Client:
+    """One HTTP/1.1 connection to the gateway, kept open across requests."""
+
+    def __init__(self, port: int):
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+
+    def get(self, token: str) -> tuple[int, str]:
+        self.connection.request(
+            "GET", "/api/v1/scan/x", headers={"authorization": f"Bearer {token}"}
+        )
+        reply = self.connection.getresponse()
+        body = json.loads(reply.read() or b"{}")
+        assert not reply.will_close, "the gateway closed the connection"
+        return reply.status, body.get("reason") or body["headers"]["x-user-id"]
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+@pytest.fixture
+def gateway(tmp_path, redis_url) -> Iterator[tuple[processes.ServerProcess, JwksServer, str]]:
+    keys = JwksServer(jwks(KEY, PULLED))
+    upstream = EchoServer().start()
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        f"""\
+auth:
+  issuers:
+    - issuer: {ISSUER}
+      audiences: [{AUDIENCE}]
+      jwks_url: {keys.url}
+      jwks_cache: {{refetch_min_interval_seconds: 0}}
+  claims_to_headers:
+    sub: x-user-id
+  revocation:
+{revocation_yaml(redis_url, redis_url, unique_prefix("connection"))}
+layers: [product]
+domains:
+  scan:
+    layer: product
+    owner: team-scan
+    upstream: main
+    versions: {{v1: {{routes: [{{path: /**}}]}}}}
+upstreams:
+  main:
+    endpoints: [http://127.0.0.1:{upstream.port}]
+"""
+    )
+    server = processes.start(
+        ["serve", "--routes", str(routes), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+    )
+    yield server, keys, str(routes)
+    server.stop()
+    upstream.stop()
+    keys.close()
+    assert "Traceback" not in server.stderr(), server.stderr()[-3000:]
+
+
+def eventually(client: Client, token: str, expected: tuple[int, str], within: float = 3.0) -> None:
+    deadline = time.monotonic() + within
+    while (seen := client.get(token)) != expected:
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.05)
+
+
+def test_a_revocation_denies_the_next_request_on_the_same_connection(gateway):
+    server, _, routes = gateway
+    client = Client(server.port("http"))
+    token = KEY.token(sub="dora")
+    for _ in range(3):
+        assert client.get(token) == (200, "dora")
+    done = subprocess.run(
+        [sys.executable, "-m", "doma_gateway.cli", "revoke", "--sub", "dora", "--direct",
+         "--routes", routes],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    eventually(client, token, (401, "token_revoked"))
+    other = KEY.token(sub="eve")
+    assert client.get(other) == (200, "eve")
+    client.close()
+
+
+def test_a_pulled_key_denies_the_next_request_on_the_same_connection(gateway):
+    server, keys, _ = gateway
+    client = Client(server.port("http"))
+    token = PULLED.token(sub="frank")
+    for _ in range(3):
+        assert client.get(token) == (200, "frank")
+    keys.document = jwks(KEY)
+    # A token with a kid the gateway has not seen makes it fetch the key set at once.
+    assert client.get(SigningKey().token())[0] == 401
+    assert client.get(token) == (401, "unknown_key")
+    assert client.get(KEY.token(sub="grace")) == (200, "grace")
+    client.close()
