@@ -64,6 +64,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         # read meanwhile are a head's.
         self._reading_head = True
         self._head_bytes = 0
+        # Heads completed on this connection: a read that completes one is not counted as head.
+        self._heads = 0
         self._refusal: GatewayError | None = None
         # What the client owes by ``_deadline``: a "head" (the next request's, from the
         # connection's start or the last message's end), a "body" it announced, or None. One
@@ -91,6 +93,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._timer = self.loop.call_at(self._deadline, self._check_deadline)
             return
         cycle = self.cycle
+        if self._owed == "head" and cycle is not None and not cycle.response_complete:
+            # A pipelined head while an answer is still going out: the answer is not cut short
+            # for it; the head is judged once the answer is done.
+            self._expect("head", self.head_seconds)
+            return
         started_head = self._owed == "head" and self._head_bytes > 0
         stalled_body = self._owed == "body" and cycle is not None and not cycle.response_started
         if started_head or stalled_body:
@@ -116,15 +123,19 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        reading_head = self._reading_head
+        reading_head, heads = self._reading_head, self._heads
         super().data_received(data)
-        if reading_head and self._reading_head:
-            # Still no end of head after this read, so all of it was head. Counted per read, not
-            # per header (a head usually arrives whole, in one read); one read is bounded by the
-            # event loop's buffer, so at most that much is parsed past the cap.
+        if reading_head and self._reading_head and self._heads == heads:
+            # No head ended in this read, which began and ended inside one: all of it was head.
+            # Counted per read, not per header (a head usually arrives whole, in one read, and
+            # its exact size is checked when it ends); one read is bounded by the event loop's
+            # buffer, so at most that much is parsed past the cap.
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes:
                 self._refuse(HeadersTooLarge("headers_too_large"))
+            elif self._owed is None:
+                # The first bytes of a head after an answer: from now on the client owes it.
+                self._expect("head", self.head_seconds)
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's answer to any parser error, here JSON with the reason we know.
@@ -134,6 +145,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     # -- parser callbacks --------------------------------------------------------------
     def on_headers_complete(self) -> None:
         self._reading_head = False
+        self._heads += 1
         self._head_bytes = 0
         hosts = 0
         has_body = False
@@ -176,8 +188,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        # The client owes nothing while the answer is produced, however long it takes (a slow
+        # upstream, a stream of events); the next head owes from its first byte, and an idle
+        # keep-alive connection is closed by uvicorn's timeout_keep_alive.
         self._reading_head = True
-        self._expect("head", self.head_seconds)
+        self._owed = None
         super().on_message_complete()
 
     # -- refusing ----------------------------------------------------------------------

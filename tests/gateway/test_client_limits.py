@@ -109,6 +109,31 @@ def test_a_body_that_stops_arriving_is_408(edge: Gateway, upstream: ScriptedUpst
     _still_serving(edge)
 
 
+@pytest.mark.parametrize("size", [3_000, 100_000])
+def test_a_body_is_never_counted_as_head(edge: Gateway, size: int):
+    # Head and body in one write, so the gateway reads them together: only the head is capped.
+    body = b"b" * size
+    head = (
+        f"POST /api/v1/image/upload HTTP/1.1\r\nhost: e\r\ncontent-length: {size}\r\n"
+        "connection: close\r\n\r\n"
+    ).encode()
+    status, _, reply = _refusal(_exchange(edge, head + body))
+    assert status == 200, reply
+    assert json.loads(reply)["received"] == size
+
+
+def test_an_answer_may_take_longer_than_the_client_head_time(edge: Gateway):
+    # client_head_seconds is 0.5 here: it bounds what the client sends, never the answer.
+    with edge.client() as client:
+        assert client.get("/api/v1/image/slow/1.2").status_code == 200
+        with client.stream("GET", "/api/v1/image/sse/6", params={"gap": "0.25"}) as events:
+            assert events.status_code == 200
+            received = b"".join(events.iter_raw())
+        assert received.count(b"data:") == 6
+        # The connection is still good for the next request.
+        assert client.get(PATH).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("head", "status", "reason"),
     [
