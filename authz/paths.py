@@ -64,6 +64,9 @@ def _normalize(target: str) -> RequestPath:
         if decoded is None:
             return RequestPath("/", query, ambiguous, "bad_escape")
         raw_path, escape_reason = decoded
+        if escape_reason == "control_character":
+            # Decoded by the backend, CR/LF and the rest would split its log lines or headers.
+            return RequestPath("/", query, ambiguous, "control_character")
         ambiguous = ambiguous or escape_reason
     if "%00" in query:
         return RequestPath("/", query, ambiguous, "control_character")
@@ -94,7 +97,8 @@ def _normalize(target: str) -> RequestPath:
 
 
 def _decode_unreserved(path: str) -> tuple[str, str | None] | None:
-    """Decode escapes of unreserved characters; None when an escape is malformed or NUL."""
+    """Decode escapes of unreserved characters; None when an escape is malformed or NUL. The
+    reason is ``control_character`` for an escaped control character (refused like a raw one)."""
     pieces = path.split("%")
     out = [pieces[0]]
     reason: str | None = None
@@ -107,6 +111,8 @@ def _decode_unreserved(path: str) -> tuple[str, str | None] | None:
         byte = int(upper, 16)
         if byte == 0:
             return None
+        if byte < 0x20 or byte == 0x7F:
+            return path, "control_character"
         if _overlong(lead, byte):
             reason = reason or "overlong_utf8"
         lead = byte if len(piece) == 2 else -1

@@ -57,6 +57,12 @@ def test_hostile_paths_are_flagged_ambiguous(target, normalized, reason):
         ("*", "not_origin_form"),
         ("/a b", "control_character"),
         ("/a?x=%00", "control_character"),
+        ("/public/a%0D%0Ax-user-id:%20admin", "control_character"),
+        ("/public/a%0a", "control_character"),
+        ("/public/a%09b", "control_character"),
+        ("/public/%01", "control_character"),
+        ("/public/%1B[31m", "control_character"),
+        ("/public/a%7F", "control_character"),
     ],
 )
 def test_invalid_targets_are_refused(target, reason):

@@ -114,7 +114,15 @@ def test_ambiguous_and_invalid_paths_are_refused_before_routing(
         reply = send(gateway.port, path)
         assert reply.status == 400, path
         assert reply.json()["reason"] == "ambiguous_path", path
-    assert send(gateway.port, "/api/v1/scan/results/%zz").json()["reason"] == "invalid_path"
+    for path in (
+        "/api/v1/scan/results/%zz",
+        "/api/v1/scan/results/a%0D%0Ax-user-id:%20admin",
+        "/api/v1/scan/results/%09",
+        "/api/v1/scan/results/%1B",
+        "/api/v1/scan/results/%7F",
+    ):
+        reply = send(gateway.port, path)
+        assert (reply.status, reply.json()["reason"]) == (400, "invalid_path"), path
     assert sum(shared_upstream.hits.values()) == before
 
 
