@@ -60,15 +60,20 @@ _ID_COUNTER = itertools.count(1)
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 
 
+# Never removed for being named in Connection: Host is no hop-by-hop field (dropping it would
+# cost the upstream X-Forwarded-Host and a preserved Host), and the framing fields say whether
+# the request has a body: the proxy reads them to forward the body, and frames it afresh itself.
+_NOT_CONNECTION_OPTIONS = (b"host", b"content-length", b"transfer-encoding")
+
+
 def connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Header names listed in every ``Connection`` header (lower-cased), ``host`` excepted: it
-    is no hop-by-hop field, and dropping it would cost the upstream ``X-Forwarded-Host`` and a
-    preserved ``Host``."""
+    """Header names listed in every ``Connection`` header (lower-cased), except ``host`` and the
+    framing fields (``_NOT_CONNECTION_OPTIONS``)."""
     names: set[bytes] = set()
     for name, value in headers:
         if name == b"connection":
             names.update(token.strip().lower() for token in value.split(b",") if token.strip())
-    names.discard(b"host")
+    names.difference_update(_NOT_CONNECTION_OPTIONS)
     return frozenset(names)
 
 

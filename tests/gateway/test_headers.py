@@ -37,6 +37,26 @@ def test_hop_by_hop_and_connection_named_headers_are_not_forwarded(gateway: Gate
     assert seen["x-forwarded-host"] == f"127.0.0.1:{gateway.port}"
 
 
+def test_naming_the_framing_fields_in_connection_does_not_lose_the_body(gateway: Gateway):
+    body = b"hello"
+    for framing, payload in (
+        ("content-length", [("Content-Length", "5")]),
+        ("transfer-encoding", [("Transfer-Encoding", "chunked")]),
+    ):
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as connection:
+            head = "".join(f"{n}: {v}\r\n" for n, v in payload)
+            framed = body if framing == "content-length" else b"5\r\nhello\r\n0\r\n\r\n"
+            connection.sendall(
+                f"POST /api/v2/scan/echo HTTP/1.1\r\nHost: e\r\nConnection: {framing}\r\n"
+                f"{head}\r\n".encode()
+                + framed
+            )
+            answer = b""
+            while b"body_bytes" not in answer:
+                answer += connection.recv(65536)
+        assert b'"body_bytes": 5' in answer, (framing, answer)
+
+
 def test_forwarded_headers_from_an_untrusted_peer_are_replaced(gateway: Gateway):
     seen = _echoed(
         gateway,
