@@ -83,7 +83,9 @@ class GatewayApp:
             try:
                 match = runtime.router.match(scope["method"], path.path, header_version)
             except MethodNotAllowed:
-                if not preflight:
+                # A preflight names its method and comes from a page: without Origin it is a
+                # plain OPTIONS, for a route that does not allow it.
+                if not preflight or all(name != b"origin" for name, _ in headers):
                     raise
                 # A CORS preflight is about the method it names: that route's cors policy
                 # answers it (a chain without one refuses it, see gateway.policies.chain).

@@ -348,3 +348,41 @@ upstreams:
     assert (reply.status, reply.header("allow")) == (405, "GET, HEAD")
     assert reply.json()["reason"] == "method_not_allowed"
     assert sum(upstream.hits.values()) == before
+
+
+def test_options_naming_a_method_without_origin_is_no_preflight(
+    start_gateway, upstream: ScriptedUpstream
+):  # type: ignore[no-untyped-def]
+    gateway = start_gateway(
+        f"""\
+layers: [product]
+domains:
+  shop:
+    layer: product
+    owner: team
+    upstream: main
+    auth: bypass
+    policies:
+      - cors: {{allow_origins: [https://app.example]}}
+    versions:
+      v1:
+        routes:
+          - {{name: read, path: /read, methods: [GET]}}
+upstreams:
+  main:
+    endpoints: [{upstream.url}]
+"""
+    )
+    before = sum(upstream.hits.values())
+    plain = raw_request(
+        gateway.port,
+        get("/api/v1/shop/read", "access-control-request-method: GET", method="OPTIONS"),
+    )
+    assert (plain.status, plain.json()["reason"]) == (405, "method_not_allowed")
+    preflight = raw_request(
+        gateway.port,
+        get("/api/v1/shop/read", "origin: https://app.example",
+            "access-control-request-method: GET", method="OPTIONS"),
+    )  # fmt: skip
+    assert preflight.status == 204
+    assert sum(upstream.hits.values()) == before
