@@ -4,9 +4,9 @@ A preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) 
 with the allowed methods and headers when the origin, method and headers are allowed, else 403
 ``cors_preflight_denied``. An actual request from an allowed origin gets
 ``Access-Control-Allow-Origin`` (and ``-Credentials``, ``-Expose-Headers``) on its response;
-from another origin it passes untouched and the browser withholds the answer. ``Vary: Origin``
-is always set when the answer depends on the origin. Requests without ``Origin`` (not from a
-browser) cost one header scan.
+from another origin, or without ``Origin``, it passes with no CORS header and the browser
+withholds the answer. ``Vary: Origin`` is set on every answer whenever the answer depends on the
+origin (the origin is echoed), so a shared cache never serves one origin's copy to another.
 
 Origins are exact (``https://app.example``), ``*``, or a wildcard subdomain
 (``https://*.example.com``). With ``allow_credentials`` the actual origin is echoed, never ``*``
@@ -84,6 +84,9 @@ def parse(node: Node | None, item: Node) -> CorsSettings:
     return settings
 
 
+_VARY = ((b"vary", b"Origin"),)
+
+
 class CorsPolicy:
     def __init__(self, app: ASGIApp, *, settings: CorsSettings, denied: Denial):
         self.app = app
@@ -149,6 +152,10 @@ class CorsPolicy:
                     origin = value
                     break
         if origin is None or not self._allowed(origin):
+            if self._echo:
+                # The answer still depends on Origin (another one would get CORS headers): a
+                # shared cache must not hand this copy to an allowed page.
+                return self.app(scope, receive, with_response_headers(scope, send, _VARY))
             return self.app(scope, receive, send)
         added = self._added.get(origin)
         if added is None:

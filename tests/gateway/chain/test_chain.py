@@ -175,6 +175,11 @@ def test_cors_headers_go_on_an_actual_response_only_for_allowed_origins(edge: in
         edge, get(f"{BASE}/items/1", bearer(READER), "origin: https://evil.example")
     )
     assert other.status == 200 and other.header("access-control-allow-origin") is None
+    none = raw_request(edge, get(f"{BASE}/items/1", bearer(READER)))
+    assert none.status == 200 and none.header("access-control-allow-origin") is None
+    # Each answer depends on the origin, so a cache keys its copies by it.
+    for reply in (allowed, other, none):
+        assert reply.header("vary") == "Origin"
 
 
 def test_ip_rules_use_the_rightmost_untrusted_forwarded_hop(edge: int):
