@@ -58,11 +58,22 @@ class Reloader:
         try:
             generation = self._apply()
         except ConfigError as exc:
+            error = str(exc)
             log.error(
                 "configuration rejected; the previous one keeps serving",
-                extra={"event": "reload_rejected", "trigger": trigger, "error": str(exc)},
+                extra={"event": "reload_rejected", "trigger": trigger, "error": error},
             )
-            self._on_result("reload_rejected", {"trigger": trigger, "error": str(exc)})
+            self._on_result("reload_rejected", {"trigger": trigger, "error": error})
+            return False
+        except Exception as exc:
+            # A fault of ours, not of the file: still rejected, still announced, the traceback
+            # logged for a bug report; the previous configuration serves and the watch goes on.
+            error = f"{type(exc).__name__}: {exc}"
+            log.exception(
+                "configuration could not be applied; the previous one keeps serving",
+                extra={"event": "reload_rejected", "trigger": trigger, "error": error},
+            )
+            self._on_result("reload_rejected", {"trigger": trigger, "error": error})
             return False
         log.info(
             "configuration reloaded",
