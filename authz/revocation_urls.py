@@ -49,6 +49,7 @@ def parse_redis_url(url: str) -> RedisUrl:
         parts = urlsplit(url)
         if scheme != "unix" and not parts.hostname:
             raise ValueError(f"{scheme}:// URL needs a host")
+        _check_port(parts.netloc)
         if scheme == "unix" and not parts.path:
             raise ValueError("unix:// URL needs a socket path")
         return RedisUrl("single", url=url, tls=scheme == "rediss")
@@ -100,6 +101,15 @@ def _host_port(item: str, default_port: int) -> tuple[str, int]:
     return host, int(port) if port else default_port
 
 
+def _check_port(netloc: str) -> None:
+    """ValueError unless the port of ``netloc`` (user info and all) is absent or 1-65535."""
+    hostport = netloc.rpartition("@")[2]
+    port = hostport.rpartition("]")[2] if hostport.startswith("[") else hostport
+    _, colon, digits = port.rpartition(":")
+    if colon and digits and (not digits.isdigit() or not 0 < int(digits) < 65536):
+        raise ValueError(f"bad port {digits!r}: a port is a number from 1 to 65535")
+
+
 def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
     """Why ``url`` is not usable with one of ``schemes``, or None."""
     scheme, sep, rest = url.partition("://")
@@ -108,7 +118,14 @@ def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
     if scheme == "memory":
         return None if "/" not in rest and "@" not in rest else "memory:// takes only a name"
     if scheme in ("amqp", "amqps"):
-        return None if urlsplit(url).hostname else f"{scheme}:// URL needs a host"
+        parts = urlsplit(url)
+        if not parts.hostname:
+            return f"{scheme}:// URL needs a host"
+        try:
+            _check_port(parts.netloc)
+        except ValueError as exc:
+            return str(exc)
+        return None
     try:
         parse_redis_url(url)
     except ValueError as exc:

@@ -46,6 +46,7 @@ BROKEN = [
     ("[{rate_limit: {period_seconds: 1}}]", r":8:\d+: missing required key 'requests'"),
     ("[{rate_limit: {requests: 5, limit_by: header}}]", r"limit_by: header needs header_name"),
     ("[{rate_limit: {requests: 5, store: 'mysql://x'}}]", r"store must be 'local' or a Redis"),
+    ("[{rate_limit: {requests: 5, store: 'redis://h:99999/0'}}]", r"bad port '99999'"),
     ("[{rate_limit: {requests: 0}}]", r"must be at least 1"),
     ("[{cors: {allow_origins: ['app.example']}}]", r"must be '\*', scheme://host"),
     (
