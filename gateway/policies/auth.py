@@ -255,7 +255,8 @@ def build(app: ASGIApp, settings: AuthPolicySettings, context: ChainContext) -> 
     if resources.authorizer is None:
         raise ConfigError(
             f"route {context.label} requires auth, but no routes file has an 'auth:' section "
-            "(add one, use auth: {ext_authz: ...}, or set auth: bypass)",
+            "(add one, use auth: {ext_authz: ...}, or set auth: bypass; a running gateway "
+            "reads the auth: section at start-up, so one added since takes a restart)",
             file=context.route.source,
         )
     return AuthPolicy(
