@@ -51,7 +51,20 @@ def _start_gateway(routes: Path, port: int) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 async def run_demo(port: int, gateway_port: int) -> int:
+    for flag, wanted in (("--port", port), ("--gateway-port", gateway_port)):
+        if _port_in_use(wanted):
+            print(f"error: port {wanted} is in use; choose another with {flag}", file=sys.stderr)
+            return 1
     with tempfile.TemporaryDirectory(prefix="doma-demo-") as tmp:
         workdir = Path(tmp)
         issuer = DemoIssuer()
@@ -84,7 +97,13 @@ async def run_demo(port: int, gateway_port: int) -> int:
                 },
             )
             envoy = start_envoy(config, workdir)
-            await asyncio.to_thread(wait_ready, envoy, admin_port)
+            try:
+                await asyncio.to_thread(wait_ready, envoy, admin_port)
+            except (RuntimeError, TimeoutError) as exc:
+                # Envoy says why in its log, which goes with the temporary directory.
+                said = (workdir / "envoy.log").read_text(errors="replace").strip().splitlines()
+                print(f"error: {exc}: {said[-1] if said else 'no output'}", file=sys.stderr)
+                return 1
             assert gateway.stdout is not None
             line = await asyncio.to_thread(gateway.stdout.readline)
             if '"listening"' not in line:

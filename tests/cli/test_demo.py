@@ -23,3 +23,21 @@ def test_demo_prints_a_working_token_and_stops_cleanly_on_ctrl_c():
         assert send(demo.port, "/api/v1/scan/health").status == 200
         assert "stopped" in demo.stop()
         assert demo.process.returncode == 0
+
+
+@pytest.mark.parametrize("flag", ["--port", "--gateway-port"])
+def test_a_busy_port_is_one_line_that_names_the_flag(flag):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "doma_gateway.cli", "demo", flag, str(port)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"error: port {port} is in use; choose another with {flag}"
