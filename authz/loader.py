@@ -60,17 +60,32 @@ _JWKS_CACHE_KEYS = (
 )
 _HEADER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 # Headers a claim must never be written into: routing, framing and credentials.
+# Headers a claim may not name: credentials, framing, hop-by-hop fields (a proxy drops them, so
+# the claim would vanish on the way), and those the edge sets itself from what it saw (the
+# client's address and protocol, the request id): a claim there would forge them.
 _RESERVED_HEADERS = frozenset(
     {
         "authorization",
+        "proxy-authorization",
+        "cookie",
         "host",
         "content-length",
         "transfer-encoding",
         "connection",
+        "keep-alive",
+        "proxy-connection",
         "te",
+        "trailer",
         "upgrade",
-        "cookie",
-        "proxy-authorization",
+        "expect",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-real-ip",
+        "x-request-id",
+        "x-envoy-auth-headers-to-remove",
     }
 )
 MAX_LEEWAY_SECONDS = 300

@@ -78,8 +78,13 @@ def test_bad_bypass_glob_is_refused(tmp_path):
     assert error.line == 9 and "must stand alone" in error.message
 
 
-def test_identity_header_cannot_be_authorization(tmp_path):
-    error = error_of(write(tmp_path, GOOD.replace("x-user-id", "authorization")))
+@pytest.mark.parametrize(
+    "header",
+    ["authorization", "keep-alive", "trailer", "proxy-connection", "x-forwarded-for",
+     "forwarded", "x-request-id", "x-real-ip"],
+)  # fmt: skip
+def test_identity_header_cannot_be_a_credential_a_hop_field_or_one_the_edge_sets(tmp_path, header):
+    error = error_of(write(tmp_path, GOOD.replace("x-user-id", header)))
     assert error.line == 7 and "reserved" in error.message
 
 
