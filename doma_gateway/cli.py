@@ -16,6 +16,7 @@ from authz.errors import ConfigError
 from authz.loader import load_auth_settings
 from authz.revocation_urls import redact
 from doma_gateway.addresses import HostPort, host_port
+from doma_gateway.arguments import non_negative_seconds
 from doma_gateway.check_command import governance_findings
 from doma_gateway.export_command import add_export_parser, run_export
 from doma_gateway.graph_command import add_graph_parser, run_graph
@@ -59,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     authz.add_argument(
         "--grace",
-        type=float,
+        type=non_negative_seconds,
         default=10.0,
         metavar="SECONDS",
         help="how long shutdown waits for in-flight checks",

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from doma_gateway.arguments import positive_seconds
+
 __all__ = ["check_grpc", "check_http", "main"]
 
 DEFAULT_HTTP = "http://127.0.0.1:9901/readyz"
@@ -62,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--http", default=DEFAULT_HTTP, metavar="URL", help="gateway /readyz")
     parser.add_argument("--grpc", default=DEFAULT_GRPC, metavar="HOST:PORT", help="authz health")
-    parser.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS")
+    parser.add_argument("--timeout", type=positive_seconds, default=2.0, metavar="SECONDS")
     args = parser.parse_args(argv)
     problems = []
     for check, target in ((check_http, args.http), (check_grpc, args.grpc)):

@@ -11,6 +11,7 @@ import yaml
 
 from authz.yamlnodes import load_documents
 from doma_gateway.addresses import host_port
+from doma_gateway.arguments import at_least_one, positive_seconds
 from gateway.routes_loader import load_routes
 from gateway.routes_model import RoutesConfig
 
@@ -45,7 +46,9 @@ def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         metavar="NAME",
         help="serve this domain only (the domain's own gateway)",
     )
-    serve.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes")
+    serve.add_argument(
+        "--workers", type=at_least_one, default=1, metavar="N", help="worker processes"
+    )
     serve.add_argument(
         "--no-watch",
         action="store_true",
@@ -53,7 +56,7 @@ def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     )
     serve.add_argument(
         "--watch-interval",
-        type=float,
+        type=positive_seconds,
         default=1.0,
         metavar="SECONDS",
         help="how often routes files are checked for changes",

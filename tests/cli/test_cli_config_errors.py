@@ -91,3 +91,21 @@ def test_check_refuses_what_serve_would_refuse(tmp_path, change, message):
                   "--admin", "127.0.0.1:0", "--no-watch"])  # fmt: skip
     assert served.returncode == 1
     assert message in served.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["serve", "--routes", "routes", "--watch-interval", "0"],
+            "--watch-interval: must be more than 0",
+        ),
+        (["serve", "--routes", "routes", "--workers", "0"], "--workers: must be at least 1"),
+        (["authz", "--routes", "routes", "--grace", "-5"], "--grace: must be 0 seconds or more"),
+        (["authz", "--routes", "routes", "--grace", "nan"], "--grace: expected a finite number"),
+    ],
+    ids=["watch-interval", "workers", "grace", "grace-nan"],
+)
+def test_a_bad_number_on_the_command_line_is_a_usage_error(args, message):
+    done = run(args)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
