@@ -132,6 +132,16 @@ def check_order(
                 "(the scopes come from the verified token)",
                 file=chain[scopes_at][0].source or route.source,
             )
+    if route.auth != "bypass" and "auth" in names:
+        auth_at = names.index("auth")
+        for at, (ref, _) in enumerate(chain[:auth_at]):
+            if ref.name == "rate_limit" and getattr(ref.settings, "limit_by", None) == "user":
+                raise ConfigError(
+                    f"{label}: a rate_limit by user must come after auth "
+                    "(before it there is no user yet, and every client would share the limit "
+                    "of its address)",
+                    file=ref.source or route.source,
+                )
 
 
 def build_chain(

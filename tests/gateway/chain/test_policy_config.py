@@ -110,6 +110,20 @@ def test_scopes_need_an_auth_policy_before_them_and_check_says_where(tmp_path: P
         load_routes(tmp_path / "routes.yaml")
 
 
+def test_a_rate_limit_by_user_must_come_after_auth(tmp_path: Path):
+    limit = "{rate_limit: {requests: 1, limit_by: user}}"
+    auth = "{auth: {ext_authz: {grpc_service: '127.0.0.1:1'}}}"
+    (tmp_path / "routes.yaml").write_text(
+        routes(domain_policies=f"[{limit}, {auth}]", auth="required")
+    )
+    with pytest.raises(ConfigError, match="a rate_limit by user must come after auth"):
+        load_routes(tmp_path / "routes.yaml")
+    # After auth, or by address before it, is fine.
+    for policies in (f"[{auth}, {limit}]", f"[{limit.replace('user', 'client_ip')}, {auth}]"):
+        (tmp_path / "routes.yaml").write_text(routes(domain_policies=policies, auth="required"))
+        load_routes(tmp_path / "routes.yaml")
+
+
 def test_cors_must_come_before_auth(tmp_path: Path):
     text = routes(
         domain_policies="[{auth: {ext_authz: {grpc_service: '127.0.0.1:1'}}}]",
