@@ -25,7 +25,7 @@ from authz.revocation_api import AdminCredentials, AdminServer, RevocationServic
 from authz.server import AuthzServer
 from authz.settings import AuthSettings
 from authz.tokens import TokenVerifier
-from doma_gateway.addresses import HostPort
+from doma_gateway.addresses import HostPort, listening_on
 from doma_gateway.inter_domain_wiring import with_inter_domain
 from doma_gateway.revocation import RevocationStack, build_revocation
 
@@ -157,12 +157,14 @@ async def run_authz(options: AuthzOptions) -> int:
     http_check: HttpCheckServer | None = None
     if options.http_listen is not None:
         http_check = HttpCheckServer(decider, stack.metrics, path_prefix=options.http_path_prefix)
-        await http_check.start(options.http_listen.host, options.http_listen.port)
+        with listening_on("the HTTP check listener", options.http_listen):
+            await http_check.start(options.http_listen.host, options.http_listen.port)
     metrics_address = None
     if options.metrics is not None:
-        http_server, _ = start_http_server(
-            options.metrics.port, addr=options.metrics.host, registry=stack.registry
-        )
+        with listening_on("the metrics listener", options.metrics):
+            http_server, _ = start_http_server(
+                options.metrics.port, addr=options.metrics.host, registry=stack.registry
+            )
         metrics_address = str(HostPort(options.metrics.host, http_server.server_port))
     announce(
         "listening",

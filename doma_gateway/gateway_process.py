@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from authz.errors import ConfigError
 from authz.loader import load_auth_settings
 from authz.settings import AuthSettings
-from doma_gateway.addresses import HostPort, host_port
+from doma_gateway.addresses import HostPort, host_port, listening_on
 from doma_gateway.inter_domain_wiring import InterDomainMetrics, inter_domain_rule
 from doma_gateway.serve_command import has_section
 from gateway.admin import build_admin
@@ -85,11 +85,16 @@ def load_config(options: ServeOptions) -> RoutesConfig:
     return config
 
 
-def bind_listener(address: HostPort) -> socket.socket:
+def bind_listener(address: HostPort, what: str = "the gateway") -> socket.socket:
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((address.host, address.port))
+    try:
+        with listening_on(what, address):
+            sock.bind((address.host, address.port))
+    except OSError:
+        sock.close()
+        raise
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -214,7 +219,9 @@ async def run_serve(options: ServeOptions) -> int:
     servers = [gateway_server]
     admin_sock: socket.socket | None = None
     if options.worker_fd is None:
-        admin_sock = bind_listener(options.admin or host_port(config.gateway.admin))
+        admin_sock = bind_listener(
+            options.admin or host_port(config.gateway.admin), "the admin listener"
+        )
         admin_app = build_admin(holder, metrics.registry, ready)
         servers.append(uvicorn_server(admin_app, 1.0))
 

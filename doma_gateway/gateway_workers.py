@@ -141,7 +141,9 @@ async def run_supervisor(options: ServeOptions, config: RoutesConfig) -> int:
         interval=options.watch_interval,
     )
     alive = lambda: all(w.poll() is None for w in workers)  # noqa: E731
-    admin_sock = bind_listener(options.admin or host_port(config.gateway.admin))
+    admin_sock = bind_listener(
+        options.admin or host_port(config.gateway.admin), "the admin listener"
+    )
     admin = uvicorn_server(
         build_admin(holder, registry, alive, lambda: generate_latest(registry)), 1.0
     )

@@ -109,3 +109,28 @@ def test_check_refuses_what_serve_would_refuse(tmp_path, change, message):
 def test_a_bad_number_on_the_command_line_is_a_usage_error(args, message):
     done = run(args)
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (["serve", "--routes", "routes", "--admin", "127.0.0.1:0", "--listen"], "the gateway"),
+        (["authz", "--routes", "routes", "--listen", "127.0.0.1:0", "--no-admin", "--metrics"],
+         "the metrics listener"),
+        (["authz", "--routes", "routes", "--listen", "127.0.0.1:0", "--no-admin", "--no-metrics",
+          "--http-listen"], "the HTTP check listener"),
+    ],
+    ids=["gateway", "metrics", "http-check"],
+)  # fmt: skip
+def test_a_taken_port_is_one_line_naming_the_listener_and_its_address(args, what):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = "127.0.0.1:%d" % taken.getsockname()[1]
+        done = run([*args, address])
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: cannot listen on {address} ({what}): Address already in use"
+    )
