@@ -17,6 +17,7 @@ connection.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
@@ -36,13 +37,20 @@ _MAX_HEAD_BYTES = 64 * 1024
 _LINGER_SECONDS = 1.0
 
 
-def _refusal(status: str) -> bytes:
-    return f"HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode()
+def _refusal(status: str, error: str, reason: str) -> bytes:
+    """A whole refusal: JSON like every denial, then the connection closes."""
+    body = json.dumps({"error": error, "reason": reason}).encode()
+    return (
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
 
 
-_BAD_REQUEST = _refusal("400 Bad Request")
-_HEAD_TOO_LARGE = _refusal("431 Request Header Fields Too Large")
-_TOO_SLOW = _refusal("408 Request Timeout")
+_BAD_REQUEST = _refusal("400 Bad Request", "bad_request", "invalid_http_request")
+_HEAD_TOO_LARGE = _refusal(
+    "431 Request Header Fields Too Large", "request_header_fields_too_large", "headers_too_large"
+)
+_TOO_SLOW = _refusal("408 Request Timeout", "request_timeout", "request_timeout")
 
 
 class HttpCheckServer:

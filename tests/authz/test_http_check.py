@@ -141,9 +141,12 @@ async def test_malformed_requests_get_400_and_the_server_keeps_serving(server, d
     answer = await raw_exchange(server.port, data)
     # An upgrade request is a whole request first: its check is answered, then the upgrade
     # refused.
-    assert answer.endswith(
-        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-    )
+    refusal = answer[answer.rindex(b"HTTP/1.1 ") :]
+    assert refusal.startswith(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json")
+    assert json.loads(refusal.partition(b"\r\n\r\n")[2]) == {
+        "error": "bad_request",
+        "reason": "invalid_http_request",
+    }
     reply = await asyncio.to_thread(send, server.port, "/check/api/v1/scan/health")
     assert reply.status == 200
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -162,6 +165,7 @@ async def test_malformed_requests_get_400_and_the_server_keeps_serving(server, d
 async def test_a_request_head_over_64_kib_is_refused_431(server, data):
     answer = await raw_exchange(server.port, data)
     assert answer.startswith(b"HTTP/1.1 431")
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["reason"] == "headers_too_large"
     reply = await asyncio.to_thread(send, server.port, "/check/api/v1/scan/health")
     assert reply.status == 200
 
