@@ -134,7 +134,7 @@ def check_order(
             )
     if route.auth != "bypass" and "auth" in names:
         auth_at = names.index("auth")
-        for at, (ref, _) in enumerate(chain[:auth_at]):
+        for ref, _ in chain[:auth_at]:
             if ref.name == "rate_limit" and getattr(ref.settings, "limit_by", None) == "user":
                 raise ConfigError(
                     f"{label}: a rate_limit by user must come after auth "

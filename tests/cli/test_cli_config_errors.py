@@ -128,7 +128,7 @@ def test_a_taken_port_is_one_line_naming_the_listener_and_its_address(args, what
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        address = "127.0.0.1:%d" % taken.getsockname()[1]
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
         done = run([*args, address])
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (

@@ -228,7 +228,7 @@ def test_a_route_requiring_auth_without_an_auth_section_fails_closed(tmp_path: P
     config = _load(tmp_path, BASE)
     with pytest.raises(
         ConfigError,
-        match="requires auth, but no routes file has an 'auth:' section .* takes a restart",
+        match=r"requires auth, but no routes file has an 'auth:' section .* takes a restart",
     ):
         build_runtime(
             config, transport=build_transport("http1"), metrics=GatewayMetrics(CollectorRegistry())
