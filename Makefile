@@ -72,6 +72,9 @@ bench-tools:
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || \
 		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
+	@# callgrind counts the gateway's instructions per request (python -m bench.instructions).
+	@command -v valgrind >/dev/null || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; }
 
 bench-authz: $(VENV)/.dev bench-tools
 	$(BIN)/python -m bench.authz $(BENCH_ARGS)

@@ -34,3 +34,14 @@ def test_chain_ablation_runs_each_variant_through_a_real_gateway() -> None:
     assert {row["variant"] for row in report["rounds"]} == set(lowest)
     assert all(row["requests"] > 0 and "failed" not in row for row in report["rounds"])
     assert "over same" in stdout
+
+
+def test_instructions_are_counted_per_request_by_callgrind() -> None:
+    stdout, report = run_bench(
+        "bench.instructions", "--variants", "same,cors", "--requests", "40", "--windows", "2",
+        "--warmup", "20", timeout=300,
+    )  # fmt: skip
+    counted = report["instructions_per_request"]
+    # A proxied request runs hundreds of thousands of instructions; CORS only adds to them.
+    assert 100_000 < counted["same"] < counted["cors"]
+    assert "same / cors: 0." in stdout
