@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.gateway.conftest import Gateway, StartGateway
+from tests.support.routes import scan_catch_all
 from tests.support.tokens import AUDIENCE, ISSUER, SigningKey, jwks
 from tests.support.upstreams import ScriptedUpstream
 
@@ -132,17 +133,8 @@ auth:
       audiences: [{AUDIENCE}]
       jwks_file: jwks.json
   revocation: {{store: 'memory://gateway', bus: 'memory://gateway'}}
-layers: [product]
-domains:
-  scan:
-    layer: product
-    owner: team-scan
-    upstream: main
-    versions: {{v1: {{routes: [{{path: /**}}]}}}}
-upstreams:
-  main:
-    endpoints: [{upstream.url}]
 """
+        + scan_catch_all(upstream.url)
     )
     with gateway.client() as client:
         reply = client.get("/api/v1/scan/x", headers={"authorization": f"Bearer {KEY.token()}"})

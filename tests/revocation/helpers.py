@@ -15,8 +15,16 @@ from tests.support.tokens import AUDIENCE, ISSUER, SigningKey, jwks
 ADMIN_SCOPE = "doma.revocation.admin"
 
 
-def write_routes(directory: Path, key: SigningKey, revocation: str) -> Path:
-    """A routes file trusting ``key``, with ``revocation`` (YAML, indented 4) as auth.revocation."""
+def write_routes(
+    directory: Path,
+    key: SigningKey,
+    revocation: str,
+    *,
+    key_source: str = "jwks_file: jwks.json",
+    rest: str = "",
+) -> Path:
+    """A routes file trusting ``key`` (a JWKS file of it, unless ``key_source`` names another
+    source), with ``revocation`` (YAML, indented 4) as auth.revocation, then ``rest``."""
     (directory / "jwks.json").write_bytes(jwks(key))
     routes = directory / "routes.yaml"
     routes.write_text(
@@ -25,12 +33,13 @@ auth:
   issuers:
     - issuer: {ISSUER}
       audiences: [{AUDIENCE}]
-      jwks_file: jwks.json
+      {key_source}
   claims_to_headers:
     sub: x-user-id
   revocation:
 {revocation}
 """
+        + rest
     )
     return routes
 

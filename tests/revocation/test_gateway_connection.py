@@ -14,11 +14,12 @@ from collections.abc import Iterator
 import pytest
 
 from doma_gateway.echo import EchoServer
-from tests.revocation.helpers import revocation_yaml
+from tests.revocation.helpers import revocation_yaml, write_routes
 from tests.support import processes
 from tests.support.jwks_server import JwksServer
+from tests.support.routes import scan_catch_all
 from tests.support.services import unique_prefix
-from tests.support.tokens import AUDIENCE, ISSUER, SigningKey, jwks
+from tests.support.tokens import SigningKey, jwks
 
 pytestmark = pytest.mark.e2e
 
@@ -48,30 +49,12 @@ class Client:
 def gateway(tmp_path, redis_url) -> Iterator[tuple[processes.ServerProcess, JwksServer, str]]:
     keys = JwksServer(jwks(KEY, PULLED))
     upstream = EchoServer().start()
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(
-        f"""\
-auth:
-  issuers:
-    - issuer: {ISSUER}
-      audiences: [{AUDIENCE}]
-      jwks_url: {keys.url}
-      jwks_cache: {{refetch_min_interval_seconds: 0}}
-  claims_to_headers:
-    sub: x-user-id
-  revocation:
-{revocation_yaml(redis_url, redis_url, unique_prefix("connection"))}
-layers: [product]
-domains:
-  scan:
-    layer: product
-    owner: team-scan
-    upstream: main
-    versions: {{v1: {{routes: [{{path: /**}}]}}}}
-upstreams:
-  main:
-    endpoints: [http://127.0.0.1:{upstream.port}]
-"""
+    routes = write_routes(
+        tmp_path,
+        KEY,
+        revocation_yaml(redis_url, redis_url, unique_prefix("connection")),
+        key_source=f"jwks_url: {keys.url}\n      jwks_cache: {{refetch_min_interval_seconds: 0}}",
+        rest=scan_catch_all(f"http://127.0.0.1:{upstream.port}"),
     )
     server = processes.start(
         ["serve", "--routes", str(routes), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
@@ -83,6 +66,14 @@ upstreams:
     assert "Traceback" not in server.stderr(), server.stderr()[-3000:]
 
 
+def warmed(server: processes.ServerProcess, token: str, user: str) -> Client:
+    """A connection whose last requests carried ``token``: its memo holds the credential."""
+    client = Client(server.port("http"))
+    for _ in range(3):
+        assert client.get(token) == (200, user)
+    return client
+
+
 def eventually(client: Client, token: str, expected: tuple[int, str], within: float = 3.0) -> None:
     deadline = time.monotonic() + within
     while (seen := client.get(token)) != expected:
@@ -92,10 +83,8 @@ def eventually(client: Client, token: str, expected: tuple[int, str], within: fl
 
 def test_a_revocation_denies_the_next_request_on_the_same_connection(gateway):
     server, _, routes = gateway
-    client = Client(server.port("http"))
     token = KEY.token(sub="dora")
-    for _ in range(3):
-        assert client.get(token) == (200, "dora")
+    client = warmed(server, token, "dora")
     done = subprocess.run(
         [sys.executable, "-m", "doma_gateway.cli", "revoke", "--sub", "dora", "--direct",
          "--routes", routes],
@@ -110,10 +99,8 @@ def test_a_revocation_denies_the_next_request_on_the_same_connection(gateway):
 
 def test_a_pulled_key_denies_the_next_request_on_the_same_connection(gateway):
     server, keys, _ = gateway
-    client = Client(server.port("http"))
     token = PULLED.token(sub="frank")
-    for _ in range(3):
-        assert client.get(token) == (200, "frank")
+    client = warmed(server, token, "frank")
     keys.document = jwks(KEY)
     # A token with a kid the gateway has not seen makes it fetch the key set at once.
     assert client.get(SigningKey().token())[0] == 401

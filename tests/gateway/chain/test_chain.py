@@ -323,27 +323,31 @@ def test_httpx_sees_the_same_json_denials(edge: int):
     assert reply.status_code == 403 and reply.json()["error"] == "forbidden"
 
 
-def test_a_preflight_to_a_route_without_cors_is_405_and_never_proxied(
-    start_gateway, upstream: ScriptedUpstream
-):  # type: ignore[no-untyped-def]
-    gateway = start_gateway(
-        f"""\
+def get_only_domain(name: str, upstream_url: str, policies: str = "[]") -> str:
+    """A bypassed domain ``name`` with ``policies`` and one route, ``/read``, for GET only."""
+    return f"""\
 layers: [product]
 domains:
-  plain:
+  {name}:
     layer: product
     owner: team
     upstream: main
     auth: bypass
+    policies: {policies}
     versions:
       v1:
         routes:
           - {{name: read, path: /read, methods: [GET]}}
 upstreams:
   main:
-    endpoints: [{upstream.url}]
+    endpoints: [{upstream_url}]
 """
-    )
+
+
+def test_a_preflight_to_a_route_without_cors_is_405_and_never_proxied(
+    start_gateway, upstream: ScriptedUpstream
+):  # type: ignore[no-untyped-def]
+    gateway = start_gateway(get_only_domain("plain", upstream.url))
     before = sum(upstream.hits.values())
     reply = raw_request(
         gateway.port,
@@ -359,24 +363,7 @@ def test_options_naming_a_method_without_origin_is_no_preflight(
     start_gateway, upstream: ScriptedUpstream
 ):  # type: ignore[no-untyped-def]
     gateway = start_gateway(
-        f"""\
-layers: [product]
-domains:
-  shop:
-    layer: product
-    owner: team
-    upstream: main
-    auth: bypass
-    policies:
-      - cors: {{allow_origins: [https://app.example]}}
-    versions:
-      v1:
-        routes:
-          - {{name: read, path: /read, methods: [GET]}}
-upstreams:
-  main:
-    endpoints: [{upstream.url}]
-"""
+        get_only_domain("shop", upstream.url, "[{cors: {allow_origins: [https://app.example]}}]")
     )
     before = sum(upstream.hits.values())
     plain = raw_request(
