@@ -17,10 +17,16 @@ from authz.inter_domain import InterDomainSettings
 from authz.loader import ROUTES_TOP_LEVEL_KEYS
 from authz.yamlnodes import Node, load_documents
 
-__all__ = ["INTER_DOMAIN_KEYS", "load_inter_domain", "no_domains", "parse_inter_domain"]
+__all__ = [
+    "INTER_DOMAIN_KEYS",
+    "TRUST_DOMAIN",
+    "load_inter_domain",
+    "no_domains",
+    "parse_inter_domain",
+]
 
 INTER_DOMAIN_KEYS = ("mode", "trust_domain", "trusted_proxies", "token_claim")
-_TRUST_DOMAIN = re.compile(r"^[a-z0-9._\-]+$")
+TRUST_DOMAIN = re.compile(r"^[a-z0-9._\-]+$")
 
 
 def load_inter_domain(path: Path) -> InterDomainSettings | None:
@@ -49,7 +55,7 @@ def parse_inter_domain(node: Node) -> InterDomainSettings:
     trust_domain = defaults.trust_domain
     if (n := section.get("trust_domain")) is not None:
         trust_domain = n.str()
-        if trust_domain != "*" and not _TRUST_DOMAIN.match(trust_domain):
+        if trust_domain != "*" and not TRUST_DOMAIN.match(trust_domain):
             raise n.error(
                 f"trust_domain {trust_domain!r} must be a SPIFFE trust domain like "
                 "cluster.local ('*' accepts any)"

@@ -5,8 +5,20 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
-__all__ = ["at_least_one", "non_negative_seconds", "positive_seconds"]
+from authz.inter_domain_loader import TRUST_DOMAIN
+
+__all__ = [
+    "at_least_one",
+    "kubernetes_namespace",
+    "non_negative_seconds",
+    "positive_seconds",
+    "trust_domain",
+]
+
+# A DNS-1123 label, what Kubernetes accepts as a namespace name.
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def _seconds(text: str) -> float:
@@ -41,3 +53,20 @@ def at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
+
+
+def trust_domain(text: str) -> str:
+    """A SPIFFE trust domain (``cluster.local``): it goes into every exported principal."""
+    if not TRUST_DOMAIN.match(text):
+        raise argparse.ArgumentTypeError(
+            f"expected a SPIFFE trust domain like cluster.local, got {text!r}"
+        )
+    return text
+
+
+def kubernetes_namespace(text: str) -> str:
+    if not _NAMESPACE.match(text):
+        raise argparse.ArgumentTypeError(
+            f"expected a Kubernetes namespace (lower-case letters, digits and '-'), got {text!r}"
+        )
+    return text

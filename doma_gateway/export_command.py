@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from authz.inter_domain_loader import load_inter_domain
+from doma_gateway.arguments import kubernetes_namespace, trust_domain
 from doma_gateway.mesh_export import ExportOptions, istio_policies, network_policies
 from gateway.routes_loader import load_routes
 
@@ -30,12 +31,14 @@ def add_export_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     export.add_argument("routes", type=Path, help="routes YAML file or directory")
     export.add_argument(
         "--trust-domain",
+        type=trust_domain,
         default=None,
         help="SPIFFE trust domain of the principals (default: inter_domain.trust_domain, "
         "else cluster.local)",
     )
     export.add_argument(
         "--edge-namespace",
+        type=kubernetes_namespace,
         action="append",
         default=None,
         metavar="NAMESPACE",
