@@ -230,7 +230,10 @@ def load_documents(path: Path) -> list[Node]:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-            raise ConfigError(str(exc.problem), file=str(file), line=line, column=column) from exc
+            # PyYAML's problem is often half a sentence ("but found another document"); its
+            # context ("expected a single document in the stream") is the other half.
+            problem = f"{exc.context} {exc.problem}" if exc.context else str(exc.problem)
+            raise ConfigError(problem, file=str(file), line=line, column=column) from exc
         except UnicodeDecodeError as exc:
             line, column = _place(data[: exc.start].decode("utf-8", "replace"))
             raise ConfigError("not UTF-8 text", file=str(file), line=line, column=column) from exc

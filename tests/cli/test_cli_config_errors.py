@@ -103,8 +103,16 @@ def test_check_refuses_what_serve_would_refuse(tmp_path, change, message):
         (["serve", "--routes", "routes", "--workers", "0"], "--workers: must be at least 1"),
         (["authz", "--routes", "routes", "--grace", "-5"], "--grace: must be 0 seconds or more"),
         (["authz", "--routes", "routes", "--grace", "nan"], "--grace: expected a finite number"),
+        (
+            ["export", "istio", "routes", "--trust-domain", "Bad Domain/x"],
+            "--trust-domain: expected a SPIFFE trust domain",
+        ),
+        (
+            ["export", "istio", "routes", "--edge-namespace", "NOT VALID"],
+            "--edge-namespace: expected a Kubernetes namespace",
+        ),
     ],
-    ids=["watch-interval", "workers", "grace", "grace-nan"],
+    ids=["watch-interval", "workers", "grace", "grace-nan", "trust-domain", "namespace"],
 )
 def test_a_bad_number_on_the_command_line_is_a_usage_error(args, message):
     done = run(args)
@@ -134,3 +142,22 @@ def test_a_taken_port_is_one_line_naming_the_listener_and_its_address(args, what
     assert done.stderr.strip().splitlines()[-1] == (
         f"error: cannot listen on {address} ({what}): Address already in use"
     )
+
+
+def test_check_piped_into_a_reader_that_stops_early_exits_quietly():
+    import subprocess
+    import sys
+
+    from tests.support.processes import ROOT
+
+    check = subprocess.Popen(
+        [sys.executable, "-m", "doma_gateway.cli", "check", "routes"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+    )  # fmt: skip
+    assert check.stdout is not None and check.stderr is not None
+    check.stdout.read(1)
+    check.stdout.close()  # the reader goes away, as `| head -c1` does
+    assert check.wait(timeout=30) == 0
+    said = check.stderr.read()
+    check.stderr.close()
+    assert said == b""

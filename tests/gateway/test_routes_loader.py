@@ -246,3 +246,12 @@ def test_a_file_nested_thousands_deep_is_a_config_error_not_a_crash(tmp_path: Pa
     (tmp_path / "routes.yaml").write_text("layers: " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(ConfigError, match="nested too deeply"):
         load_routes(tmp_path / "routes.yaml")
+
+
+def test_a_second_yaml_document_is_named_as_such(tmp_path: Path):
+    (tmp_path / "routes.yaml").write_text(BASE + "---\nlayers: [edge]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_routes(tmp_path / "routes.yaml")
+    assert caught.value.message == (
+        "expected a single document in the stream but found another document"
+    )
