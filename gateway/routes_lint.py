@@ -12,11 +12,12 @@ wins, as documented) and logs each finding as a warning.
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from authz.errors import ConfigError
 from gateway.routes_model import Route, RoutesConfig
 
-__all__ = ["covers", "intersects", "lint_routes"]
+__all__ = ["UnusedUpstream", "covers", "intersects", "lint_routes"]
 
 
 def lint_routes(config: RoutesConfig) -> list[ConfigError]:
@@ -31,12 +32,22 @@ def lint_routes(config: RoutesConfig) -> list[ConfigError]:
     for name, upstream in config.upstreams.items():
         if name not in used:
             findings.append(
-                _error(
-                    upstream.source,
+                UnusedUpstream(
                     f"upstream {name!r} is not used by any route (remove it, or route to it)",
+                    name,
+                    **_place(upstream.source),
                 )
             )
     return findings
+
+
+class UnusedUpstream(ConfigError):
+    """An upstream no route names: a mistake, unless an extension sends requests to it
+    (``route_to``), which only the running extension knows."""
+
+    def __init__(self, message: str, upstream: str, **place: Any):
+        super().__init__(message, **place)
+        self.upstream = upstream
 
 
 def _lint_version(label: str, routes: tuple[Route, ...]) -> ConfigError | None:
@@ -129,7 +140,12 @@ def intersects(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
 
 
 def _error(source: str, message: str) -> ConfigError:
+    return ConfigError(message, **_place(source))
+
+
+def _place(source: str) -> dict[str, Any]:
+    """``FILE:LINE`` (a model object's source) as ConfigError's place."""
     file, _, line = source.rpartition(":")
     if not line.isdigit():
-        return ConfigError(message, file=source or "<config>")
-    return ConfigError(message, file=file, line=int(line), column=1)
+        return {"file": source or "<config>"}
+    return {"file": file, "line": int(line), "column": 1}

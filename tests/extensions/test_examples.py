@@ -158,3 +158,18 @@ def test_extension_metrics_are_exported(gateway):
         'point="rides.go_online"}'
     ) in text
     assert 'doma_gateway_extension_duration_seconds_count{extension="promo"' in text
+
+
+def test_check_accepts_an_upstream_only_an_extension_routes_to(tmp_path, capsys):
+    from doma_gateway.cli import main
+
+    (tmp_path / "routes.yaml").write_text(routes(1, 2))
+    assert main(["check", str(tmp_path / "routes.yaml")]) == 0
+    said = capsys.readouterr().out
+    assert "note: " in said and "upstream 'canary' is not used by any route" in said
+    assert "only an extension's route_to can reach it" in said
+    # Without an extension that could route to it, the same upstream is an error.
+    text = routes(1, 2)
+    text = text[: text.index("extensions:")]
+    (tmp_path / "routes.yaml").write_text(text)
+    assert main(["check", str(tmp_path / "routes.yaml")]) == 1
