@@ -57,20 +57,17 @@ class Reloader:
         self._seen = fingerprint(self._path)
         try:
             generation = self._apply()
-        except ConfigError as exc:
-            error = str(exc)
-            log.error(
-                "configuration rejected; the previous one keeps serving",
-                extra={"event": "reload_rejected", "trigger": trigger, "error": error},
-            )
-            self._on_result("reload_rejected", {"trigger": trigger, "error": error})
-            return False
         except Exception as exc:
-            # A fault of ours, not of the file: still rejected, still announced, the traceback
-            # logged for a bug report; the previous configuration serves and the watch goes on.
-            error = f"{type(exc).__name__}: {exc}"
-            log.exception(
-                "configuration could not be applied; the previous one keeps serving",
+            # A ConfigError is the file's fault; anything else is ours, logged with its traceback
+            # for a bug report. Either way: rejected, announced, the previous configuration
+            # serves and the watch goes on.
+            ours = not isinstance(exc, ConfigError)
+            error = f"{type(exc).__name__}: {exc}" if ours else str(exc)
+            log.error(
+                "configuration could not be applied; the previous one keeps serving"
+                if ours
+                else "configuration rejected; the previous one keeps serving",
+                exc_info=ours,
                 extra={"event": "reload_rejected", "trigger": trigger, "error": error},
             )
             self._on_result("reload_rejected", {"trigger": trigger, "error": error})

@@ -34,7 +34,6 @@ def lint_routes(config: RoutesConfig) -> list[ConfigError]:
             findings.append(
                 UnusedUpstream(
                     f"upstream {name!r} is not used by any route (remove it, or route to it)",
-                    name,
                     **_place(upstream.source),
                 )
             )
@@ -44,10 +43,6 @@ def lint_routes(config: RoutesConfig) -> list[ConfigError]:
 class UnusedUpstream(ConfigError):
     """An upstream no route names: a mistake, unless an extension sends requests to it
     (``route_to``), which only the running extension knows."""
-
-    def __init__(self, message: str, upstream: str, **place: Any):
-        super().__init__(message, **place)
-        self.upstream = upstream
 
 
 def _lint_version(label: str, routes: tuple[Route, ...]) -> ConfigError | None:
