@@ -179,7 +179,7 @@ class TokenVerifier:
         verified = memo.verified
         if verified is None or memo.verifier is not self or memo.header != header:
             return None
-        if self._clock() > verified.valid_until or not verified.key_still_published():
+        if not self._still_good(verified):
             memo.header = memo.verified = None
             return None
         with self._cache_lock:
@@ -225,11 +225,16 @@ class TokenVerifier:
             cached = cache.get(digest)
             if cached is None:
                 return None
-            if self._clock() > cached.valid_until or not cached.key_still_published():
+            if not self._still_good(cached):
                 cache.pop(digest)
                 return None
             self.cache_hits += 1
         return cached
+
+    def _still_good(self, verified: VerifiedToken) -> bool:
+        """Whether a verification made earlier may answer now: before ``exp`` plus leeway, its
+        key still published under the token's kid."""
+        return self._clock() <= verified.valid_until and verified.key_still_published()
 
     def _count_miss(self) -> None:
         with self._cache_lock:
