@@ -47,9 +47,10 @@ def parse_redis_url(url: str) -> RedisUrl:
         raise ValueError("expected a URL such as redis://127.0.0.1:6379/0")
     if scheme in ("redis", "rediss", "unix"):
         parts = urlsplit(url)
-        if scheme != "unix" and not parts.hostname:
-            raise ValueError(f"{scheme}:// URL needs a host")
-        _check_port(parts.netloc)
+        if scheme != "unix":
+            if not parts.hostname:
+                raise ValueError(f"{scheme}:// URL needs a host")
+            _host_port(parts.netloc.rpartition("@")[2], 0)
         if scheme == "unix" and not parts.path:
             raise ValueError("unix:// URL needs a socket path")
         return RedisUrl("single", url=url, tls=scheme == "rediss")
@@ -97,17 +98,8 @@ def _host_port(item: str, default_port: int) -> tuple[str, int]:
     if not host:
         raise ValueError(f"missing host in {item!r}")
     if port and (not port.isdigit() or not 0 < int(port) < 65536):
-        raise ValueError(f"bad port in {item!r}")
+        raise ValueError(f"bad port {port!r} in {item!r}: a port is a number from 1 to 65535")
     return host, int(port) if port else default_port
-
-
-def _check_port(netloc: str) -> None:
-    """ValueError unless the port of ``netloc`` (user info and all) is absent or 1-65535."""
-    hostport = netloc.rpartition("@")[2]
-    port = hostport.rpartition("]")[2] if hostport.startswith("[") else hostport
-    _, colon, digits = port.rpartition(":")
-    if colon and digits and (not digits.isdigit() or not 0 < int(digits) < 65536):
-        raise ValueError(f"bad port {digits!r}: a port is a number from 1 to 65535")
 
 
 def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
@@ -122,7 +114,7 @@ def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
         if not parts.hostname:
             return f"{scheme}:// URL needs a host"
         try:
-            _check_port(parts.netloc)
+            _host_port(parts.netloc.rpartition("@")[2], 0)
         except ValueError as exc:
             return str(exc)
         return None
