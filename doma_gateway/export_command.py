@@ -8,17 +8,38 @@ domain exports nothing.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 import yaml
 
-from authz.inter_domain_loader import load_inter_domain
-from doma_gateway.arguments import kubernetes_namespace, trust_domain
+from authz.inter_domain_loader import TRUST_DOMAIN, load_inter_domain
 from doma_gateway.mesh_export import ExportOptions, istio_policies, network_policies
 from gateway.routes_loader import load_routes
 
 __all__ = ["add_export_parser", "run_export"]
+
+
+# A DNS-1123 label, what Kubernetes accepts as a namespace name.
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _trust_domain(text: str) -> str:
+    """A SPIFFE trust domain (``cluster.local``): it goes into every exported principal."""
+    if not TRUST_DOMAIN.match(text):
+        raise argparse.ArgumentTypeError(
+            f"expected a SPIFFE trust domain like cluster.local, got {text!r}"
+        )
+    return text
+
+
+def _kubernetes_namespace(text: str) -> str:
+    if not _NAMESPACE.match(text):
+        raise argparse.ArgumentTypeError(
+            f"expected a Kubernetes namespace (lower-case letters, digits and '-'), got {text!r}"
+        )
+    return text
 
 
 def add_export_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,14 +52,14 @@ def add_export_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     export.add_argument("routes", type=Path, help="routes YAML file or directory")
     export.add_argument(
         "--trust-domain",
-        type=trust_domain,
+        type=_trust_domain,
         default=None,
         help="SPIFFE trust domain of the principals (default: inter_domain.trust_domain, "
         "else cluster.local)",
     )
     export.add_argument(
         "--edge-namespace",
-        type=kubernetes_namespace,
+        type=_kubernetes_namespace,
         action="append",
         default=None,
         metavar="NAMESPACE",
