@@ -59,7 +59,6 @@ _JWKS_CACHE_KEYS = (
     "timeout_seconds",
 )
 _HEADER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-# Headers a claim must never be written into: routing, framing and credentials.
 # Headers a claim may not name: credentials, framing, hop-by-hop fields (a proxy drops them, so
 # the claim would vanish on the way), and those the edge sets itself from what it saw (the
 # client's address and protocol, the request id): a claim there would forge them.
