@@ -14,6 +14,7 @@ its upstreams before any route sees a request.
 - Trailer fields stay trailers: they are never added to the request's headers.
 - Each request's scope carries its connection's own state (``gateway.asgi.CONNECTION``), for
   what a policy keeps between one client's requests.
+- Each request's response head is written by :class:`gateway.http_cycle.ResponseCycle`.
 - Every refusal is JSON with a reason and a request id, like the gateway's other errors; the
   connection is closed after it, since the request's framing can no longer be trusted.
 """
@@ -21,9 +22,12 @@ its upstreams before any route sees a request.
 from __future__ import annotations
 
 import asyncio
+import urllib.parse
 from http import HTTPStatus
 from typing import Any
 
+import httptools
+from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.asgi import CONNECTION
@@ -36,6 +40,7 @@ from gateway.errors import (
     VersionNotSupported,
 )
 from gateway.headers import request_id
+from gateway.http_cycle import ResponseCycle
 from gateway.responses import error_body
 
 __all__ = ["GatewayHttpProtocol"]
@@ -178,10 +183,57 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         else:
             self._owed = None
         self.scope[CONNECTION] = self._state  # type: ignore[literal-required]
-        super().on_headers_complete()
+        self._start_request(version)
         # The request's scope keeps its headers; trailer fields, parsed with the same callback,
         # land in this spare list and are never request headers.
         self.headers = []
+
+    def _start_request(self, version: str) -> None:
+        """uvicorn's ``on_headers_complete`` (0.54), with the gateway's response cycle.
+
+        The cycle's class is chosen here, where it is built: a cycle whose class changed after
+        it was built would make every attribute lookup in uvicorn's own methods miss the
+        interpreter's per-type caches.
+        """
+        scope = self.scope
+        scope["method"] = self.parser.get_method().decode("ascii")
+        if version != "1.1":
+            scope["http_version"] = version
+        if self.parser.should_upgrade() and self._should_upgrade():
+            return
+        url = httptools.parse_url(self.url)
+        raw_path = url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        scope["path"] = self.root_path + path
+        scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        scope["query_string"] = url.query or b""
+        app = self.app
+        limit = self.limit_concurrency
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            app = service_unavailable
+            self.logger.warning("Exceeded concurrency limit.")
+        existing = self.cycle
+        self.cycle = ResponseCycle(
+            scope=scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=self.expect_100_continue,
+            keep_alive=version != "1.0" and self.parser.should_keep_alive(),
+            on_response=self.on_response_complete,
+        )
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(self.cycle, app)
+        else:
+            # A pipelined request waits for the answers before it.
+            self.flow.pause_reading()
+            self.pipeline.appendleft((self.cycle, app))
 
     def on_body(self, body: bytes) -> None:
         self._deadline = self.loop.time() + self.body_idle_seconds
