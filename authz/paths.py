@@ -40,13 +40,10 @@ class RequestPath:
     invalid: str | None = None
 
 
+# Cached: clients ask for the same few targets over and over.
+@lru_cache(maxsize=4096)
 def normalize(target: str) -> RequestPath:
     """Normalize a raw request target (path plus optional query, as sent on the wire)."""
-    return _normalize(target)
-
-
-@lru_cache(maxsize=4096)
-def _normalize(target: str) -> RequestPath:
     # Hot path: the common clean target is decided by a few C-level scans.
     ambiguous: str | None = None
     raw_path, _, query = target.partition("?")

@@ -64,7 +64,8 @@ class LocalBuckets:
             tats = self._tat
         tats[key] = new_tat
         remaining = math.floor((self._tolerance - (new_tat - now)) / self._interval + 1e-9)
-        return _verdict(Verdict, (True, max(remaining, 0), new_tat - now, 0.0))
+        # Not max(): the builtin parses keyword arguments on every call, and this runs per request.
+        return _verdict(Verdict, (True, remaining if remaining > 0 else 0, new_tat - now, 0.0))
 
     def _evict(self, now: float) -> None:
         # A key whose TAT has passed has a full bucket: forgetting it changes nothing.

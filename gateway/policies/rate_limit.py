@@ -141,6 +141,7 @@ class RateLimitPolicy:
         self._by = settings.limit_by
         self._header = settings.header_name.encode() if settings.header_name else b""
         self._name = settings.name
+        self._headers = settings.headers
         self._policy_header = (
             b"ratelimit-policy",
             f'"{settings.name}";q={settings.requests};w={_seconds(settings.period)}'.encode(),
@@ -199,27 +200,28 @@ class RateLimitPolicy:
         """The request on to the next app with the limit's headers, or its refusal."""
         if verdict is None:
             return self._unavailable.send(send, scope["doma.request_id"])
-        state = self._state(verdict)
         if not verdict.allowed:
             retry = (b"retry-after", str(max(1, math.ceil(verdict.retry_after))).encode())
             return self._limited.send(
-                send, scope["doma.request_id"], (retry, self._policy_header, state)
+                send, scope["doma.request_id"], (retry, self._policy_header, self._state(verdict))
             )
-        if not self._settings.headers:
+        if not self._headers:
             return self.app(scope, receive, send)
-        send = with_response_headers(scope, send, (self._policy_header, state))
+        send = with_response_headers(scope, send, (self._policy_header, self._state(verdict)))
         return self.app(scope, receive, send)
 
     def _state(self, verdict: Verdict) -> tuple[bytes, bytes]:
-        key = (verdict.remaining, _seconds(verdict.reset))
+        # _seconds inline, without max() (it parses keyword arguments): this runs per request.
+        reset = math.ceil(verdict.reset - 1e-9)
+        key = (verdict.remaining, reset if reset > 0 else 0)
         state = self._states.get(key)
         if state is None:
             if len(self._states) >= 1024:
                 self._states.clear()
-            remaining, reset = key
+            remaining, seconds = key
             state = self._states[key] = (
                 b"ratelimit",
-                f'"{self._name}";r={remaining};t={reset}'.encode(),
+                f'"{self._name}";r={remaining};t={seconds}'.encode(),
             )
         return state
 
