@@ -35,7 +35,7 @@ def _b64(data: bytes) -> str:
 def tokens_for(key: SigningKey) -> dict[str, str]:
     now = int(time.time())
     header = {"alg": "HS256", "kid": key.kid, "typ": "JWT"}
-    claims = {"iss": "https://issuer.test", "aud": "doma-api", "sub": "mallory", "exp": now + 600}
+    claims = {"iss": "https://issuer.test", "aud": "doma-api", "sub": "mallory", "exp": now + 3600}
     signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
     hs256 = hmac.new(key.public_pem, signing_input.encode(), hashlib.sha256).digest()
     none_header = _b64(json.dumps({"alg": "none", "kid": key.kid}).encode())

@@ -44,14 +44,15 @@ class SigningKey:
 
 
 def default_claims(**overrides: Any) -> dict[str, Any]:
-    """A valid token's claims for ISSUER and AUDIENCE, issued now for ten minutes."""
+    """A valid token's claims for ISSUER and AUDIENCE, issued now for an hour: tokens minted
+    when a test module is collected must outlive the whole suite's run on a slow machine."""
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": ISSUER,
         "aud": AUDIENCE,
         "sub": "user-1",
         "iat": now,
-        "exp": now + 600,
+        "exp": now + 3600,
         "jti": "token-1",
     }
     claims.update(overrides)
