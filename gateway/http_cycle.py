@@ -39,6 +39,8 @@ class _Written:
 
 
 _WRITTEN = _Written()
+# Header containers read twice as they are: any other iterable is copied into a list first.
+_SEQUENCES = (list, tuple)
 
 
 class ResponseCycle(RequestResponseCycle):
@@ -62,8 +64,8 @@ class ResponseCycle(RequestResponseCycle):
         """The response started: its head, with uvicorn's state for it set; or None, before
         anything is set, when uvicorn's own ``send`` is to start it."""
         default = self.default_headers
-        headers = given if not default and isinstance(given, (list, tuple)) else [*default, *given]
         try:
+            headers = [*default, *given] if default or type(given) not in _SEQUENCES else given
             # strict: every header is a pair, or this fails before anything is checked or set.
             names, values = zip(*headers, strict=True)
             packed = b"".join(names)

@@ -148,6 +148,8 @@ def test_statuses_without_a_body_get_no_chunked_framing(status: int) -> None:
         [(b"x-str", "text")],
         [("x-str", b"text")],
         [(b"x-int", 1)],
+        None,
+        42,
     ],
 )
 def test_a_header_uvicorn_refuses_is_refused_and_nothing_is_written(headers: Any) -> None:
