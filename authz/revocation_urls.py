@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 __all__ = ["BUS_SCHEMES", "STORE_SCHEMES", "RedisUrl", "parse_redis_url", "redact", "url_problem"]
 
@@ -48,9 +48,7 @@ def parse_redis_url(url: str) -> RedisUrl:
     if scheme in ("redis", "rediss", "unix"):
         parts = urlsplit(url)
         if scheme != "unix":
-            if not parts.hostname:
-                raise ValueError(f"{scheme}:// URL needs a host")
-            _host_port(parts.netloc.rpartition("@")[2], 0)
+            _check_host(scheme, parts)
         if scheme == "unix" and not parts.path:
             raise ValueError("unix:// URL needs a socket path")
         return RedisUrl("single", url=url, tls=scheme == "rediss")
@@ -102,6 +100,13 @@ def _host_port(item: str, default_port: int) -> tuple[str, int]:
     return host, int(port) if port else default_port
 
 
+def _check_host(scheme: str, parts: SplitResult) -> None:
+    """ValueError unless a one-host URL names a host, and a port in range if any."""
+    if not parts.hostname:
+        raise ValueError(f"{scheme}:// URL needs a host")
+    _host_port(parts.netloc.rpartition("@")[2], 0)
+
+
 def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
     """Why ``url`` is not usable with one of ``schemes``, or None."""
     scheme, sep, rest = url.partition("://")
@@ -110,11 +115,8 @@ def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
     if scheme == "memory":
         return None if "/" not in rest and "@" not in rest else "memory:// takes only a name"
     if scheme in ("amqp", "amqps"):
-        parts = urlsplit(url)
-        if not parts.hostname:
-            return f"{scheme}:// URL needs a host"
         try:
-            _host_port(parts.netloc.rpartition("@")[2], 0)
+            _check_host(scheme, urlsplit(url))
         except ValueError as exc:
             return str(exc)
         return None

@@ -178,7 +178,7 @@ class CorsPolicy:
             or method.strip() not in self._methods
             or not (self._any_header or all(h in self._headers for h in asked))
         ):
-            await self._denied.send(send, scope["doma.request_id"], ((b"vary", b"Origin"),))
+            await self._denied.send(send, scope["doma.request_id"], _VARY)
             return
         headers = [*self._origin_headers(origin), *self._preflight]
         if asked:

@@ -211,9 +211,7 @@ class RateLimitPolicy:
         return self.app(scope, receive, send)
 
     def _state(self, verdict: Verdict) -> tuple[bytes, bytes]:
-        # _seconds inline, without max() (it parses keyword arguments): this runs per request.
-        reset = math.ceil(verdict.reset - 1e-9)
-        key = (verdict.remaining, reset if reset > 0 else 0)
+        key = (verdict.remaining, _seconds(verdict.reset))
         state = self._states.get(key)
         if state is None:
             if len(self._states) >= 1024:
@@ -227,7 +225,9 @@ class RateLimitPolicy:
 
 
 def _seconds(value: float) -> int:
-    return max(0, math.ceil(value - 1e-9))
+    # Not max(): the builtin parses keyword arguments on every call, and this runs per request.
+    seconds = math.ceil(value - 1e-9)
+    return seconds if seconds > 0 else 0
 
 
 def build(app: ASGIApp, settings: RateLimitSettings, context: ChainContext) -> ASGIApp:
