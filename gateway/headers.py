@@ -18,6 +18,7 @@ __all__ = [
     "HOP_BY_HOP",
     "ForwardedFor",
     "connection_named",
+    "is_field",
     "request_id",
     "strip_request_headers",
     "strip_response_headers",
@@ -58,6 +59,15 @@ _DROPPED_RESPONSE = HOP_BY_HOP | {b"content-length", b"x-request-id"}
 _ID_PREFIX = os.urandom(8).hex()
 _ID_COUNTER = itertools.count(1)
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+# RFC 9110 5.6.2 and 5.5: a field name is a token; a value holds no control character but HTAB
+# (a CR or LF would end the line and start a header, or a request, of the sender's choosing).
+_FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_NOT_IN_FIELD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def is_field(name: bytes, value: bytes) -> bool:
+    """Whether ``name: value`` can be written as one header line as it is."""
+    return _FIELD_NAME.fullmatch(name) is not None and _NOT_IN_FIELD_VALUE.search(value) is None
 
 
 # Never removed for being named in Connection: Host is no hop-by-hop field (dropping it would

@@ -15,8 +15,13 @@ ext_authz filter applies it:
   verified claims for the policies after this one.
 - Denied: the status (403 when unset), headers and body go to the client. A JSON object body
   also gets the ``request_id``.
-- Error (unreachable, timeout, ``error_response``): ``failure_mode_allow`` lets the request
-  through; otherwise ``status_on_error`` (403) with reason ``ext_authz_error``. Fails closed.
+- Error (unreachable, timeout, ``error_response``, or an answer setting a header that is not
+  one header line: a name that is not a token, a value with a control character):
+  ``failure_mode_allow`` lets the request through as the client sent it; otherwise
+  ``status_on_error`` (403) with reason ``ext_authz_error``. Fails closed.
+
+Header values are the server's bytes (``raw_value``) or its ``value`` as UTF-8, as Envoy sends
+them.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from google.protobuf import json_format  # type: ignore[import-untyped]
 from google.rpc import code_pb2
 
 from gateway.asgi import ASGIApp, Message, Receive, Scope, Send
+from gateway.headers import is_field
 from gateway.policies.auth import CLAIMS, ExtAuthzSettings
 from gateway.policies.client_ip import ClientAddress
 from gateway.policies.denial import Denial
@@ -146,11 +152,9 @@ def apply_mutations(
     """``headers`` after Envoy's header mutations, in order, then the removals."""
     out = list(headers)
     for option in options:
-        name = option.header.key.lower().encode("latin-1")
+        name, value = _encoded(option)
         if name.startswith(b":") or name in _PROTECTED:
             continue
-        raw = option.header.raw_value
-        value = raw if raw else option.header.value.encode("latin-1")
         if not value and not option.keep_empty_value:
             continue
         action = _action(option, response)
@@ -176,6 +180,28 @@ def apply_mutations(
 
 def _query_text(text: str, unsafe: re.Pattern[str]) -> str:
     return unsafe.sub(lambda m: quote(m.group(), safe=""), text)
+
+
+def _encoded(option: Any) -> tuple[bytes, bytes]:
+    """A header option's lower-cased name and its value, as the bytes Envoy would send."""
+    header = option.header
+    return header.key.lower().encode(), header.raw_value or header.value.encode()
+
+
+def well_formed(response: external_auth_pb2.CheckResponse) -> bool:
+    """Whether every header the answer sets can go out as one header line.
+
+    The gateway writes these bytes into the upstream request and the client's response as they
+    are: a line break in a value would start a header, or a whole request, of the server's (or
+    whoever fed it) choosing.
+    """
+    ok, denied = response.ok_response, response.denied_response
+    for options in (ok.headers, ok.response_headers_to_add, denied.headers):
+        for option in options:
+            name, value = _encoded(option)
+            if not is_field(name.removeprefix(b":"), value):
+                return False
+    return True
 
 
 def apply_query_mutations(query: bytes, to_set: Iterable[Any], to_remove: Iterable[str]) -> bytes:
@@ -232,6 +258,9 @@ class ExtAuthzPolicy:
         except (grpc.RpcError, OSError, TimeoutError) as exc:
             # Never the request's headers in a log line: they hold credentials.
             log.warning("ext-authz check failed", extra={"error": type(exc).__name__})
+            response = None
+        if response is not None and not well_formed(response):
+            log.warning("ext-authz answer set a header that is not a header line")
             response = None
         if response is None or response.HasField("error_response"):
             if self._settings.failure_mode_allow:

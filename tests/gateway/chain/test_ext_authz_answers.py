@@ -242,3 +242,91 @@ async def test_query_mutations_reach_the_upstream_through_the_gateway(
     assert reply.json()["path"] == "/api/v1/shop/items?page=2&q=a%20b&tenant=t-9"
     asked = scripted.seen[0].attributes.request.http.path
     assert asked == "/api/v1/shop/items?page=1&api_key=k&page=3&q=a%20b"
+
+
+def _answer_setting(
+    key: str, value: str = "v", raw: bytes = b"", *, where: str = "upstream"
+) -> Any:
+    """An answer that sets one header: on the upstream request, the client's response, or a
+    denial."""
+    made = base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value))
+    if raw:
+        made.header.raw_value = raw
+    if where == "denial":
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED),
+            denied_response=external_auth_pb2.DeniedHttpResponse(headers=[made]),
+        )
+    ok = external_auth_pb2.OkHttpResponse(
+        **({"headers": [made]} if where == "upstream" else {"response_headers_to_add": [made]})
+    )
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.OK), ok_response=ok
+    )
+
+
+_NOT_A_HEADER_LINE = [
+    pytest.param("x-tag", "a\r\nx-injected: yes", b"", id="crlf-in-value"),
+    pytest.param("x-tag", "a\nx-injected: yes", b"", id="lf-in-value"),
+    pytest.param("x-tag", "a\rb", b"", id="cr-in-value"),
+    pytest.param("x-tag", "a\x00b", b"", id="nul-in-value"),
+    pytest.param("x-tag", "a\x1bb", b"", id="escape-in-value"),
+    pytest.param("x-tag", "", b"ok\r\n\r\nGET /admin HTTP/1.1", id="smuggled-request-in-raw-value"),
+    pytest.param("x-tag: b\r\nx-injected", "v", b"", id="line-in-name"),
+    pytest.param("x tag", "v", b"", id="space-in-name"),
+    pytest.param("x-tag:", "v", b"", id="colon-in-name"),
+    pytest.param("x-täg", "v", b"", id="non-ascii-name"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "raw"), _NOT_A_HEADER_LINE)
+@pytest.mark.parametrize("where", ["upstream", "response", "denial"])
+async def test_an_answer_setting_something_that_is_not_a_header_line_fails_closed(
+    server: tuple[Scripted, str], key: str, value: str, raw: bytes, where: str
+):
+    scripted, target = server
+    scripted.answer = _answer_setting(key, value, raw, where=where)
+    seen = await call(target, [(b"host", b"edge")])
+    assert seen["status"] == 403
+    assert json.loads(seen["body"])["reason"] == "ext_authz_error"
+    assert "headers" not in seen, "the upstream was reached"
+    assert all(b"\n" not in n + v and b"\r" not in n + v for n, v in seen["response_headers"])
+    # failure_mode_allow lets the request through as the client sent it, without the answer.
+    allowed = await call(target, [(b"host", b"edge")], failure_mode_allow=True)
+    assert allowed["status"] == 200
+    assert allowed["headers"] == [(b"host", b"edge")]
+    assert allowed["response_headers"] == [(b"x-up", b"1")]
+
+
+async def test_a_value_that_is_not_latin_1_goes_out_as_utf_8_as_envoy_sends_it(
+    server: tuple[Scripted, str],
+):
+    scripted, target = server
+    scripted.answer = _answer_setting("x-team", "zürich-€")
+    seen = await call(target, [])
+    assert seen["status"] == 200
+    assert seen["headers"] == [(b"x-team", "zürich-€".encode())]
+    # HTAB is part of a field value (RFC 9110 5.5), so it passes.
+    scripted.answer = _answer_setting("x-pair", "a\tb", where="response")
+    seen = await call(target, [])
+    assert (b"x-pair", b"a\tb") in seen["response_headers"]
+
+
+async def test_an_injected_header_line_never_reaches_the_upstream_through_the_gateway(
+    server: tuple[Scripted, str], start_gateway: Any
+):
+    scripted, target = server
+    scripted.answer = _answer_setting("x-tag", "a\r\nx-injected: yes")
+    with ScriptedUpstream("injection") as upstream:
+        gateway = start_gateway(ext_authz_routes(upstream.url, target))
+        refused = await asyncio.to_thread(raw_request, gateway.port, get("/api/v1/shop/items"))
+        scripted.answer = _answer_setting("x-tag", "fine")
+        served = await asyncio.to_thread(raw_request, gateway.port, get("/api/v1/shop/items"))
+        hits = sum(upstream.hits.values())
+    assert refused.status == 403, refused.body
+    assert refused.json()["reason"] == "ext_authz_error"
+    # The gateway keeps serving, and a well-formed answer goes through as before.
+    assert served.status == 200, served.body
+    assert served.json()["headers"]["x-tag"] == "fine"
+    assert "x-injected" not in served.json()["headers"]
+    assert hits == 1
