@@ -19,6 +19,7 @@ __all__ = [
     "ForwardedFor",
     "connection_named",
     "is_field",
+    "is_field_value",
     "request_id",
     "strip_request_headers",
     "strip_response_headers",
@@ -65,9 +66,14 @@ _FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _NOT_IN_FIELD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
+def is_field_value(value: bytes) -> bool:
+    """Whether ``value`` can be written as a header's value as it is."""
+    return _NOT_IN_FIELD_VALUE.search(value) is None
+
+
 def is_field(name: bytes, value: bytes) -> bool:
     """Whether ``name: value`` can be written as one header line as it is."""
-    return _FIELD_NAME.fullmatch(name) is not None and _NOT_IN_FIELD_VALUE.search(value) is None
+    return _FIELD_NAME.fullmatch(name) is not None and is_field_value(value)
 
 
 # Never removed for being named in Connection: Host is no hop-by-hop field (dropping it would

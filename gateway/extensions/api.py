@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gateway.headers import is_field_value
+
 __all__ = [
     "BUILTIN_POINTS",
     "Call",
@@ -79,8 +81,19 @@ class Outcome:
                 raise ValueError(f"{name!r} is not a lower-case header name")
             if name in _FRAMING:
                 raise ValueError(f"{name!r} frames the message; an extension cannot set it")
-            if any(c in value for c in "\r\n\x00"):
-                raise ValueError(f"header {name!r} has a line break or NUL in its value")
+            if not _field_value(value):
+                raise ValueError(
+                    f"header {name!r}: a value is Latin-1 text without control characters "
+                    "(HTAB aside), so it stays one header line"
+                )
+
+
+def _field_value(value: str) -> bool:
+    try:
+        encoded = value.encode("latin-1")  # as the gateway sends it
+    except UnicodeEncodeError:
+        return False
+    return is_field_value(encoded)
 
 
 def deny(reason: str, status: int = 403) -> Outcome:

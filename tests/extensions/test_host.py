@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from authz.errors import ConfigError
-from gateway.extensions import Call
+from gateway.extensions import Call, add_headers
 from gateway.extensions.host import ExtensionHost
 from gateway.extensions.loader import load_extensions
 from gateway.extensions.metrics import ExtensionMetrics
@@ -250,3 +250,17 @@ def test_an_installed_entry_point_loads_when_the_config_names_it(tmp_path, monke
     )
     step = loaded.host.plan("pre_upstream").steps[0]
     assert type(step.extension).__name__ == "PromoTag"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a\r\nx-injected: yes", "a\nb", "a\rb", "a\x00b", "a\x1bb", "a\x7fb", "€"],
+    ids=["crlf", "lf", "cr", "nul", "escape", "del", "not-latin-1"],
+)
+def test_an_outcome_refuses_a_value_that_is_not_one_header_line(value: str):
+    with pytest.raises(ValueError, match="one header line"):
+        add_headers(x_tag=value)
+
+
+def test_an_outcome_keeps_htab_and_latin_1_values():
+    assert add_headers(x_tag="a\tb é").headers == (("x-tag", "a\tb é"),)
