@@ -11,7 +11,9 @@ its upstreams before any route sees a request.
 - An HTTP/1.1 request needs exactly one ``Host`` (RFC 9112 3.2), versions other than 1.0 and
   1.1 are refused (505), a body whose last transfer coding is not ``chunked`` gets 400 (no length
   can be read from it) and a coding before ``chunked`` gets 501 (re-framing would drop it).
-- Trailer fields stay trailers: they are never added to the request's headers.
+- Trailer fields stay trailers: they are never added to the request's headers. What a body
+  carries besides its data (chunk framing and extensions, trailer fields) is held to the same
+  cap, counted from the last data byte: a client cannot stream an endless trailer (431).
 - Each request's scope carries its connection's own state (``gateway.asgi.CONNECTION``), for
   what a policy keeps between one client's requests.
 - Each request's response head is written by :class:`gateway.http_cycle.ResponseCycle`.
@@ -71,6 +73,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         # Heads completed on this connection: a read that completes one is not counted as head.
         self._heads = 0
+        # Bytes read inside a message since its last data byte (framing, trailer fields), and
+        # whether the current read delivered a data byte.
+        self._beside_body = 0
+        self._fed_body = False
         self._refusal: GatewayError | None = None
         # What the client owes by ``_deadline``: a "head" (the next request's, from the
         # connection's start or the last message's end), a "body" it announced, or None. One
@@ -103,13 +109,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             # for it; the head is judged once the answer is done.
             self._expect("head", self.head_seconds)
             return
-        started_head = self._owed == "head" and self._head_bytes > 0
-        stalled_body = self._owed == "body" and cycle is not None and not cycle.response_started
-        if started_head or stalled_body:
+        if self._owed == "head" and self._head_bytes > 0:
             self._refuse(RequestTimeout("request_timeout"))
+        elif self._owed == "body":
+            self._refuse_mid_request(RequestTimeout("request_timeout"))
         else:
-            # Idle with no request begun, or a body stalled after the answer began: nothing to
-            # say on this connection.
+            # Idle with no request begun: nothing to say on this connection.
             transport.close()
 
     def _stop_timer(self) -> None:
@@ -129,8 +134,16 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         reading_head, heads = self._reading_head, self._heads
+        self._fed_body = False
         super().data_received(data)
-        if reading_head and self._reading_head and self._heads == heads:
+        if not reading_head:
+            if not self._reading_head and not self._fed_body and self._heads == heads:
+                # A read inside a body that carried no data: chunk framing or trailer fields,
+                # which httptools would otherwise buffer without end. Capped like a head.
+                self._beside_body += len(data)
+                if self._beside_body > self.max_head_bytes:
+                    self._refuse_mid_request(HeadersTooLarge("headers_too_large"))
+        elif self._reading_head and self._heads == heads:
             # No head ended in this read, which began and ended inside one: all of it was head.
             # Counted per read, not per header (a head usually arrives whole, in one read, and
             # its exact size is checked when it ends); one read is bounded by the event loop's
@@ -179,6 +192,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if hosts != 1 and version == "1.1":
             self._stop(MalformedRequest("invalid_host"))
         if has_body:
+            self._beside_body = 0
             self._expect("body", self.body_idle_seconds)
         else:
             self._owed = None
@@ -237,6 +251,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         self._deadline = self.loop.time() + self.body_idle_seconds
+        self._fed_body = True
+        self._beside_body = 0
         super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -252,6 +268,17 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         """Stop the parser from one of its callbacks; uvicorn then calls send_400_response."""
         self._refusal = refusal
         raise refusal
+
+    def _refuse_mid_request(self, refusal: GatewayError) -> None:
+        """Refuse the request whose body is being read; once its answer has begun, there is
+        nothing left to say on this connection but to close it."""
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started:
+            self._stop_timer()
+            if self.transport is not None:
+                self.transport.close()
+        else:
+            self._refuse(refusal)
 
     def _refuse(self, refusal: GatewayError) -> None:
         self._stop_timer()

@@ -184,3 +184,32 @@ def test_trailer_fields_never_become_request_headers(edge: Gateway):
     assert status == 200, answer
     seen = json.loads(body)["headers"]
     assert "x-injected" not in seen and "authorization" not in seen
+
+
+def _chunked_upload(*parts: bytes) -> list[bytes]:
+    head = b"POST /api/v1/image/upload HTTP/1.1\r\nhost: e\r\ntransfer-encoding: chunked\r\n\r\n"
+    return [head + parts[0], *parts[1:]]
+
+
+def test_trailer_fields_over_the_head_cap_are_431_not_buffered(edge: Gateway):
+    # Each piece is its own read: the trailer grows past the cap (2,048 here) after the body.
+    field = b"x-t: " + b"a" * 995 + b"\r\n"
+    parts = _chunked_upload(b"5\r\nhello\r\n0\r\n", field, field, field, field, b"\r\n")
+    _assert_json_refusal(_exchange(edge, *parts, pause=0.05), 431, "headers_too_large")
+    # One field too long to end, and an endless chunk extension, the same.
+    endless = [b"a" * 1000] * 4
+    parts = _chunked_upload(b"5\r\nhello\r\n0\r\nx-t: ", *endless)
+    _assert_json_refusal(_exchange(edge, *parts, pause=0.05), 431, "headers_too_large")
+    parts = _chunked_upload(b"5;ext=", *endless)
+    _assert_json_refusal(_exchange(edge, *parts, pause=0.05), 431, "headers_too_large")
+    _still_serving(edge)
+
+
+def test_a_body_of_many_small_chunks_is_never_counted_as_head(edge: Gateway):
+    # 6 bytes of framing per byte of data: 30 kB of framing in all, far past the cap, but
+    # never 2,048 bytes without data between.
+    chunks = b"1\r\nb\r\n" * 1000
+    parts = _chunked_upload(chunks, chunks, chunks, chunks, chunks + b"0\r\n\r\n")
+    status, _, reply = _refusal(_exchange(edge, *parts, pause=0.02))
+    assert status == 200, reply
+    assert json.loads(reply)["received"] == 5000
