@@ -27,6 +27,8 @@ _HIGH_WATER = 1024 * 1024
 _TARGET_CACHE_SIZE = 4096
 # Headers a caller may not choose: the transport frames the message itself.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+# Answers that end with their head whatever their headers say (RFC 9110 15.3.5, 15.4.5).
+_NO_BODY = frozenset({204, 304})
 
 
 class _Connection(asyncio.Protocol):
@@ -46,6 +48,7 @@ class _Connection(asyncio.Protocol):
         self._body_waiter: asyncio.Future[None] | None = None
         self.complete = False
         self._reusable = False
+        self._retired = False
         self._delimited_by_close = False
         self._reading_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -201,7 +204,11 @@ class _Connection(asyncio.Protocol):
 
     @property
     def keep_alive(self) -> bool:
-        return self.complete and self._reusable and not self.closed
+        return self.complete and self._reusable and not self.closed and not self._retired
+
+    def retire(self) -> None:
+        """Close once the exchange is done instead of going back to the pool."""
+        self._retired = True
 
     def close(self) -> None:
         self.closed = True
@@ -441,6 +448,11 @@ class Http1Transport(httpx.AsyncBaseTransport):
             # httptools cannot be told a HEAD answer has no body: never reuse this connection.
             connection.complete = True
             connection.close()
+        elif status in _NO_BODY:
+            # The answer ends with its head, but servers that write a body for it anyway are
+            # common, and that body may come after the connection went back to the pool: the
+            # next client's exchange would read it as its answer. Not reused.
+            connection.retire()
 
         def release(done: _Connection) -> None:
             self._release(key, done)

@@ -18,6 +18,7 @@ from tests.support.http import send
 class _Handler(socketserver.StreamRequestHandler):
     """``/interim/<who>``: 100 Continue, then 300 ms later a 201 with ``<who>``'s cookie.
     ``/trailing``: a 200 followed, in the same write, by a second answer nobody asked for.
+    ``/late/<status>``: a 204 or 304, then 200 ms later a body anyway, shaped as an answer.
     Anything else: a plain 200 naming the path."""
 
     def handle(self) -> None:
@@ -38,6 +39,15 @@ class _Handler(socketserver.StreamRequestHandler):
                 self.wfile.write(
                     b"HTTP/1.1 201 Created\r\nset-cookie: session=" + who + b"\r\n"
                     b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
+            elif path.startswith("/late/"):
+                status = path.rsplit("/", 1)[1].encode()
+                self.wfile.write(b"HTTP/1.1 " + status + b" Nothing\r\n\r\n")
+                self.wfile.flush()
+                time.sleep(0.2)
+                self.wfile.write(
+                    b"HTTP/1.1 200 OK\r\nset-cookie: session=stray\r\n"
+                    b"content-length: 5\r\n\r\nstray"
                 )
             elif path == "/trailing":
                 self.wfile.write(
@@ -94,3 +104,16 @@ def test_bytes_after_an_answer_are_dropped_with_their_connection(
         reply = send(gateway.port, f"/api/v1/image/plain/{index}")
         assert (reply.status, reply.body) == (200, f"/plain/{index}".encode())
         assert "set-cookie" not in reply.headers
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_a_body_written_late_after_a_bodiless_answer_never_reaches_the_next_client(
+    start_gateway: StartGateway, framing_upstream: str, status: int
+):
+    gateway = start_gateway(routes_text([framing_upstream]))
+    first = send(gateway.port, f"/api/v1/image/late/{status}")
+    assert (first.status, first.body) == (status, b"")
+    # Sent before the stray body arrives: the 204's connection is not the one it goes out on.
+    second = send(gateway.port, "/api/v1/image/plain/next")
+    assert (second.status, second.body) == (200, b"/plain/next")
+    assert "set-cookie" not in second.headers
