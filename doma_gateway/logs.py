@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+from gateway.errors import ResponseCutShort
+
 __all__ = ["configure_logging"]
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -34,9 +36,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class _LoggedAlready(logging.Filter):
+    """Drops the server's "Exception in ASGI application" for an answer the gateway cut short
+    on purpose: the gateway has logged why, with the request id, and there is no bug to trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, ResponseCutShort)
+
+
 def configure_logging(level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(_LoggedAlready())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

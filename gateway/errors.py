@@ -22,7 +22,9 @@ The tree::
         │   └── UpstreamOverflow 503  max_requests already in flight; carries Retry-After
         └── UpstreamTimeout      504  connect, read or the total deadline expired
 
-Configuration errors are :class:`authz.errors.ConfigError` (file, line, column), shared with authz.
+:class:`ResponseCutShort` is no GatewayError: it has no status to send, since the answer has
+begun. Configuration errors are :class:`authz.errors.ConfigError` (file, line, column), shared
+with authz.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "MethodNotAllowed",
     "PayloadTooLarge",
     "RequestTimeout",
+    "ResponseCutShort",
     "RouteNotFound",
     "UnsupportedCoding",
     "UpstreamError",
@@ -133,3 +136,9 @@ class UpstreamOverflow(UpstreamUnavailable):
 
 class UpstreamTimeout(UpstreamError):
     status, error = 504, "gateway_timeout"
+
+
+class ResponseCutShort(Exception):
+    """The upstream failed after the client's answer began (a reset, a read timeout): the
+    gateway has logged why, and the server closes the client's connection without the answer's
+    end, so the client cannot take the part for the whole."""

@@ -22,6 +22,7 @@ from gateway.errors import (
     CircuitOpen,
     GatewayError,
     InvalidFraming,
+    ResponseCutShort,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -44,6 +45,11 @@ class ClientDisconnected(Exception):
     """The client went away while its request body was being read."""
 
 
+# What the transports raise when an upstream fails: a timeout, a refused or reset connection,
+# an answer that is not HTTP.
+UPSTREAM_FAILURES = (TimeoutError, httpx.TransportError, httpx.DecodingError)
+
+
 @contextlib.contextmanager
 def map_upstream_errors(upstream: str) -> Iterator[None]:
     """Translate transport exceptions into gateway errors that carry their HTTP status."""
@@ -55,7 +61,7 @@ def map_upstream_errors(upstream: str) -> Iterator[None]:
         raise UpstreamTimeout("upstream_timeout", upstream=upstream) from exc
     except httpx.ConnectError as exc:
         raise UpstreamUnavailable("upstream_connect_failed", upstream=upstream) from exc
-    except (httpx.TransportError, httpx.DecodingError) as exc:
+    except UPSTREAM_FAILURES as exc:
         raise BadGateway("upstream_protocol_error", upstream=upstream) from exc
 
 
@@ -334,6 +340,14 @@ class Proxy:
                     return
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
+        except UPSTREAM_FAILURES as exc:
+            upstream = match.route.upstream
+            log.warning(
+                "upstream failed mid-response",
+                extra={"request_id": request_id, "upstream": upstream, "error": type(exc).__name__},
+            )
+            self._metrics.upstream_error(upstream, "upstream_failed_mid_response")
+            raise ResponseCutShort from exc
         finally:
             watcher.cancel()
             await response.aclose()

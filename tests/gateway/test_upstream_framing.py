@@ -3,12 +3,15 @@ reach another client (each exchange ends at its own final answer)."""
 
 from __future__ import annotations
 
+import json
+import socket
 import socketserver
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from tests.gateway.conftest import StartGateway, routes_text
@@ -19,6 +22,7 @@ class _Handler(socketserver.StreamRequestHandler):
     """``/interim/<who>``: 100 Continue, then 300 ms later a 201 with ``<who>``'s cookie.
     ``/trailing``: a 200 followed, in the same write, by a second answer nobody asked for.
     ``/late/<status>``: a 204 or 304, then 200 ms later a body anyway, shaped as an answer.
+    ``/cut/length``, ``/cut/chunked``: 100 kB of a longer body, then the connection closes.
     Anything else: a plain 200 naming the path."""
 
     def handle(self) -> None:
@@ -40,6 +44,19 @@ class _Handler(socketserver.StreamRequestHandler):
                     b"HTTP/1.1 201 Created\r\nset-cookie: session=" + who + b"\r\n"
                     b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
                 )
+            elif path.startswith("/cut/"):
+                part = b"c" * 100_000
+                if path == "/cut/length":
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: 200000\r\n\r\n" + part)
+                else:
+                    self.wfile.write(
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                        + b"%x\r\n" % len(part)
+                        + part
+                        + b"\r\n"
+                    )
+                self.wfile.flush()
+                return
             elif path.startswith("/late/"):
                 status = path.rsplit("/", 1)[1].encode()
                 self.wfile.write(b"HTTP/1.1 " + status + b" Nothing\r\n\r\n")
@@ -117,3 +134,50 @@ def test_a_body_written_late_after_a_bodiless_answer_never_reaches_the_next_clie
     second = send(gateway.port, "/api/v1/image/plain/next")
     assert (second.status, second.body) == (200, b"/plain/next")
     assert "set-cookie" not in second.headers
+
+
+def _read_until_closed(port: int, path: str) -> bytes:
+    request = f"GET {path} HTTP/1.1\r\nhost: edge\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(request)
+        chunks = []
+        while data := connection.recv(65536):
+            chunks.append(data)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_an_upstream_that_fails_mid_answer_cuts_the_clients_answer_short_and_says_why(
+    start_gateway: StartGateway, framing_upstream: str, framing: str
+):
+    gateway = start_gateway(routes_text([framing_upstream]))
+    answer = _read_until_closed(gateway.port, f"/api/v1/image/cut/{framing}")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    # The connection closes without the answer's end: short of its Content-Length, or without
+    # the last chunk, so no client can take the part for the whole.
+    if framing == "length":
+        assert b"content-length: 200000" in head.lower() and len(body) < 200_000
+    else:
+        assert not body.endswith(b"0\r\n\r\n") and 50_000 < len(body) < 200_000
+    request_id = dict(
+        line.split(": ", 1) for line in head.decode("latin-1").lower().split("\r\n")[1:]
+    )["x-request-id"]
+    # One warning that names the request and the upstream; no traceback from the server.
+    deadline = time.monotonic() + 5
+    while "upstream failed mid-response" not in gateway.process.stderr():
+        assert time.monotonic() < deadline, gateway.process.stderr()[-2000:]
+        time.sleep(0.05)
+    warning = next(
+        json.loads(line)
+        for line in gateway.process.stderr().splitlines()
+        if "upstream failed mid-response" in line
+    )
+    assert (warning["level"], warning["request_id"]) == ("warning", request_id)
+    assert warning["upstream"] and warning["error"] == "RemoteProtocolError"
+    assert "Exception in ASGI application" not in gateway.process.stderr()
+    metrics = httpx.get(gateway.admin + "/metrics").text
+    assert 'reason="upstream_failed_mid_response"' in metrics
+    # The gateway keeps serving.
+    reply = send(gateway.port, "/api/v1/image/plain/after")
+    assert (reply.status, reply.body) == (200, b"/plain/after")
