@@ -11,6 +11,8 @@ its upstreams before any route sees a request.
 - An HTTP/1.1 request needs exactly one ``Host`` (RFC 9112 3.2), versions other than 1.0 and
   1.1 are refused (505), a body whose last transfer coding is not ``chunked`` gets 400 (no length
   can be read from it) and a coding before ``chunked`` gets 501 (re-framing would drop it).
+- A request asking to upgrade (``Connection: upgrade``) is served as a plain one, since the
+  gateway serves no upgrade, and a request pipelined behind it is served next.
 - Trailer fields stay trailers: they are never added to the request's headers. What a body
   carries besides its data (chunk framing and extensions, trailer fields) is held to the same
   cap, counted from the last data byte: a client cannot stream an endless trailer (431).
@@ -135,7 +137,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         reading_head, heads = self._reading_head, self._heads
         self._fed_body = False
-        super().data_received(data)
+        self._feed(data)
         if not reading_head:
             if not self._reading_head and not self._fed_body and self._heads == heads:
                 # A read inside a body that carried no data: chunk framing or trailer fields,
@@ -154,6 +156,33 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             elif self._owed is None:
                 # The first bytes of a head after an answer: from now on the client owes it.
                 self._expect("head", self.head_seconds)
+
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's ``data_received`` (0.54), except for a request that asks to upgrade.
+
+        The gateway serves no upgrade (``ws="none"``, and ``Upgrade`` is hop-by-hop): such a
+        request is answered as a plain one, and what follows it in the same read is the next
+        request. uvicorn would drop those bytes, leaving a pipelined request unanswered, and log
+        two warnings per request for any client to repeat.
+        """
+        self._unset_keepalive_if_required()
+        rest = memoryview(data)
+        while True:
+            try:
+                self.parser.feed_data(rest)
+                return
+            except httptools.HttpParserError:
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("Invalid HTTP request received.")
+                return
+            except httptools.HttpParserUpgrade as upgrade:
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                    return
+                # Where the upgrade request ended: a view, so no read is copied per request.
+                rest = rest[upgrade.args[0] if upgrade.args else len(rest) :]
+                if not rest:
+                    return
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's answer to any parser error, here JSON with the reason we know.

@@ -213,3 +213,20 @@ def test_a_body_of_many_small_chunks_is_never_counted_as_head(edge: Gateway):
     status, _, reply = _refusal(_exchange(edge, *parts, pause=0.02))
     assert status == 200, reply
     assert json.loads(reply)["received"] == 5000
+
+
+def test_a_request_asking_to_upgrade_is_served_plain_with_the_next_one_in_the_same_read(
+    edge: Gateway, upstream: ScriptedUpstream
+):
+    # No upgrade is served: the first is answered as a plain request, without its Upgrade, and
+    # the request pipelined behind it in the same write is answered too, in order.
+    first = b"GET " + PATH.encode() + b"?n=1 HTTP/1.1\r\nhost: e\r\nconnection: upgrade\r\n"
+    second = b"GET " + PATH.encode() + b"?n=2 HTTP/1.1\r\nhost: e\r\nconnection: close\r\n\r\n"
+    answer = _exchange(edge, first + b"upgrade: h2c\r\n\r\n" + second)
+    assert answer.count(b"HTTP/1.1 200") == 2, answer
+    replies = [json.loads(part.split(b"\r\n\r\n", 1)[1]) for part in answer.split(b"HTTP/1.1 ")[1:]]
+    assert [reply["path"] for reply in replies] == [
+        f"{PATH[len('/api/v1/image') :]}?n={n}" for n in (1, 2)
+    ]
+    assert "upgrade" not in replies[0]["headers"]
+    assert "Unsupported upgrade" not in edge.process.stderr()
