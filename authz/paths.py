@@ -2,9 +2,9 @@
 
 RFC 3986 normalization (percent-encoded unreserved characters decoded, hex upper-cased, dot
 segments removed) plus merged slashes. Anything a backend could read differently from us is
-*ambiguous*: encoded ``/`` or ``\\``, a literal ``\\``, double encoding (``%25``), ``;`` path
-parameters, a fragment, dot segments, empty segments, or an escape no UTF-8 encoder writes
-(overlong forms like ``%C0%AE``). An ambiguous path never matches a bypass
+*ambiguous*: encoded ``/``, ``\\``, ``?`` or ``#``, a literal ``\\``, double encoding
+(``%25``), ``;`` path parameters, a fragment, dot segments, empty segments, or an escape no
+UTF-8 encoder writes (overlong forms like ``%C0%AE``). An ambiguous path never matches a bypass
 rule (security rule 1); an *invalid* one (NUL, control characters, a broken escape, not
 origin-form) is refused outright.
 """
@@ -21,7 +21,18 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 _HEX = frozenset("0123456789abcdefABCDEF")
 # Escapes that decode to a path delimiter or to another escape: a backend that decodes them
 # would see a different path than the one we matched.
-_AMBIGUOUS_ESCAPES = {"2F": "encoded_slash", "5C": "encoded_backslash", "25": "double_encoding"}
+_AMBIGUOUS_ESCAPES = {
+    "2F": "encoded_slash",
+    "5C": "encoded_backslash",
+    "25": "double_encoding",
+    # A backend that decodes before it splits off the query or the fragment would route
+    # /api/v1/scan%3F/health as /api/v1/scan.
+    "3F": "encoded_question_mark",
+    "23": "encoded_number_sign",
+}
+# Targets longer than this are normalized on every request instead of cached: the cache holds
+# 4,096 targets, and 4,096 heads' worth of 64 KiB targets would pin about half a GiB.
+_CACHED_TARGET_CHARS = 2048
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
 
@@ -40,10 +51,13 @@ class RequestPath:
     invalid: str | None = None
 
 
-# Cached: clients ask for the same few targets over and over.
-@lru_cache(maxsize=4096)
 def normalize(target: str) -> RequestPath:
     """Normalize a raw request target (path plus optional query, as sent on the wire)."""
+    # Cached: clients ask for the same few targets over and over.
+    return _cached(target) if len(target) <= _CACHED_TARGET_CHARS else _normalize(target)
+
+
+def _normalize(target: str) -> RequestPath:
     # Hot path: the common clean target is decided by a few C-level scans.
     ambiguous: str | None = None
     raw_path, _, query = target.partition("?")
@@ -91,6 +105,9 @@ def normalize(target: str) -> RequestPath:
         last = ""
     output.append(last)
     return RequestPath("/" + "/".join(output), query, ambiguous)
+
+
+_cached = lru_cache(maxsize=4096)(_normalize)
 
 
 def _decode_unreserved(path: str) -> tuple[str, str | None] | None:

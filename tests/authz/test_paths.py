@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authz.paths import normalize
+from authz.paths import RequestPath, normalize
 
 
 def test_clean_path_is_unchanged_and_not_ambiguous():
@@ -37,6 +37,8 @@ def test_clean_path_is_unchanged_and_not_ambiguous():
         ("/public/%e0%80%ae/admin", "/public/%E0%80%AE/admin", "overlong_utf8"),
         ("/public/%ed%a0%80", "/public/%ED%A0%80", "overlong_utf8"),
         ("/public/%f8%80%80%80%ae", "/public/%F8%80%80%80%AE", "overlong_utf8"),
+        ("/api/v1/scan%3F/health", "/api/v1/scan%3F/health", "encoded_question_mark"),
+        ("/api/v1/scan%23/health", "/api/v1/scan%23/health", "encoded_number_sign"),
     ],
 )
 def test_hostile_paths_are_flagged_ambiguous(target, normalized, reason):
@@ -109,3 +111,14 @@ def test_normalizing_twice_changes_nothing(target):
 @pytest.mark.parametrize("target", ["/caf%C3%A9", "/%E2%82%AC", "/%F0%9F%98%80", "/legacy/%E9"])
 def test_utf8_and_single_byte_escapes_are_clean(target):
     assert normalize(target).ambiguous is None
+
+
+def test_long_targets_are_normalized_alike_but_never_cached():
+    from authz import paths
+
+    long = "/a/" + "b" * 60_000 + "/../c?q=1"
+    before = paths._cached.cache_info().currsize
+    first, second = normalize(long), normalize(long)
+    assert first == second == RequestPath("/a/c", "q=1", "dot_segment")
+    assert paths._cached.cache_info().currsize == before
+    assert normalize("/short") is normalize("/short")
