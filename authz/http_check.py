@@ -39,8 +39,9 @@ def check_input(
     return CheckInput(method=method, path=target, headers=joined, credential_memo=memo)
 
 
-def http_reply(decision: Decision, *, keep_alive: bool) -> bytes:
-    """The whole HTTP/1.1 response for ``decision``, ready to write."""
+def http_reply(decision: Decision, *, keep_alive: bool, head: bool = False) -> bytes:
+    """The whole HTTP/1.1 response for ``decision``, ready to write; to a HEAD request, the
+    same head without the body (RFC 9110 9.3.2)."""
     if decision.allowed:
         status, body = 200, b""
         headers = list(decision.headers_to_set)
@@ -56,4 +57,4 @@ def http_reply(decision: Decision, *, keep_alive: bool) -> bytes:
     if not keep_alive:
         lines.append("connection: close")
     # UTF-8, as Envoy writes a gRPC answer's header values: the same claim, the same bytes.
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (b"" if head else body)

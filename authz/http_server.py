@@ -7,11 +7,14 @@ a store lookup) goes to a task, and later requests on that connection queue behi
 keep their order.
 
 Whoever can reach the port is held to limits, since a check request is small and Envoy sends it
-whole at once: a request head over 64 KiB (the URL included) is refused 431, a request must
-arrive whole within ``request_seconds`` (10) of its first byte or get 408, and a connection
-with no request under way is closed after ``idle_seconds`` (300; the shipped Envoy bootstrap
-lets its pooled connections idle 60 s, so Envoy closes them first). Each refusal closes the
-connection.
+whole at once: a request head over 64 KiB (the URL included; each field counted with its ``: ``
+and line end, so many empty fields cost like one long one) is refused 431, and so are trailer
+fields past the same cap (trailer fields are never check headers); a request must arrive whole
+within ``request_seconds`` (10) of its first byte or get 408, and a connection with no request
+under way is closed after ``idle_seconds`` (300; the shipped Envoy bootstrap lets its pooled
+connections idle 60 s, so Envoy closes them first). An upgrade or CONNECT request is refused
+400 before it is decided. Each refusal closes the connection. A HEAD request gets its answer's
+head only; ``Expect: 100-continue`` gets its ``100 Continue`` at once.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ _HEAD_TOO_LARGE = _refusal(
     "431 Request Header Fields Too Large", "request_header_fields_too_large", "headers_too_large"
 )
 _TOO_SLOW = _refusal("408 Request Timeout", "request_timeout", "request_timeout")
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class HttpCheckServer:
@@ -73,16 +77,16 @@ class HttpCheckServer:
         self._connections: set[_CheckProtocol] = set()
         self.port: int | None = None
 
-    def reply(self, decision: Decision, keep_alive: bool) -> bytes:
-        key = ("http", keep_alive)
+    def reply(self, decision: Decision, keep_alive: bool, head: bool = False) -> bytes:
+        key = ("http", keep_alive, head)
         data: bytes | None = decision.wire.get(key)
         if data is None:
             try:
-                data = http_reply(decision, keep_alive=keep_alive)
+                data = http_reply(decision, keep_alive=keep_alive, head=head)
             except Exception:
                 # Fail closed with the documented answer, never a dropped or half-written one.
                 log.exception("answer failed")
-                return self.reply(self._internal_error, keep_alive)
+                return self.reply(self._internal_error, keep_alive, head)
             decision.wire[key] = data
         return data
 
@@ -112,7 +116,8 @@ class _CheckProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._url = b""
         self._headers: list[tuple[str, str]] = []
-        self._queue: deque[tuple[CheckInput, bool]] = deque()
+        # Checks waiting on I/O, in order, with how to answer each: keep-alive, and HEAD.
+        self._queue: deque[tuple[CheckInput, bool, bool]] = deque()
         self._waiting = False
         # Envoy's pooled connection carries one client's checks after another: a run of checks
         # with one credential skips parsing and hashing it again.
@@ -122,6 +127,11 @@ class _CheckProtocol(asyncio.Protocol):
         self._in_request = False
         self._head: int | None = None
         self._head_parts = 0
+        # Requests begun on this connection (a read that began one does not charge the whole
+        # read to its head), and whether the current one's head is done (later fields are
+        # trailer fields: counted, never headers).
+        self._begun = 0
+        self._in_body = False
         # The answer to a request the parser was stopped for, when it is not a plain 400; and
         # whether a refusal was sent (the connection only lingers until it closes).
         self._refusal: bytes | None = None
@@ -180,18 +190,17 @@ class _CheckProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # lingering after a refusal: read and dropped (see _refuse)
+        begun = self._begun
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # Upgrade and CONNECT: no check is either; refused like any other bad request.
-            self._refuse(_BAD_REQUEST)
-            return
-        except httptools.HttpParserError:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             self._refuse(self._refusal or _BAD_REQUEST)
             return
-        if self._head is not None:
-            # Still inside a request head after this read: count it (a read is bounded by the
-            # event loop's buffer, so at most that much is parsed past the cap).
+        if self._head is not None and self._begun == begun:
+            # A head that began in an earlier read is still not whole: count all of this read
+            # (a read is bounded by the event loop's buffer, so at most that much is parsed past
+            # the cap). A head that began in this read is counted by its parts (_count): the
+            # read also held the requests before it.
             self._head += len(data)
             if self._head > _MAX_HEAD_BYTES:
                 self._refuse(_HEAD_TOO_LARGE)
@@ -221,6 +230,8 @@ class _CheckProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
+        self._begun += 1
+        self._in_body = False
         # A request has begun: it has request_seconds to arrive whole.
         self._in_request, self._head, self._head_parts = True, 0, 0
         self._deadline = self._loop.time() + self._server.request_seconds
@@ -230,8 +241,10 @@ class _CheckProtocol(asyncio.Protocol):
         self._count(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value))
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        # With its ": " and line end: many empty fields are no cheaper than one long one.
+        self._count(len(name) + len(value) + 4)
+        if not self._in_body:
+            self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def _count(self, size: int) -> None:
         """Parts of a head that arrived within one read: their exact size, framing left out."""
@@ -242,11 +255,22 @@ class _CheckProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._head = None
+        self._in_body = True
+        if self._parser.should_upgrade():
+            # Upgrade and CONNECT: no check is either; refused like any other bad request,
+            # before any answer is written for it.
+            raise httptools.HttpParserError("upgrade")
         # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing; refused, never guessed.
         if self._parser.get_http_version() == "1.0" and any(
             name.lower() == "transfer-encoding" for name, _ in self._headers
         ):
             raise httptools.HttpParserError("transfer-encoding in HTTP/1.0")
+        if self._transport is not None and any(
+            name.lower() == "expect" and value.lower() == "100-continue"
+            for name, value in self._headers
+        ):
+            # The check needs no body, but the client waits for leave to send it.
+            self._transport.write(_CONTINUE)
 
     def on_message_complete(self) -> None:
         # Between requests now: idle until the next one begins.
@@ -256,6 +280,8 @@ class _CheckProtocol(asyncio.Protocol):
         target = self._url.decode("latin-1")
         keep_alive = self._parser.should_keep_alive()
         check = check_input(method, target, self._headers, self._server.path_prefix, self._memo)
+        self._in_body = False
+        head = method == "HEAD"
         if not self._waiting:
             # Most checks need no I/O: answer them here, without scheduling a task.
             started = time.perf_counter()
@@ -265,9 +291,9 @@ class _CheckProtocol(asyncio.Protocol):
                 log.exception("check failed")
                 decision = self._server._internal_error
             if decision is not None:
-                self._answer(decision, keep_alive, started)
+                self._answer(decision, keep_alive, head, started)
                 return
-        self._queue.append((check, keep_alive))
+        self._queue.append((check, keep_alive, head))
         if not self._waiting:
             self._start_worker()
 
@@ -281,22 +307,22 @@ class _CheckProtocol(asyncio.Protocol):
         server = self._server
         try:
             while self._queue:
-                check, keep_alive = self._queue.popleft()
+                check, keep_alive, head = self._queue.popleft()
                 started = time.perf_counter()
                 try:
                     decision = await server.authorizer.decide(check)
                 except Exception:
                     log.exception("check failed")
                     decision = server._internal_error
-                self._answer(decision, keep_alive, started)
+                self._answer(decision, keep_alive, head, started)
         finally:
             self._waiting = False
 
-    def _answer(self, decision: Decision, keep_alive: bool, started: float) -> None:
+    def _answer(self, decision: Decision, keep_alive: bool, head: bool, started: float) -> None:
         transport = self._transport
         if transport is None or self._refused:
             return
-        transport.write(self._server.reply(decision, keep_alive))
+        transport.write(self._server.reply(decision, keep_alive, head))
         if not keep_alive:
             transport.close()
         if self._server.metrics is not None:

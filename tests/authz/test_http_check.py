@@ -139,9 +139,9 @@ async def test_a_check_waiting_on_a_key_fetch_keeps_answers_in_order(tmp_path):
 )
 async def test_malformed_requests_get_400_and_the_server_keeps_serving(server, data, caplog):
     answer = await raw_exchange(server.port, data)
-    # An upgrade request is a whole request first: its check is answered, then the upgrade
-    # refused.
-    refusal = answer[answer.rindex(b"HTTP/1.1 ") :]
+    # The refusal is the only answer: an upgrade request is refused before its check is decided.
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+    refusal = answer
     assert refusal.startswith(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json")
     assert json.loads(refusal.partition(b"\r\n\r\n")[2]) == {
         "error": "bad_request",
@@ -219,10 +219,10 @@ async def test_an_answer_that_cannot_be_encoded_is_a_503_and_the_server_keeps_se
 
     real = http_server.http_reply
 
-    def failing(decision, *, keep_alive):
+    def failing(decision, *, keep_alive, head=False):
         if decision.allowed:
             raise UnicodeEncodeError("latin-1", "x", 0, 1, "cannot encode")
-        return real(decision, keep_alive=keep_alive)
+        return real(decision, keep_alive=keep_alive, head=head)
 
     monkeypatch.setattr(http_server, "http_reply", failing)
     token = KEY.token(sub="someone-new")
@@ -231,3 +231,53 @@ async def test_an_answer_that_cannot_be_encoded_is_a_503_and_the_server_keeps_se
     assert (reply.status, json.loads(reply.body)["reason"]) == (503, "internal_error")
     denied = await asyncio.to_thread(send, server.port, "/check/api/v1/x")
     assert (denied.status, json.loads(denied.body)["reason"]) == (401, "missing_token")
+
+
+async def test_trailer_fields_are_never_check_headers_and_count_toward_the_head_cap(server):
+    token = KEY.token(sub="trailer")
+    head = b"POST /check/api/v1/x HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n"
+    smuggled = head + f"3\r\nabc\r\n0\r\nauthorization: Bearer {token}\r\n\r\n".encode()
+    answer = await raw_exchange(server.port, smuggled)
+    assert answer.startswith(b"HTTP/1.1 401"), answer
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["reason"] == "missing_token"
+    # Empty fields are not free: 20,000 of them (80 kB) pass the 64 KiB cap.
+    endless = head + b"0\r\n" + b"a:\r\n" * 20_000 + b"\r\n"
+    answer = await raw_exchange(server.port, endless)
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    reply = await asyncio.to_thread(send, server.port, "/check/api/v1/scan/health")
+    assert reply.status == 200
+
+
+async def test_many_small_pipelined_checks_are_each_held_to_their_own_head(server):
+    # 300 checks of about 2 kB in one write: far more than 64 KiB together, each far less.
+    one = b"GET /check/api/v1/scan/health HTTP/1.1\r\nhost: a\r\nx-pad: " + b"p" * 2000
+    data = (one + b"\r\n\r\n") * 299 + one + b"\r\nconnection: close\r\n\r\n"
+    answer = await raw_exchange(server.port, data)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200"] * 300
+
+
+async def test_a_head_request_gets_the_answer_without_its_body(server):
+    data = (
+        b"HEAD /check/api/v1/x HTTP/1.1\r\nhost: a\r\n\r\n"
+        b"GET /check/api/v1/x HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n"
+    )
+    answer = await raw_exchange(server.port, data)
+    first, _, rest = answer.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 401") and b"content-length: " in first
+    # The next answer follows the first head at once: no body in between.
+    assert rest.startswith(b"HTTP/1.1 401"), rest[:80]
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["reason"] == "missing_token"
+
+
+async def test_a_client_expecting_100_continue_gets_it_and_then_its_answer(server):
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        b"POST /check/api/v1/scan/health HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\n"
+        b"expect: 100-continue\r\n\r\n"
+    )
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"body")
+    final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+    assert final.startswith(b"HTTP/1.1 200")
+    writer.close()
