@@ -167,6 +167,16 @@ class _CheckProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    # A client that pipelines checks and never reads the answers would have them pile up in
+    # the write buffer: stop reading its checks until the buffer drains.
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
     def _arm(self, at: float) -> None:
         if self._timer is not None:
             self._timer.cancel()

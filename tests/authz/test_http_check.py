@@ -281,3 +281,19 @@ async def test_a_client_expecting_100_continue_gets_it_and_then_its_answer(serve
     final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
     assert final.startswith(b"HTTP/1.1 200")
     writer.close()
+
+
+async def test_a_client_that_never_reads_its_answers_stops_being_read(server):
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    request = b"GET /check/api/v1/x HTTP/1.1\r\nhost: a\r\n\r\n"  # 401 with a JSON body
+    # About 16 MB of checks whose answers are never read.
+    for _ in range(40):
+        writer.write(request * 10_000)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(writer.drain(), 0.2)
+    (connection,) = server._connections
+    transport = connection._transport
+    assert transport is not None
+    # Answers wait in the kernel and a bounded buffer, not in the server's memory.
+    assert transport.get_write_buffer_size() < 4 * 1024 * 1024
+    writer.transport.abort()
