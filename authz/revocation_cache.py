@@ -74,7 +74,12 @@ class RevocationCache:
         self._epoch_fresh = False
         self._trusted = False
         self.epoch: int | None = None
-        self._recent_epochs: OrderedDict[int, None] = OrderedDict()
+        # Events applied lately, by epoch, kind and target: an instance applies its own revokes
+        # at once and then hears them again from the bus. Not by epoch alone: a store that
+        # restarted without its data numbers its revocations from 1 again.
+        self._recent_events: OrderedDict[tuple[int, str, str], None] = OrderedDict()
+        # The epochs of those events since the store's epoch last went backwards.
+        self._recent_epochs: set[int] = set()
         # Plain counters, read by the metrics collector at scrape time.
         self.hits = 0
         self.misses = 0
@@ -131,12 +136,14 @@ class RevocationCache:
 
     def apply(self, event: RevocationEvent) -> None:
         """A revocation announced on the bus (or made by this instance)."""
-        # An instance applies its own revokes at once and then hears them again from the bus.
-        if event.epoch in self._recent_epochs:
+        key = (event.epoch, event.kind, event.target)
+        if key in self._recent_events:
             return
-        self._recent_epochs[event.epoch] = None
-        if len(self._recent_epochs) > _RECENT_EPOCHS:
-            self._recent_epochs.popitem(last=False)
+        self._recent_events[key] = None
+        if len(self._recent_events) > _RECENT_EPOCHS:
+            (old_epoch, _, _), _ = self._recent_events.popitem(last=False)
+            self._recent_epochs.discard(old_epoch)
+        self._recent_epochs.add(event.epoch)
         # Every epoch up to here seen as an event: the next epoch check has nothing to catch up
         # on, so a steady stream of revocations does not flush the cache every interval.
         while self.epoch is not None and self.epoch + 1 in self._recent_epochs:
@@ -174,6 +181,11 @@ class RevocationCache:
                 self.flush("epoch_unknown")
             return
         changed = epoch != self.epoch
+        if self.epoch is not None and epoch < self.epoch:
+            # The store restarted without its data, or failed over to a replica behind it: its
+            # epochs count again from there, so the epochs seen before say nothing now.
+            self._recent_epochs.clear()
+            self._recent_events.clear()
         self.epoch = epoch
         was_fresh, self._epoch_fresh = self._epoch_fresh, True
         if changed or not was_fresh:

@@ -260,3 +260,41 @@ def test_events_lost_on_a_silently_dead_bus_are_caught_by_the_epoch_check(tmp_pa
             server.stop()
         bus.close()
     assert "Traceback" not in server.stderr(), server.stderr()[-3000:]
+
+
+def test_a_store_restarted_without_its_data_revokes_at_once_again(tmp_path, amqp_url):
+    """A Redis that kept nothing numbers its revocations from 1 again: an instance that heard
+    epochs 1 to 3 before must not take the new epoch 1 for one it has already applied."""
+    redis = PrivateRedis().start()
+    servers: list[processes.ServerProcess] = []
+    try:
+        routes = write_routes(
+            tmp_path,
+            KEY,
+            # Epoch checks far apart: only the bus's event can revoke within the test's bound.
+            revocation_yaml(
+                redis.url, amqp_url, unique_prefix("store-reset"), epoch_check_interval_seconds=20
+            ),
+        )
+        server, checker = start_authz(routes)
+        other, other_checker = start_authz(routes)
+        servers += [server, other]
+        admin = admin_token(KEY)
+        for index in range(3):
+            jti, exp = _claims(KEY.token(sub=f"earlier-{index}"))
+            _revoke(str(other.listening["admin"]), admin, jti=jti, exp=exp)
+        redis.stop()
+        redis.start()
+        victim = KEY.token(sub="victim")
+        for instance in (checker, other_checker):
+            wait_for(lambda c=instance: c.check(victim) == (200, "ok"), 10, interval=0.05)
+        jti, exp = _claims(victim)
+        _revoke(str(other.listening["admin"]), admin, jti=jti, exp=exp)
+        for instance in (checker, other_checker):
+            took = wait_for(lambda c=instance: c.check(victim) == (401, "token_revoked"), 3)
+            print(f"\nrevoked after the store restarted: denied after {took:.3f}s")
+    finally:
+        for server in servers:
+            server.stop()
+            assert "Traceback" not in server.stderr(), server.stderr()[-3000:]
+        redis.close()

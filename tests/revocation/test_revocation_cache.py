@@ -262,3 +262,50 @@ def test_events_round_trip_and_garbage_is_ignored():
     assert decode_event(encode_event(event)) == event
     for garbage in (b"", b"{", b"[]", b'{"v":2}', b'{"v":1,"kind":"jti","target":"x"}'):
         assert decode_event(garbage) is None
+
+
+class RestartingStore(CountingStore):
+    def restart(self) -> None:
+        """Like a Redis that kept nothing on disk: every revocation gone, the epoch back to 0."""
+        MemoryStore.__init__(self)
+
+
+@pytest.mark.parametrize("noticed", [True, False], ids=["reset seen", "reset not seen yet"])
+async def test_a_store_restarted_without_its_data_loses_no_later_revocation(noticed: bool):
+    store, bus = RestartingStore(), MemoryBus()
+    cache, _ = make(store, bus)
+    revoker = Revoker(store, bus, subject_ttl=3600)  # another instance: events only
+    listener = asyncio.create_task(follow_bus(bus, cache, initial_backoff=0.01))
+    try:
+        await eventually(lambda: cache.bus_connected)
+        cache.epoch_checked(await store.epoch())
+        for index in range(3):
+            await revoker.revoke_token(f"earlier-{index}", time.time() + 600)
+        await eventually(lambda: cache.epoch == 3)
+        store.restart()
+        if noticed:
+            cache.epoch_checked(await store.epoch())
+        victim = {"jti": "victim", "sub": "mallory", "iat": int(time.time()) - 10}
+        assert await cache.check(victim) is None  # cached as not revoked
+        # The store numbers this revocation 1, as it did the first one before it restarted.
+        await revoker.revoke_token("victim", time.time() + 600)
+        await eventually(lambda: cache.revocations_applied == 4)
+        assert await cache.check(victim) == "token_revoked"
+    finally:
+        await stop([listener])
+
+
+async def test_epochs_seen_before_the_store_went_back_never_hide_lost_events():
+    store, bus = RestartingStore(), MemoryBus()
+    cache, _ = make(store, bus)
+    for epoch in (1, 2, 3):
+        cache.apply(RevocationEvent("jti", f"earlier-{epoch}", time.time() + 600, epoch, 0.0))
+    cache.epoch_checked(3)
+    cache.epoch_checked(0)  # the store restarted: its next revocations are 1, 2, 3...
+    flushes = cache.flushes.get("epoch_changed", 0)
+    # 1 to 3 are lost on the bus; 4 arrives. The epoch must not leap over the lost ones...
+    cache.apply(RevocationEvent("jti", "later", time.time() + 600, 4, 0.0))
+    assert cache.epoch == 0
+    # ...so the next epoch check sees 4, and flushes what the lost events would have changed.
+    cache.epoch_checked(4)
+    assert cache.flushes["epoch_changed"] == flushes + 1
