@@ -34,7 +34,9 @@ class MemoryStore:
         current = self._subjects.get(subject)
         kept_until = self._clock() + keep_seconds
         if current is not None and current[1] > self._clock():
+            # The later "before", kept as long as either revocation asked.
             before = max(before, current[0])
+            kept_until = max(kept_until, current[1])
         self._subjects[subject] = (before, kept_until)
         self._epoch += 1
         return self._epoch

@@ -4,6 +4,7 @@ Key layout (``P`` is ``key_prefix``, default ``doma:revocation``)::
 
     {P}:jti:<jti>    "<exp>"     expires at the token's exp plus the issuers' leeway (EXAT)
     {P}:sub:<sub>    "<before>"  tokens of <sub> issued before <before> are revoked; EX subject_ttl
+                                 (from <before> when it lies ahead)
     {P}:epoch        counter     bumped by every revoke, never expires
 
 The braces are a Redis Cluster hash tag: every key lives in one slot, so the revoke scripts
@@ -40,18 +41,23 @@ RedisClient = Redis | RedisCluster
 _T = TypeVar("_T")
 _FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
 
-# Write the jti with an absolute expiry, bump the epoch: one atomic step.
+# Write the jti with an absolute expiry, bump the epoch: one atomic step. Of two revocations of
+# one jti the later expiry stands: a second revoke never shortens the first.
 _REVOKE_JTI_SCRIPT = """
-redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
-return redis.call('INCR', KEYS[2])
-"""
-# Keep the later "before" of two subject revocations; refresh the TTL either way.
-_REVOKE_SUBJECT_SCRIPT = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > current then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
+end
+return redis.call('INCR', KEYS[2])
+"""
+# Keep the later "before" of two subject revocations, for as long as either asked.
+_REVOKE_SUBJECT_SCRIPT = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local keep = math.max(tonumber(ARGV[2]), redis.call('TTL', KEYS[1]))
+if tonumber(ARGV[1]) > current then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', keep)
 else
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('EXPIRE', KEYS[1], keep)
 end
 return redis.call('INCR', KEYS[2])
 """

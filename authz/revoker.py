@@ -66,13 +66,13 @@ class Revoker:
         now = self._clock()
         if not math.isfinite(expires_at) or expires_at <= 0:
             raise InvalidRevocation(
-                f"unknown jti {jti!r}: the token's exp is required, "
+                f"unknown jti {_quoted(jti)}: the token's exp is required, "
                 "so the revocation can expire with it"
             )
         if expires_at + self._margin <= now:
             raise AlreadyExpired(
-                f"token {jti!r} already expired at {int(expires_at)}; an expired token is refused "
-                "anyway, nothing was stored"
+                f"token {_quoted(jti)} already expired at {int(expires_at)}; an expired token is "
+                "refused anyway, nothing was stored"
             )
         kept_until = min(math.ceil(expires_at + self._margin), _KEPT_AT_MOST_UNTIL)
         epoch = await self._store.revoke_token(jti, kept_until)
@@ -88,9 +88,11 @@ class Revoker:
             raise InvalidRevocation("before must be a time in epoch seconds")
         if before > now + self._subject_ttl:
             raise InvalidRevocation("before is further ahead than the subject revocation is kept")
-        epoch = await self._store.revoke_subject(subject, before, self._subject_ttl)
+        # A token issued just before ``before`` lives up to subject_ttl after it: kept that long.
+        keep = self._subject_ttl + max(before - now, 0.0)
+        epoch = await self._store.revoke_subject(subject, before, keep)
         event = RevocationEvent("subject", subject, before, epoch, now)
-        return RevokeResult(epoch, await self._publish(event), now + self._subject_ttl)
+        return RevokeResult(epoch, await self._publish(event), now + keep)
 
     async def is_revoked(
         self, jti: str | None, subject: str | None, issued_at: float | None
@@ -118,3 +120,8 @@ class Revoker:
             )
             return False
         return True
+
+
+def _quoted(identifier: str) -> str:
+    """An identifier as an error message quotes it: a 64 KiB jti would not fit a gRPC status."""
+    return repr(identifier if len(identifier) <= 80 else identifier[:80] + "...")

@@ -86,6 +86,9 @@ async def run_revoke(args: argparse.Namespace) -> int:
         return _fail("--exp applies to --jti only")
     if args.jti is not None and args.before is not None:
         return _fail("--before applies to --sub only")
+    if args.exp is not None and not 0 < args.exp < 2**63:
+        # The API's exp is a signed 64-bit count of seconds, like a token's.
+        return _fail(f"--exp {args.exp} is not a Unix time in seconds")
     try:
         result = await (_direct(args) if args.direct else _through_api(args))
     except RevocationApiError as exc:

@@ -11,7 +11,9 @@ from redis.asyncio import Redis
 
 from authz.bus_redis import RedisPubSubBus
 from authz.errors import StoreUnavailable
+from authz.revocation_memory import MemoryBus
 from authz.revocation_redis import RedisStore, redis_client, store_keys
+from authz.revoker import Revoker
 from tests.support.services import (
     PrivateRedis,
     PrivateSentinel,
@@ -59,6 +61,46 @@ async def test_a_later_subject_revocation_wins_and_an_earlier_one_does_not_move_
         await store.revoke_subject("alice", 1000.0, 60)
         assert (await store.lookup(None, "alice")).subject_before == 2000.0
     finally:
+        await store.close()
+
+
+async def test_a_second_revoke_never_shortens_what_the_first_kept(redis_url):
+    prefix = unique_prefix("again")
+    store = make_store(redis_url, prefix)
+    raw = Redis.from_url(redis_url)
+    jti_key, subject_key, _ = (
+        p + s for p, s in zip(store_keys(prefix), ("jti-1", "alice", ""), strict=True)
+    )
+    try:
+        later = int(time.time()) + 3600
+        await store.revoke_token("jti-1", later)
+        await store.revoke_token("jti-1", int(time.time()) + 2)
+        assert await raw.expiretime(jti_key) == later
+        await store.revoke_token("jti-1", later + 60)  # a later expiry still extends it
+        assert await raw.expiretime(jti_key) == later + 60
+        await store.revoke_subject("alice", time.time() + 50, 3650)
+        await store.revoke_subject("alice", time.time(), 60)
+        assert await raw.ttl(subject_key) > 3600
+        assert (await store.lookup(None, "alice")).subject_before > time.time() + 40
+    finally:
+        await raw.delete(*[k async for k in raw.scan_iter(match="{" + prefix + "}*")])
+        await raw.aclose()
+        await store.close()
+
+
+async def test_a_subject_revoked_ahead_of_now_is_kept_subject_ttl_after_that_time(redis_url):
+    prefix = unique_prefix("ahead")
+    store = make_store(redis_url, prefix)
+    raw = Redis.from_url(redis_url)
+    revoker = Revoker(store, MemoryBus(), subject_ttl=60)
+    try:
+        # An issuer whose clock runs 50 s ahead: its tokens issued up to then live 60 s more.
+        result = await revoker.revoke_subject("alice", time.time() + 50)
+        assert 105 < await raw.ttl(store_keys(prefix)[1] + "alice") <= 110
+        assert result.kept_until > time.time() + 105
+    finally:
+        await raw.delete(*[k async for k in raw.scan_iter(match="{" + prefix + "}*")])
+        await raw.aclose()
         await store.close()
 
 

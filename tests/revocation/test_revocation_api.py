@@ -279,6 +279,22 @@ def test_cli_errors_are_one_line_without_the_token(instance):
     assert admin not in done.stderr and "Traceback" not in done.stderr
     done = run_cli("--sub", "x", "--admin", instance.admin, env={"DOMA_ADMIN_TOKEN": ""})
     assert done.returncode == 1 and "admin token is required" in done.stderr
+    for exp in ("100000000000000000000000", "-5", "0"):
+        done = run_cli(
+            "--jti", "j", "--exp", exp, "--admin", instance.admin, env={"DOMA_ADMIN_TOKEN": admin}
+        )
+        assert done.returncode == 1 and "is not a Unix time" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_a_refusal_quotes_a_long_jti_shortened_so_it_fits_the_answer(instance):
+    admin = admin_token(KEY)
+    done = run_cli(
+        "--jti", "j" * 65_000, "--exp", "1", "--admin", instance.admin,
+        env={"DOMA_ADMIN_TOKEN": admin},
+    )  # fmt: skip
+    assert done.returncode == 1 and "FAILED_PRECONDITION" in done.stderr, done.stderr
+    assert "already expired" in done.stderr and len(done.stderr) < 1000
 
 
 def test_a_taken_default_admin_port_costs_the_api_not_the_server(tmp_path, redis_url, amqp_url):

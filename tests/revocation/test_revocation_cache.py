@@ -309,3 +309,15 @@ async def test_epochs_seen_before_the_store_went_back_never_hide_lost_events():
     # ...so the next epoch check sees 4, and flushes what the lost events would have changed.
     cache.epoch_checked(4)
     assert cache.flushes["epoch_changed"] == flushes + 1
+
+
+async def test_the_memory_store_never_shortens_what_an_earlier_revoke_kept():
+    now = [1_000_000.0]
+    store = MemoryStore(clock=lambda: now[0])
+    await store.revoke_token("j", now[0] + 3600)
+    await store.revoke_token("j", now[0] + 1)
+    await store.revoke_subject("alice", now[0] + 50, 3650)
+    await store.revoke_subject("alice", now[0], 60)
+    now[0] += 100
+    found = await store.lookup("j", "alice")
+    assert found.jti_revoked and found.subject_before == 1_000_050.0
