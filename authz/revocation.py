@@ -136,7 +136,9 @@ def is_revoked(lookup: Lookup, issued_at: object) -> bool:
     # A token without a usable iat cannot prove it is newer than the logout: revoked.
     if not isinstance(issued_at, int | float) or isinstance(issued_at, bool):
         return True
-    return issued_at < lookup.subject_before
+    # Not "issued_at < before": NaN compares false both ways, and only a time proven later than
+    # the logout escapes it.
+    return not issued_at >= lookup.subject_before
 
 
 def check_identifier(what: str, value: str) -> str:

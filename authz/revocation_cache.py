@@ -212,7 +212,7 @@ def _identifiers(claims: Mapping[str, Any]) -> tuple[str | None, str | None]:
 def _issued_before(issued_at: object, before: float) -> bool:
     if not isinstance(issued_at, int | float) or isinstance(issued_at, bool):
         return True
-    return issued_at < before
+    return not issued_at >= before  # NaN: not proven later, so revoked
 
 
 async def follow_bus(

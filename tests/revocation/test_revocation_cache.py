@@ -149,6 +149,9 @@ async def test_subject_revocation_denies_older_tokens_only():
         await revoker.revoke_subject("alice", now)
         assert await cache.check({"sub": "alice", "iat": int(now) - 5}) == "token_revoked"
         assert await cache.check({"sub": "alice"}) == "token_revoked"  # no iat: cannot prove newer
+        # NaN is no time at all, later or earlier: it cannot prove newer either.
+        assert await cache.check({"sub": "alice", "iat": float("nan")}) == "token_revoked"
+        assert await revoker.is_revoked(None, "alice", float("nan"))
         assert await cache.check({"sub": "alice", "iat": int(now) + 5}) is None
         assert await cache.check({"sub": "bob", "iat": int(now) - 5}) is None
     finally:
