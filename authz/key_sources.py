@@ -40,14 +40,28 @@ class JwksUrlFetcher:
 
     async def fetch(self) -> FetchedKeys:
         try:
-            response = await self._client.get(self.url, timeout=self._timeout)
-        except httpx.HTTPError as exc:
+            # The timeout bounds the whole fetch: httpx's alone bounds each read, and a server
+            # sending a byte at a time would hold the one fetch in flight for ever.
+            async with asyncio.timeout(self._timeout):
+                status, headers, body = await self._get()
+        except (httpx.HTTPError, TimeoutError) as exc:
             raise KeySourceError(f"JWKS fetch failed: {type(exc).__name__}") from exc
-        if response.status_code != 200:
-            raise KeySourceError(f"JWKS fetch failed: HTTP {response.status_code}")
-        if len(response.content) > _MAX_JWKS_BYTES:
-            raise KeySourceError("JWKS document is larger than 1 MiB")
-        return FetchedKeys(parse_jwks(response.content), _max_age(response.headers))
+        if status != 200:
+            raise KeySourceError(f"JWKS fetch failed: HTTP {status}")
+        return FetchedKeys(parse_jwks(body), _max_age(headers))
+
+    async def _get(self) -> tuple[int, httpx.Headers, bytes]:
+        """The answer, its body read only up to the size cap."""
+        async with self._client.stream("GET", self.url, timeout=self._timeout) as response:
+            if response.status_code != 200:
+                return response.status_code, response.headers, b""
+            chunks, size = [], 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > _MAX_JWKS_BYTES:
+                    raise KeySourceError("JWKS document is larger than 1 MiB")
+                chunks.append(chunk)
+            return response.status_code, response.headers, b"".join(chunks)
 
 
 def _max_age(headers: httpx.Headers) -> float | None:
@@ -114,7 +128,7 @@ async def keep_keys_fresh(caches: Iterable[KeyCache], ready: asyncio.Event) -> N
     async def loop(cache: KeyCache) -> None:
         while True:
             failures = cache.failures
-            await cache.refresh()
+            await cache.refresh()  # never raises for a failed fetch: it keeps the last keys
             if cache.failures > failures:
                 log.warning(
                     "key refresh failed", extra={"issuer": cache.issuer, "keys_kept": cache.ready}

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +40,11 @@ PublicKey = (
     rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
 )
 _ASYMMETRIC_KTY = frozenset({"RSA", "EC", "OKP"})
+log = logging.getLogger("doma.authz.keys")
+# A key set is an object, a list of keys, and a list or two in a key (x5c): 32 is generous.
+_MAX_JWKS_DEPTH = 32
+# A JSON string (skipped whole, so brackets inside it are not counted) or one bracket.
+_JSON_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 class KeyParseError(KeySourceError):
@@ -70,6 +77,10 @@ class KeySet:
 
 def parse_jwks(data: bytes) -> KeySet:
     """A JWKS document as a :class:`KeySet`. Symmetric and encryption keys are ignored."""
+    if _nested_deeper_than(data, _MAX_JWKS_DEPTH):
+        # Before the parser sees it: a hundred thousand nested arrays fit well under the size
+        # cap, and would end the C parser's recursion with a RecursionError.
+        raise KeyParseError("JWKS is nested too deep to be a key set")
     try:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -81,7 +92,12 @@ def parse_jwks(data: bytes) -> KeySet:
     for index, jwk in enumerate(document["keys"]):
         if not isinstance(jwk, dict):
             raise KeyParseError(f"JWKS key #{index} is not an object")
-        if jwk.get("kty") not in _ASYMMETRIC_KTY or jwk.get("use", "sig") != "sig":
+        kty, ops = jwk.get("kty"), jwk.get("key_ops")
+        # Only a signing key: a kty that is no string (a list, an object) is no key at all, and
+        # key_ops, when given, must allow "verify" (RFC 7517 4.3).
+        if not isinstance(kty, str) or kty not in _ASYMMETRIC_KTY or jwk.get("use", "sig") != "sig":
+            continue
+        if ops is not None and not (isinstance(ops, list) and "verify" in ops):
             continue
         try:
             key = VerificationKey(PyJWK(jwk).key, jwk.get("alg"))
@@ -99,6 +115,21 @@ def parse_jwks(data: bytes) -> KeySet:
     if not by_kid and not unnamed:
         raise KeyParseError("JWKS holds no asymmetric signing key")
     return KeySet(by_kid, tuple(unnamed))
+
+
+def _nested_deeper_than(data: bytes, limit: int) -> bool:
+    """Whether JSON ``data`` opens more than ``limit`` arrays or objects inside one another
+    (brackets inside strings do not count)."""
+    depth = 0
+    for token in _JSON_NESTING.finditer(data):
+        bracket = token[0]
+        if bracket in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif bracket in (b"]", b"}"):
+            depth -= 1
+    return False
 
 
 def parse_pem(data: bytes, key_id: str | None) -> KeySet:
@@ -156,7 +187,7 @@ class KeyCache:
         self.last_fetch_failed = False
         # kid -> when it was last found missing; such kids wait out refetch_min_interval.
         self._unknown_kids: dict[str, float] = {}
-        self._inflight: asyncio.Future[KeySet | None] | None = None
+        self._inflight: asyncio.Task[KeySet | None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -171,20 +202,22 @@ class KeyCache:
         return min(max(ttl, self._min_ttl), self._max_ttl)
 
     async def refresh(self) -> KeySet | None:
-        """Fetch now (joining a fetch already under way). Keeps the last good keys on failure."""
-        if self._inflight is not None:
-            return await asyncio.shield(self._inflight)
-        future = self._inflight = asyncio.get_running_loop().create_future()
+        """Fetch now (joining a fetch already under way). Keeps the last good keys on failure.
+
+        The fetch runs in a task of its own: a check that stops waiting (its deadline passed)
+        does not cancel it for the checks behind it, so a rotated key is learnt however short
+        the checks' deadlines are.
+        """
+        inflight = self._inflight
+        if inflight is None:
+            inflight = self._inflight = asyncio.ensure_future(self._fetch_in_flight())
+        return await asyncio.shield(inflight)
+
+    async def _fetch_in_flight(self) -> KeySet | None:
         try:
-            keys = await self._fetch_once()
-        except BaseException:
-            # Waiters get the last good keys; the exception belongs to the caller that fetched.
-            future.set_result(self.keys)
-            raise
+            return await self._fetch_once()
         finally:
             self._inflight = None
-        future.set_result(keys)
-        return keys
 
     async def _fetch_once(self) -> KeySet | None:
         self.last_attempt = self._clock()
@@ -192,6 +225,13 @@ class KeyCache:
         try:
             fetched = await self._fetcher.fetch()
         except KeySourceError:
+            self.failures += 1
+            self.last_fetch_failed = True
+            return self.keys
+        except Exception:
+            # A source that fails some other way is a failed fetch too, never the end of the
+            # refresh loop: the last good keys stay, and the next refresh tries again.
+            log.exception("key fetch failed", extra={"issuer": self.issuer})
             self.failures += 1
             self.last_fetch_failed = True
             return self.keys

@@ -1,6 +1,7 @@
 """Key sets: the last good keys kept; unknown-kid refetch single-flight, rate-limited, cached."""
 
 import asyncio
+import contextlib
 import json
 
 import httpx
@@ -144,3 +145,130 @@ def test_pem_public_key_is_loaded_and_private_key_refused():
     assert len(parse_pem(key.public_pem, "k1")) == 1
     with pytest.raises(KeyParseError):
         parse_pem(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", None)
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"keys": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"keys": [{"kty": ["RSA"], "kid": "a", "n": "AQAB", "e": "AQAB"}]},
+        {"keys": [{"kty": {"RSA": 1}, "kid": "a"}]},
+        None,
+    ],
+    ids=["kty a list", "kty an object", "nested a hundred thousand deep"],
+)
+def test_a_jwks_of_any_shape_fails_the_parse_with_a_key_error(document):
+    data = _nested(100_000) if document is None else json.dumps(document).encode()
+    with pytest.raises(KeyParseError):
+        parse_jwks(data)
+
+
+def test_a_key_whose_key_ops_do_not_allow_verify_is_ignored():
+    key, other = SigningKey(), SigningKey()
+    document = json.loads(jwks(key, other))
+    document["keys"][0]["key_ops"] = ["encrypt"]
+    document["keys"][1]["key_ops"] = ["verify"]
+    assert list(parse_jwks(json.dumps(document).encode()).by_kid) == [other.kid]
+
+
+class _Broken(FakeFetcher):
+    async def fetch(self):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        raise RuntimeError("a source failing some other way")
+
+
+async def test_a_source_failing_any_way_is_one_failed_fetch_and_the_keys_stay():
+    key = SigningKey()
+    fetcher, clock = FakeFetcher(jwks(key)), [100.0]
+    cache = cache_for(fetcher, clock)
+    await cache.refresh()
+    cache._fetcher = _Broken(b"")
+    keys = await cache.refresh()
+    assert keys is not None and key.kid in keys.by_kid
+    assert cache.failures == 1 and cache.next_refresh_in() <= 5
+
+
+class _Slow(FakeFetcher):
+    async def fetch(self):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.2)
+        return await super().fetch()
+
+
+async def test_a_check_that_stops_waiting_does_not_cancel_the_fetch_for_the_others():
+    old, new = SigningKey(), SigningKey()
+    fetcher, clock = _Slow(jwks(old)), [100.0]
+    cache = cache_for(fetcher, clock)
+    await cache.refresh()
+    fetcher.document = jwks(old, new)
+    clock[0] += 10
+    # Envoy's 200 ms deadline, shorter than the fetch: the check gives up...
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(cache.keys_for_kid(new.kid), 0.05)
+    # ...and the fetch it started still completes, for the next check.
+    await asyncio.sleep(0.3)
+    assert cache.keys is not None and new.kid in cache.keys.by_kid
+    assert fetcher.calls == 2
+
+
+@contextlib.asynccontextmanager
+async def _serving(handler):  # type: ignore[no-untyped-def]
+    """A one-off HTTP server on loopback; its connections are cut when the block ends."""
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def connected(reader, writer):  # type: ignore[no-untyped-def]
+        handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await handler(reader, writer)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(connected, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/jwks.json"
+    finally:
+        server.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
+
+
+async def test_the_url_fetcher_timeout_bounds_the_whole_fetch():
+    async def trickle(reader, writer):  # type: ignore[no-untyped-def]
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n")
+        for _ in range(50):  # one byte every 0.1 s: each read is quick, the whole is not
+            writer.write(b" ")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+
+    async with _serving(trickle) as url, httpx.AsyncClient() as client:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(KeySourceError, match="TimeoutError"):
+            await JwksUrlFetcher(url, client, 0.5).fetch()
+        assert asyncio.get_running_loop().time() - started < 2
+
+
+async def test_the_url_fetcher_stops_reading_at_the_size_cap():
+    sent = [0]
+
+    async def endless(reader, writer):  # type: ignore[no-untyped-def]
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        chunk = b" " * 65536
+        for _ in range(2000):  # 128 MiB, unless the reader stops first
+            writer.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            await writer.drain()
+            sent[0] += len(chunk)
+
+    async with _serving(endless) as url:
+        async with httpx.AsyncClient() as client:
+            with pytest.raises(KeySourceError, match="larger than 1 MiB"):
+                await JwksUrlFetcher(url, client, 5.0).fetch()
+        await asyncio.sleep(0.1)
+        assert sent[0] < 16 * 1024 * 1024

@@ -224,6 +224,47 @@ def test_jwks_rotation_is_picked_up_without_restart(edge, jwks_server):
     assert reply.json()["headers"]["x-user-id"] == "rotated-user"
 
 
+def test_a_garbage_jwks_is_one_failed_refresh_and_the_next_good_one_is_learnt(edge, jwks_server):
+    before = jwks_server.document
+    rotated = SigningKey()
+    token = rotated.token(sub="after-garbage")
+    try:
+        # A key whose kty is a list: no key at all. The refresh it asks for fails; the keys
+        # in use stay, and checks go on.
+        jwks_server.document = b'{"keys": [{"kty": ["RSA"], "kid": "x"}]}'
+        time.sleep(0.3)
+        reply = send(edge.port, "/api/v1/scan/results", [("authorization", f"Bearer {token}")])
+        assert (reply.status, reply.json()["reason"]) == (401, "unknown_key")
+        good = send(edge.port, "/api/v1/scan/results", [("authorization", f"Bearer {KEY.token()}")])
+        assert good.status == 200
+        jwks_server.document = jwks(KEY, rotated)
+        time.sleep(0.3)
+        reply = send(edge.port, "/api/v1/scan/results", [("authorization", f"Bearer {token}")])
+        assert reply.status == 200, reply.body
+    finally:
+        jwks_server.document = before
+
+
+def test_a_refetch_slower_than_envoys_deadline_still_learns_the_rotated_key(edge, jwks_server):
+    before = jwks_server.document
+    rotated = SigningKey()
+    token = rotated.token(sub="slow-rotation")
+    try:
+        jwks_server.document = jwks(KEY, rotated)
+        jwks_server.delay = 0.8  # Envoy gives a check 0.5 s
+        time.sleep(0.3)
+        first = send(edge.port, "/api/v1/scan/results", [("authorization", f"Bearer {token}")])
+        assert first.status != 200
+        # The fetch the first check started outlives it, and the next check finds the key
+        # (a fetch of its own would be as slow, and miss Envoy's deadline again).
+        time.sleep(1.0)
+        reply = send(edge.port, "/api/v1/scan/results", [("authorization", f"Bearer {token}")])
+        assert reply.status == 200, reply.body
+    finally:
+        jwks_server.delay = 0.0
+        jwks_server.document = before
+
+
 @pytest.mark.parametrize("how", ["pulled", "renamed"])
 def test_a_key_pulled_from_the_jwks_takes_its_cached_verifications_with_it(edge, jwks_server, how):
     pulled = SigningKey()
