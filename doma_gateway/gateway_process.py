@@ -156,11 +156,7 @@ async def run_serve(options: ServeOptions) -> int:
     extension_metrics = ExtensionMetrics(metrics.registry)
 
     def extensions(served: RoutesConfig) -> ExtensionHost | None:
-        # Domain points are checked against the whole edge, route_to against what is served.
-        whole = load_routes(options.routes) if options.domain is not None else served
-        return load_extensions(
-            options.routes, whole, extension_metrics, upstreams=frozenset(served.upstreams)
-        )
+        return served_extensions(options, served, extension_metrics)
 
     holder = RuntimeHolder(
         build_runtime(
@@ -189,6 +185,8 @@ async def run_serve(options: ServeOptions) -> int:
         metrics.reload("ok")
         if auth_changed:
             announce_auth_needs_restart()
+        if options.worker_fd is None:
+            announce_gateway_keys_need_restart(options, config, served)
         return holder.generation
 
     def report(event: str, fields: dict[str, object]) -> None:
@@ -304,6 +302,42 @@ def wire_policies(routes: Path, auth: AuthSettings | None, metrics: GatewayMetri
 def auth_section(routes: Path) -> AuthSettings | None:
     """The routes' ``auth:`` settings, validated; None without an ``auth:`` section."""
     return load_auth_settings(routes) if has_section(routes, "auth") else None
+
+
+def served_extensions(
+    options: ServeOptions, served: RoutesConfig, metrics: ExtensionMetrics
+) -> ExtensionHost | None:
+    """The extensions of ``served``, loaded and checked: domain points against the whole edge,
+    ``route_to`` against the upstreams served."""
+    whole = load_routes(options.routes) if options.domain is not None else served
+    return load_extensions(options.routes, whole, metrics, upstreams=frozenset(served.upstreams))
+
+
+# gateway: keys the server is built from at start-up: a reload validates them and keeps the old.
+_STARTUP_KEYS = (
+    "transport",
+    "drain_seconds",
+    "max_request_head_bytes",
+    "client_head_seconds",
+    "client_body_idle_seconds",
+)
+
+
+def announce_gateway_keys_need_restart(
+    options: ServeOptions, started: RoutesConfig, served: RoutesConfig
+) -> None:
+    """Say which start-up keys of ``gateway:`` a reload changed (listen and admin unless the
+    command line chose them): each keeps its start-up value until a restart."""
+    keys = [*_STARTUP_KEYS]
+    keys += [k for k, flag in (("listen", options.listen), ("admin", options.admin)) if not flag]
+    changed = [k for k in keys if getattr(started.gateway, k) != getattr(served.gateway, k)]
+    if changed:
+        reason = (
+            f"gateway: {', '.join(changed)} changed; read at start-up, restart to apply "
+            "(the start-up values stay until then)"
+        )
+        log.warning(reason, extra={"event": "restart_needed"})
+        announce("restart_needed", section="gateway", keys=changed, reason=reason)
 
 
 def announce_auth_needs_restart() -> None:

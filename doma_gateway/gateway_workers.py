@@ -30,14 +30,17 @@ from doma_gateway.gateway_process import (
     address_of,
     announce,
     announce_auth_needs_restart,
+    announce_gateway_keys_need_restart,
     auth_section,
     bind_listener,
     load_config,
+    served_extensions,
     uvicorn_server,
     wait_started,
 )
 from doma_gateway.inter_domain_wiring import InterDomainMetrics, inter_domain_rule
 from gateway.admin import build_admin
+from gateway.extensions.metrics import ExtensionMetrics
 from gateway.metrics import GatewayMetrics
 from gateway.policies import PolicyResources
 from gateway.reload import Reloader
@@ -113,9 +116,15 @@ async def run_supervisor(options: ServeOptions, config: RoutesConfig) -> int:
     policies = PolicyResources(
         authorizer=validator, inter_domain=inter_domain_rule(options.routes, inter_domain)
     )
+    extension_metrics = ExtensionMetrics(local.registry)
     holder = RuntimeHolder(
         build_runtime(
-            config, transport=transport, metrics=local, authorizer=validator, policies=policies
+            config,
+            transport=transport,
+            metrics=local,
+            authorizer=validator,
+            policies=policies,
+            extensions=served_extensions(options, config, extension_metrics),
         )
     )
 
@@ -123,15 +132,23 @@ async def run_supervisor(options: ServeOptions, config: RoutesConfig) -> int:
         new = load_config(options)
         auth_changed = auth_section(options.routes) != auth
         policies.inter_domain = inter_domain_rule(options.routes, inter_domain)
+        # Everything a worker checks, extensions included: a file the workers would reject is
+        # rejected here, not announced as applied.
         holder.swap(
             build_runtime(
-                new, transport=transport, metrics=local, authorizer=validator, policies=policies
+                new,
+                transport=transport,
+                metrics=local,
+                authorizer=validator,
+                policies=policies,
+                extensions=served_extensions(options, new, extension_metrics),
             )
         )
         for worker in workers:
             worker.send_signal(signal.SIGHUP)
         if auth_changed:
             announce_auth_needs_restart()
+        announce_gateway_keys_need_restart(options, config, new)
         return holder.generation
 
     reloader = Reloader(

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.gateway.conftest import StartGateway, routes_text
 from tests.support.processes import run, start
@@ -246,6 +247,35 @@ def test_workers_reload_only_what_the_supervisor_validated(
     assert paths == {"/moved/here"}
     gateway.process.process.send_signal(signal.SIGTERM)
     assert gateway.process.process.wait(15) == 0
+
+
+def test_workers_and_supervisor_reject_alike_an_extension_that_cannot_load(
+    start_gateway: StartGateway, upstream: ScriptedUpstream
+):
+    text = routes_text([upstream.url])
+    gateway = start_gateway(text, "--workers", "2")
+    broken = text.replace("/somewhere/else", "/never/applied") + (
+        "extensions:\n  registered:\n    - name: missing\n      factory: no_such_module:create\n"
+        "      points: [pre_route]\n"
+    )
+    _replace(gateway.routes, broken)
+    assert "no_such_module" in str(gateway.process.wait_event("reload_rejected")["error"])
+    # Not applied anywhere: the admin listener shows what the workers still serve.
+    assert httpx.get(f"{gateway.admin}/readyz").json()["generation"] == 1
+    with gateway.client() as client:
+        assert client.get("/api/v2/scan/fixed").json()["path"] == "/somewhere/else"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_reload_says_which_start_up_gateway_keys_need_a_restart(
+    start_gateway: StartGateway, upstream: ScriptedUpstream, workers: str
+):
+    text = routes_text([upstream.url]) + "gateway:\n  drain_seconds: 1\n"
+    gateway = start_gateway(text, "--workers", workers)
+    _replace(gateway.routes, text.replace("drain_seconds: 1", "drain_seconds: 20"))
+    notice = gateway.process.wait_event("restart_needed")
+    assert (notice["section"], notice["keys"]) == ("gateway", ["drain_seconds"])
+    gateway.process.wait_event("reloaded")
 
 
 def test_a_worker_that_dies_is_replaced_and_serving_goes_on(
