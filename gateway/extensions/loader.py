@@ -202,11 +202,51 @@ def _factory(entry: Any, item: Node) -> Factory:
     return factory  # type: ignore[no-any-return]
 
 
+# What a settings value may be: the plain YAML types, as everywhere else in the routes.
+_PLAIN_TAGS = frozenset(
+    "tag:yaml.org,2002:" + kind
+    for kind in ("str", "int", "float", "bool", "null", "timestamp", "seq", "map")
+)
+
+
 def _plain(node: Node | None) -> Mapping[str, Any]:
-    """Settings as plain Python values, as the factory receives them."""
+    """Settings as plain Python values, as the factory receives them, held to the rules of the
+    rest of the file: no duplicate key, no tag beyond the plain types (each error with its
+    line)."""
     if node is None:
         return {}
-    value = yaml.safe_load(yaml.serialize(node.raw))
-    if not isinstance(value, dict):
+    if not isinstance(node.raw, yaml.MappingNode):
         raise node.error("settings must be a mapping")
+    value: dict[str, Any] = _plain_value(node.raw, node.file, {})
     return value
+
+
+def _plain_value(raw: yaml.Node, file: str, built: dict[int, Any]) -> Any:
+    # ``built``: one value per node, so an alias is the anchor's value again (never a copy):
+    # nested aliases cannot multiply (a billion laughs), and a node inside itself ends.
+    if id(raw) in built:
+        return built[id(raw)]
+    if raw.tag not in _PLAIN_TAGS:
+        raise Node(raw, file).error(f"a settings value cannot carry the tag {raw.tag!r}")
+    if isinstance(raw, yaml.MappingNode):
+        mapping: dict[Any, Any] = {}
+        built[id(raw)] = mapping
+        for key_node, value_node in raw.value:
+            key = _plain_value(key_node, file, built)
+            if isinstance(key, dict | list):
+                raise Node(key_node, file).error("a settings key must be a plain value")
+            if key in mapping:
+                raise Node(key_node, file).error(f"duplicate key {key!r}")
+            mapping[key] = _plain_value(value_node, file, built)
+        return mapping
+    if isinstance(raw, yaml.SequenceNode):
+        sequence: list[Any] = []
+        built[id(raw)] = sequence
+        sequence.extend(_plain_value(item, file, built) for item in raw.value)
+        return sequence
+    try:
+        scalar = yaml.SafeLoader("").construct_object(raw)
+    except yaml.YAMLError as exc:
+        raise Node(raw, file).error(f"not a plain value: {exc}") from None
+    built[id(raw)] = scalar
+    return scalar

@@ -219,6 +219,26 @@ CONFIG_ERRORS = [
     ),
     ("entry point", inline("a", "entry_point: nope"), 27, "no entry point 'nope'"),
     ("duplicate", registered(entry("a"), entry("a")), 32, "'a' is already registered"),
+    # Settings follow the file's rules: plain types only, no duplicate key.
+    ("settings tag", registered(entry("a", tag="!secret foo")), 31, "cannot carry the tag"),
+    (
+        "settings python tag",
+        registered(
+            f"- name: a\n  factory: {FAKES}:recorder\n  points: [pre_route]\n"
+            "  settings:\n    run: !!python/name:os.system ''\n"
+        ),
+        31,
+        "cannot carry the tag",
+    ),
+    (
+        "settings duplicate key",
+        registered(
+            f"- name: a\n  factory: {FAKES}:recorder\n  points: [pre_route]\n"
+            "  settings:\n    tag: first\n    tag: second\n"
+        ),
+        32,
+        "duplicate key 'tag'",
+    ),
 ]
 
 
@@ -264,3 +284,18 @@ def test_an_outcome_refuses_a_value_that_is_not_one_header_line(value: str):
 
 def test_an_outcome_keeps_htab_and_latin_1_values():
     assert add_headers(x_tag="a\tb é").headers == (("x-tag", "a\tb é"),)
+
+
+def test_settings_aliases_are_shared_not_copied(tmp_path):
+    # Nine levels of ten aliases each: a billion values if each alias were copied.
+    levels = ["  l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n"] + [
+        f"  l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 10)}]\n" for n in range(1, 9)
+    ]
+    extension = (
+        f"- name: a\n  factory: {FAKES}:recorder\n  points: [pre_upstream]\n  settings:\n"
+        + textwrap.indent("".join(levels), "  ")
+    )
+    loaded = load(tmp_path, registered(extension))
+    (plan,) = loaded.host.request_plans("rides", "trips")
+    settings = plan.steps[0].extension.settings
+    assert settings["l8"][0] is settings["l7"] and settings["l0"][0] == "x"
