@@ -65,25 +65,35 @@ def domain_map(config: RoutesConfig) -> DomainMap:
     )
 
 
-def _id(name: str) -> str:
-    # Mermaid and DOT identifiers: domain and layer names may hold '-'.
-    return name.replace("-", "_")
+def _mermaid_text(text: str) -> str:
+    # Inside a quoted Mermaid label: entity codes for what would end the quote or open markup.
+    for char, code in (("&", "#amp;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;")):
+        text = text.replace(char, code)
+    return text
+
+
+def _dot_text(text: str) -> str:
+    # Inside a quoted DOT string: a backslash and a quote escaped, nothing else interpreted.
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def mermaid(graph: DomainMap) -> str:
+    # Every id prefixed: a domain may be named like a Mermaid keyword (end, graph, subgraph).
     lines = ["flowchart TB"]
     # Highest layer first: dependencies point down the page.
-    for layer, boxes in reversed(graph.layers):
-        lines.append(f'  subgraph layer_{_id(layer)}["{layer}"]')
+    for index, (layer, boxes) in enumerate(reversed(graph.layers)):
+        lines.append(f'  subgraph layer_{index}["{_mermaid_text(layer)}"]')
         for box in boxes:
-            lines.append(f'    {_id(box.name)}["{box.name}<br/>{box.summary}<br/>{box.owner}"]')
+            label = "<br/>".join(_mermaid_text(part) for part in (box.name, box.summary, box.owner))
+            lines.append(f'    d_{box.name.replace("-", "_")}["{label}"]')
         lines.append("  end")
     for caller, target in graph.edges:
-        lines.append(f"  {_id(caller)} --> {_id(target)}")
+        lines.append(f"  d_{caller.replace('-', '_')} --> d_{target.replace('-', '_')}")
     return "\n".join(lines) + "\n"
 
 
 def dot(graph: DomainMap) -> str:
+    # Every id quoted: a domain may be named like a DOT keyword (node, edge, graph, subgraph).
     lines = [
         "digraph domains {",
         "  rankdir=TB;",
@@ -91,13 +101,13 @@ def dot(graph: DomainMap) -> str:
         '  edge [color="#44546a"];',
     ]
     for layer, boxes in reversed(graph.layers):
-        lines.append(f"  subgraph cluster_{_id(layer)} {{")
-        lines.append(f'    label="{layer}"; style=dashed; color="#9aa5b1";')
+        lines.append(f'  subgraph "cluster_{_dot_text(layer)}" {{')
+        lines.append(f'    label="{_dot_text(layer)}"; style=dashed; color="#9aa5b1";')
         for box in boxes:
-            label = f"{box.name}\\n{box.summary}\\n{box.owner}"
-            lines.append(f'    {_id(box.name)} [label="{label}"];')
+            label = "\\n".join(_dot_text(part) for part in (box.name, box.summary, box.owner))
+            lines.append(f'    "{box.name}" [label="{label}"];')
         lines.append("  }")
     for caller, target in graph.edges:
-        lines.append(f"  {_id(caller)} -> {_id(target)};")
+        lines.append(f'  "{caller}" -> "{target}";')
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -116,3 +116,28 @@ def test_export_writes_a_file_with_output(tmp_path):
     assert len([d for d in yaml.safe_load_all(target.read_text()) if d]) == sum(
         len(callers) for callers in expected_callers().values()
     )
+
+
+@pytest.mark.parametrize(
+    ("domain", "layer", "message"),
+    [
+        ("d" * 64, "edge", "cannot be a Kubernetes namespace"),
+        ("trailing-", "edge", "cannot be a Kubernetes namespace"),
+        ("fine", "Core Infra/Layer #1", "cannot be a Kubernetes label value"),
+    ],
+    ids=["64 characters", "trailing dash", "layer with spaces"],
+)
+def test_names_kubernetes_would_refuse_are_refused_with_their_place(
+    tmp_path, capsys, domain, layer, message
+):
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        f"layers: ['{layer}']\n"
+        f"domains:\n  {domain}:\n    layer: '{layer}'\n    owner: team\n    upstream: main\n"
+        "    auth: bypass\n    versions: {v1: {routes: [{name: a, path: /a}]}}\n"
+        'upstreams:\n  main: {endpoints: ["http://127.0.0.1:1"]}\n'
+    )
+    for kind in ("networkpolicy", "istio"):
+        assert main(["export", kind, str(routes)]) == 1
+        error = capsys.readouterr().err
+        assert message in error and f"{routes}:3" in error, error

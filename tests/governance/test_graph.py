@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -31,18 +32,18 @@ def test_mermaid_groups_domains_by_layer_with_versions_and_route_counts(capsys):
     scan = CONFIG.domain("scan")
     assert scan is not None
     routes = sum(len(v.routes) for v in scan.versions)
-    assert f'scan["scan<br/>v1, v2* · {routes} routes<br/>team-scan"]' in text
+    assert f'd_scan["scan<br/>v1, v2* · {routes} routes<br/>team-scan"]' in text
     for caller, target in EDGES:
-        assert f"  {caller} --> {target}\n" in text
+        assert f"  d_{caller} --> d_{target}\n" in text
 
 
 def test_dot_has_a_cluster_per_layer_and_every_edge(capsys):
     text = graph("dot", capsys)
     assert text.startswith("digraph domains {")
     for layer in CONFIG.layers:
-        assert f"subgraph cluster_{layer.replace('-', '_')} {{" in text
+        assert f'subgraph "cluster_{layer}" {{' in text
     for caller, target in EDGES:
-        assert f"  {caller} -> {target};\n" in text
+        assert f'  "{caller}" -> "{target}";\n' in text
 
 
 def test_svg_is_well_formed_with_a_band_per_layer_a_box_per_domain_and_every_edge(capsys):
@@ -60,3 +61,55 @@ def test_graph_writes_a_file_with_output(tmp_path):
     target = tmp_path / "map.svg"
     assert main(["graph", str(ROUTES), "--format", "svg", "-o", str(target)]) == 0
     ET.parse(target)  # noqa: S314 (our own output)
+
+
+# Names the routes allow that the output languages give a meaning to: DOT's and Mermaid's
+# keywords as domains, quotes and markup in an owner, a layer with spaces, quotes and '#'.
+HOSTILE = """\
+layers: ['Core "Infra"/Layer #1', edge]
+domains:
+  node:
+    layer: 'Core "Infra"/Layer #1'
+    owner: 'team "quoted" <b>&'
+    upstream: main
+    auth: bypass
+    versions: {v1: {routes: [{name: a, path: /a}]}}
+  edge:
+    layer: edge
+    owner: back\\slash
+    upstream: main
+    auth: bypass
+    depends_on: [node, end]
+    versions: {v1: {routes: [{name: b, path: /b}]}}
+  end:
+    layer: 'Core "Infra"/Layer #1'
+    owner: team-end
+    upstream: main
+    auth: bypass
+    versions: {v1: {routes: [{name: c, path: /c}]}}
+upstreams:
+  main: {endpoints: ["http://127.0.0.1:1"]}
+"""
+
+
+def test_dot_quotes_every_id_and_escapes_every_label(tmp_path, capsys):
+    (tmp_path / "routes.yaml").write_text(HOSTILE)
+    assert main(["graph", str(tmp_path / "routes.yaml"), "--format", "dot"]) == 0
+    text = capsys.readouterr().out
+    assert 'subgraph "cluster_Core \\"Infra\\"/Layer #1" {' in text
+    assert '    "node" [label="node\\nv1 · 1 route\\nteam \\"quoted\\" <b>&"];' in text
+    assert '    "edge" [label="edge\\nv1 · 1 route\\nback\\\\slash"];' in text
+    assert '  "edge" -> "node";\n  "edge" -> "end";\n' in text
+    # Outside quoted strings, only the statements the renderer writes itself.
+    bare = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
+    assert "edge ->" not in bare and "node [label" not in bare
+
+
+def test_mermaid_prefixes_every_id_and_escapes_every_label(tmp_path, capsys):
+    (tmp_path / "routes.yaml").write_text(HOSTILE)
+    assert main(["graph", str(tmp_path / "routes.yaml"), "--format", "mermaid"]) == 0
+    text = capsys.readouterr().out
+    assert '  subgraph layer_1["Core #quot;Infra#quot;/Layer #1"]' in text
+    assert '    d_node["node<br/>v1 · 1 route<br/>team #quot;quoted#quot; #lt;b#gt;#amp;"]' in text
+    assert "  d_edge --> d_end\n" in text
+    assert "\n    end[" not in text
