@@ -206,9 +206,14 @@ def _place(before: str) -> tuple[int, int]:
 
 
 def load_documents(path: Path) -> list[Node]:
-    """The YAML files at ``path`` (a file, or every ``*.yaml``/``*.yml`` in a directory, sorted)."""
+    """The YAML files at ``path`` (a file, or every ``*.yaml``/``*.yml`` in a directory, sorted;
+    hidden ones left out: editors keep their lock and swap files there, ``.#routes.yaml``)."""
     if path.is_dir():
-        named = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+        named = sorted(
+            p
+            for p in path.iterdir()
+            if p.suffix in (".yaml", ".yml") and not p.name.startswith(".")
+        )
         for entry in named:
             # A link whose file is gone would otherwise drop its domains without a word.
             if entry.is_symlink() and not entry.exists():

@@ -242,6 +242,19 @@ def test_a_symlink_to_a_missing_file_in_a_routes_directory_is_an_error(tmp_path:
         load_routes(tmp_path)
 
 
+def test_hidden_files_in_a_routes_directory_are_left_out(tmp_path: Path):
+    (tmp_path / "edge.yaml").write_text(
+        "layers: [edge]\ndomains:\n  shop:\n    layer: edge\n    owner: team\n"
+        "    upstream: main\n    auth: bypass\n"
+        "    versions: {v1: {routes: [{name: a, path: /a}]}}\n"
+        'upstreams:\n  main: {endpoints: ["http://127.0.0.1:1"]}\n'
+    )
+    # What an editor leaves while a file is open: a dangling lock link, a half-written copy.
+    (tmp_path / ".#edge.yaml").symlink_to(tmp_path / "user@host.1234")
+    (tmp_path / ".edge.yaml.swp.yaml").write_text("not: [valid")
+    assert load_routes(tmp_path).layers == ("edge",)
+
+
 def test_a_file_nested_thousands_deep_is_a_config_error_not_a_crash(tmp_path: Path):
     (tmp_path / "routes.yaml").write_text("layers: " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(ConfigError, match="nested too deeply"):
