@@ -40,6 +40,7 @@ PublicKey = (
     rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
 )
 _ASYMMETRIC_KTY = frozenset({"RSA", "EC", "OKP"})
+_MIN_RSA_BITS = 2048
 log = logging.getLogger("doma.authz.keys")
 # A key set is an object, a list of keys, and a list or two in a key (x5c): 32 is generous.
 _MAX_JWKS_DEPTH = 32
@@ -107,6 +108,9 @@ def parse_jwks(data: bytes) -> KeySet:
             raise KeyParseError(
                 f"JWKS key #{index} is not a usable public key ({type(exc).__name__})"
             ) from exc
+        if isinstance(key.key, rsa.RSAPublicKey) and key.key.key_size < _MIN_RSA_BITS:
+            # Factorable with public effort (RFC 7518 3.3 requires 2048 bits): no signing key.
+            continue
         kid = jwk.get("kid")
         if isinstance(kid, str):
             by_kid[kid] = key
@@ -140,6 +144,8 @@ def parse_pem(data: bytes, key_id: str | None) -> KeySet:
         raise KeyParseError("not a PEM public key") from exc
     if not isinstance(key, PublicKey):
         raise KeyParseError(f"unsupported public key type {type(key).__name__}")
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < _MIN_RSA_BITS:
+        raise KeyParseError(f"an RSA key of {key.key_size} bits; at least {_MIN_RSA_BITS}")
     verification = VerificationKey(key)
     if key_id:
         return KeySet({key_id: verification})

@@ -272,3 +272,20 @@ async def test_the_url_fetcher_stops_reading_at_the_size_cap():
                 await JwksUrlFetcher(url, client, 5.0).fetch()
         await asyncio.sleep(0.1)
         assert sent[0] < 16 * 1024 * 1024
+
+
+def test_an_rsa_key_under_2048_bits_is_no_signing_key():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()  # noqa: S505 (the point)
+    strong = SigningKey()
+    document = json.loads(jwks(strong))
+    document["keys"].append({**json.loads(RSAAlgorithm.to_jwk(weak)), "kid": "weak"})
+    assert list(parse_jwks(json.dumps(document).encode()).by_kid) == [strong.kid]
+    pem = weak.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    with pytest.raises(KeyParseError, match="1024 bits"):
+        parse_pem(pem, None)
