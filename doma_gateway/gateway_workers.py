@@ -45,7 +45,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.policies import PolicyResources
 from gateway.reload import Reloader
 from gateway.routes_model import RoutesConfig
-from gateway.runtime import RuntimeHolder, build_runtime
+from gateway.runtime import Runtime, RuntimeHolder, build_runtime
 from gateway.transport import build_transport
 
 __all__ = ["run_supervisor"]
@@ -117,33 +117,26 @@ async def run_supervisor(options: ServeOptions, config: RoutesConfig) -> int:
         authorizer=validator, inter_domain=inter_domain_rule(options.routes, inter_domain)
     )
     extension_metrics = ExtensionMetrics(local.registry)
-    holder = RuntimeHolder(
-        build_runtime(
-            config,
+
+    def runtime_for(served: RoutesConfig) -> Runtime:
+        # Everything a worker checks, extensions included: a file the workers would reject is
+        # rejected here, not announced as applied.
+        return build_runtime(
+            served,
             transport=transport,
             metrics=local,
             authorizer=validator,
             policies=policies,
-            extensions=served_extensions(options, config, extension_metrics),
+            extensions=served_extensions(options, served, extension_metrics),
         )
-    )
+
+    holder = RuntimeHolder(runtime_for(config))
 
     def apply() -> int:
         new = load_config(options)
         auth_changed = auth_section(options.routes) != auth
         policies.inter_domain = inter_domain_rule(options.routes, inter_domain)
-        # Everything a worker checks, extensions included: a file the workers would reject is
-        # rejected here, not announced as applied.
-        holder.swap(
-            build_runtime(
-                new,
-                transport=transport,
-                metrics=local,
-                authorizer=validator,
-                policies=policies,
-                extensions=served_extensions(options, new, extension_metrics),
-            )
-        )
+        holder.swap(runtime_for(new))
         for worker in workers:
             worker.send_signal(signal.SIGHUP)
         if auth_changed:

@@ -92,10 +92,14 @@ upstreams:
 """
 
 
-def test_dot_quotes_every_id_and_escapes_every_label(tmp_path, capsys):
+def hostile_graph(fmt: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
     (tmp_path / "routes.yaml").write_text(HOSTILE)
-    assert main(["graph", str(tmp_path / "routes.yaml"), "--format", "dot"]) == 0
-    text = capsys.readouterr().out
+    assert main(["graph", str(tmp_path / "routes.yaml"), "--format", fmt]) == 0
+    return capsys.readouterr().out
+
+
+def test_dot_quotes_every_id_and_escapes_every_label(tmp_path, capsys):
+    text = hostile_graph("dot", tmp_path, capsys)
     assert 'subgraph "cluster_Core \\"Infra\\"/Layer #1" {' in text
     assert '    "node" [label="node\\nv1 · 1 route\\nteam \\"quoted\\" <b>&"];' in text
     assert '    "edge" [label="edge\\nv1 · 1 route\\nback\\\\slash"];' in text
@@ -106,9 +110,7 @@ def test_dot_quotes_every_id_and_escapes_every_label(tmp_path, capsys):
 
 
 def test_mermaid_prefixes_every_id_and_escapes_every_label(tmp_path, capsys):
-    (tmp_path / "routes.yaml").write_text(HOSTILE)
-    assert main(["graph", str(tmp_path / "routes.yaml"), "--format", "mermaid"]) == 0
-    text = capsys.readouterr().out
+    text = hostile_graph("mermaid", tmp_path, capsys)
     assert '  subgraph layer_1["Core #quot;Infra#quot;/Layer #1"]' in text
     assert '    d_node["node<br/>v1 · 1 route<br/>team #quot;quoted#quot; #lt;b#gt;#amp;"]' in text
     assert "  d_edge --> d_end\n" in text

@@ -12,6 +12,7 @@ import re
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -160,17 +161,20 @@ def test_rabbitmq_connections_killed_while_checks_run(tmp_path, redis_url):
         assert "Traceback" not in server.stderr(), server.stderr()[-3000:]
 
 
+def store_routes(tmp_path: Path, store: str, bus: str, name: str, *, epoch_check: float) -> Path:
+    """Routes trusting KEY whose revocation uses ``store`` and ``bus`` under a fresh prefix."""
+    return write_routes(
+        tmp_path,
+        KEY,
+        revocation_yaml(store, bus, unique_prefix(name), epoch_check_interval_seconds=epoch_check),
+    )
+
+
 def test_redis_stopped_gives_503_at_once_and_recovers_without_restart(tmp_path, amqp_url):
     redis = PrivateRedis().start()
     server = None
     try:
-        routes = write_routes(
-            tmp_path,
-            KEY,
-            revocation_yaml(
-                redis.url, amqp_url, unique_prefix("redis-stop"), epoch_check_interval_seconds=0.5
-            ),
-        )
+        routes = store_routes(tmp_path, redis.url, amqp_url, "redis-stop", epoch_check=0.5)
         server, checker = start_authz(routes)
         token = KEY.token(sub="frank")
         assert checker.check(token) == (200, "ok")
@@ -268,14 +272,8 @@ def test_a_store_restarted_without_its_data_revokes_at_once_again(tmp_path, amqp
     redis = PrivateRedis().start()
     servers: list[processes.ServerProcess] = []
     try:
-        routes = write_routes(
-            tmp_path,
-            KEY,
-            # Epoch checks far apart: only the bus's event can revoke within the test's bound.
-            revocation_yaml(
-                redis.url, amqp_url, unique_prefix("store-reset"), epoch_check_interval_seconds=20
-            ),
-        )
+        # Epoch checks far apart: only the bus's event can revoke within the test's bound.
+        routes = store_routes(tmp_path, redis.url, amqp_url, "store-reset", epoch_check=20)
         server, checker = start_authz(routes)
         other, other_checker = start_authz(routes)
         servers += [server, other]
