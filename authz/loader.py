@@ -98,6 +98,8 @@ def load_auth_settings(path: Path) -> AuthSettings:
         section = top.get("auth")
         if section is not None:
             found.append((top.key("auth"), section))
+        elif "auth" in top:
+            raise top.key("auth").error("the auth: section is empty (it needs issuers)")
     if not found:
         raise ConfigError("no 'auth:' section in any routes file", file=str(path))
     if len(found) > 1:

@@ -118,6 +118,11 @@ def test_directory_with_two_auth_sections_is_refused(tmp_path):
     assert error.file.endswith("b.yaml") and "a second 'auth:' section" in error.message
 
 
+def test_an_empty_auth_section_is_named_as_such(tmp_path):
+    error = error_of(write(tmp_path, "layers: [edge]\nauth:\n"))
+    assert (error.line, error.message) == (2, "the auth: section is empty (it needs issuers)")
+
+
 def test_directory_merges_other_sections(tmp_path):
     write(tmp_path, GOOD, "auth.yaml")
     write(tmp_path, "domains: []\n", "scan.yaml")
