@@ -132,6 +132,8 @@ class _CheckProtocol(asyncio.Protocol):
         # trailer fields: counted, never headers).
         self._begun = 0
         self._in_body = False
+        # Whether the current request asked for "Expect: 100-continue".
+        self._continue = False
         # The answer to a request the parser was stopped for, when it is not a plain 400; and
         # whether a refusal was sent (the connection only lingers until it closes).
         self._refusal: bytes | None = None
@@ -241,7 +243,7 @@ class _CheckProtocol(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._begun += 1
-        self._in_body = False
+        self._in_body = self._continue = False
         # A request has begun: it has request_seconds to arrive whole.
         self._in_request, self._head, self._head_parts = True, 0, 0
         self._deadline = self._loop.time() + self._server.request_seconds
@@ -255,6 +257,9 @@ class _CheckProtocol(asyncio.Protocol):
         self._count(len(name) + len(value) + 4)
         if not self._in_body:
             self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+            if len(name) == 6 and name.lower() == b"expect":
+                # Noted here, where the header passes anyway, not by scanning every check's head.
+                self._continue = value.lower() == b"100-continue"
 
     def _count(self, size: int) -> None:
         """Parts of a head that arrived within one read: their exact size, framing left out."""
@@ -275,10 +280,7 @@ class _CheckProtocol(asyncio.Protocol):
             name.lower() == "transfer-encoding" for name, _ in self._headers
         ):
             raise httptools.HttpParserError("transfer-encoding in HTTP/1.0")
-        if self._transport is not None and any(
-            name.lower() == "expect" and value.lower() == "100-continue"
-            for name, value in self._headers
-        ):
+        if self._continue and self._transport is not None:
             # The check needs no body, but the client waits for leave to send it.
             self._transport.write(_CONTINUE)
 

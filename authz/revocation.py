@@ -33,6 +33,7 @@ __all__ = [
     "decode_event",
     "encode_event",
     "is_revoked",
+    "issued_before",
 ]
 
 # As long as the largest token may be (auth.token.max_bytes, at most 64 KiB): every jti or sub
@@ -131,14 +132,17 @@ class RevocationCheck(Protocol):
 def is_revoked(lookup: Lookup, issued_at: object) -> bool:
     if lookup.jti_revoked:
         return True
-    if lookup.subject_before <= 0.0:
-        return False
+    return lookup.subject_before > 0.0 and issued_before(issued_at, lookup.subject_before)
+
+
+def issued_before(issued_at: object, before: float) -> bool:
+    """Whether a token issued at ``issued_at`` falls under a logout of everything before
+    ``before``: only a time proven later escapes it."""
     # A token without a usable iat cannot prove it is newer than the logout: revoked.
     if not isinstance(issued_at, int | float) or isinstance(issued_at, bool):
         return True
-    # Not "issued_at < before": NaN compares false both ways, and only a time proven later than
-    # the logout escapes it.
-    return not issued_at >= lookup.subject_before
+    # Not "issued_at < before": NaN compares false both ways.
+    return not issued_at >= before
 
 
 def check_identifier(what: str, value: str) -> str:

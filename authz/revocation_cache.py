@@ -34,6 +34,7 @@ from authz.revocation import (
     RevocationStore,
     decode_event,
     is_revoked,
+    issued_before,
 )
 from authz.settings import RevocationCacheSettings
 
@@ -101,7 +102,7 @@ class RevocationCache:
             if revoked is None or before is None:
                 return False, None
             self.hits += 1
-        if revoked or (before and _issued_before(claims.get("iat"), before)):
+        if revoked or (before and issued_before(claims.get("iat"), before)):
             return True, "token_revoked"
         return True, None
 
@@ -207,12 +208,6 @@ def _identifiers(claims: Mapping[str, Any]) -> tuple[str | None, str | None]:
         jti if isinstance(jti, str) and jti else None,
         subject if isinstance(subject, str) and subject else None,
     )
-
-
-def _issued_before(issued_at: object, before: float) -> bool:
-    if not isinstance(issued_at, int | float) or isinstance(issued_at, bool):
-        return True
-    return not issued_at >= before  # NaN: not proven later, so revoked
 
 
 async def follow_bus(

@@ -155,16 +155,13 @@ async def run_serve(options: ServeOptions) -> int:
 
     extension_metrics = ExtensionMetrics(metrics.registry)
 
-    def extensions(served: RoutesConfig) -> ExtensionHost | None:
-        return served_extensions(options, served, extension_metrics)
-
     holder = RuntimeHolder(
         build_runtime(
             config,
             transport=transport,
             metrics=metrics,
             policies=policies,
-            extensions=extensions(config),
+            extensions=served_extensions(options, config, extension_metrics),
         )
     )
 
@@ -179,7 +176,7 @@ async def run_serve(options: ServeOptions) -> int:
             metrics=metrics,
             policies=policies,
             previous=holder.current,
-            extensions=extensions(served),
+            extensions=served_extensions(options, served, extension_metrics),
         )
         holder.swap(runtime)
         metrics.reload("ok")
@@ -332,20 +329,25 @@ def announce_gateway_keys_need_restart(
     keys += [k for k, flag in (("listen", options.listen), ("admin", options.admin)) if not flag]
     changed = [k for k in keys if getattr(started.gateway, k) != getattr(served.gateway, k)]
     if changed:
-        reason = (
+        _restart_needed(
             f"gateway: {', '.join(changed)} changed; read at start-up, restart to apply "
-            "(the start-up values stay until then)"
+            "(the start-up values stay until then)",
+            section="gateway",
+            keys=changed,
         )
-        log.warning(reason, extra={"event": "restart_needed"})
-        announce("restart_needed", section="gateway", keys=changed, reason=reason)
 
 
 def announce_auth_needs_restart() -> None:
     """A reload applied the routes but not a changed ``auth:`` section: its keys, caches and
     revocation bus were built at start-up, so the old section keeps deciding until a restart."""
-    reason = "the auth: section changed; it is read at start-up, restart to apply it"
+    _restart_needed(
+        "the auth: section changed; it is read at start-up, restart to apply it", section="auth"
+    )
+
+
+def _restart_needed(reason: str, **fields: object) -> None:
     log.warning(reason, extra={"event": "restart_needed"})
-    announce("restart_needed", section="auth", reason=reason)
+    announce("restart_needed", **fields, reason=reason)
 
 
 def announce(event: str, **fields: object) -> None:

@@ -77,18 +77,22 @@ def _dot_text(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
+def _mermaid_id(domain: str) -> str:
+    # Prefixed: a domain may be named like a Mermaid keyword (end, graph, subgraph).
+    return "d_" + domain.replace("-", "_")
+
+
 def mermaid(graph: DomainMap) -> str:
-    # Every id prefixed: a domain may be named like a Mermaid keyword (end, graph, subgraph).
     lines = ["flowchart TB"]
     # Highest layer first: dependencies point down the page.
     for index, (layer, boxes) in enumerate(reversed(graph.layers)):
         lines.append(f'  subgraph layer_{index}["{_mermaid_text(layer)}"]')
         for box in boxes:
             label = "<br/>".join(_mermaid_text(part) for part in (box.name, box.summary, box.owner))
-            lines.append(f'    d_{box.name.replace("-", "_")}["{label}"]')
+            lines.append(f'    {_mermaid_id(box.name)}["{label}"]')
         lines.append("  end")
     for caller, target in graph.edges:
-        lines.append(f"  d_{caller.replace('-', '_')} --> d_{target.replace('-', '_')}")
+        lines.append(f"  {_mermaid_id(caller)} --> {_mermaid_id(target)}")
     return "\n".join(lines) + "\n"
 
 

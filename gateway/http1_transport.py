@@ -48,7 +48,6 @@ class _Connection(asyncio.Protocol):
         self._body_waiter: asyncio.Future[None] | None = None
         self.complete = False
         self._reusable = False
-        self._retired = False
         self._delimited_by_close = False
         self._reading_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -132,8 +131,12 @@ class _Connection(asyncio.Protocol):
         if self._interim:
             self._interim = False
             return
-        # Read now: once the message is complete the parser resets for the next one.
-        self._reusable = self._parser.should_keep_alive()
+        # Read now: once the message is complete the parser resets for the next one. A 204 or
+        # 304 ends with its head, but servers that write a body for it anyway are common, and
+        # that body may come once the connection is back in the pool, where the next client's
+        # exchange would read it as its answer: such a connection is not reused.
+        parser = self._parser
+        self._reusable = parser.should_keep_alive() and parser.get_status_code() not in _NO_BODY
         self.complete = True
         self._wake_body()
 
@@ -204,11 +207,7 @@ class _Connection(asyncio.Protocol):
 
     @property
     def keep_alive(self) -> bool:
-        return self.complete and self._reusable and not self.closed and not self._retired
-
-    def retire(self) -> None:
-        """Close once the exchange is done instead of going back to the pool."""
-        self._retired = True
+        return self.complete and self._reusable and not self.closed
 
     def close(self) -> None:
         self.closed = True
@@ -448,11 +447,6 @@ class Http1Transport(httpx.AsyncBaseTransport):
             # httptools cannot be told a HEAD answer has no body: never reuse this connection.
             connection.complete = True
             connection.close()
-        elif status in _NO_BODY:
-            # The answer ends with its head, but servers that write a body for it anyway are
-            # common, and that body may come after the connection went back to the pool: the
-            # next client's exchange would read it as its answer. Not reused.
-            connection.retire()
 
         def release(done: _Connection) -> None:
             self._release(key, done)
