@@ -234,19 +234,28 @@ class RedisClusterNodes:
             capture_output=True,
             timeout=30,
         )
+        # Each node learns the slot map by gossip on its own schedule; a client that reaches a
+        # node still saying CLUSTERDOWN fails, so wait until every node agrees.
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            info = subprocess.run(
-                [cli, "-p", str(self.nodes[0].port), "cluster", "info"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=False,
-            ).stdout
-            if "cluster_state:ok" in info:
+            if all(self._node_ready(cli, node.port) for node in self.nodes):
                 return self
             time.sleep(0.1)
-        raise TimeoutError("the Redis cluster did not reach cluster_state:ok")
+        raise TimeoutError("the Redis cluster did not reach cluster_state:ok on every node")
+
+    def _node_ready(self, cli: str, port: int) -> bool:
+        info = subprocess.run(
+            [cli, "-p", str(port), "cluster", "info"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout
+        return (
+            "cluster_state:ok" in info
+            and "cluster_slots_ok:16384" in info
+            and f"cluster_known_nodes:{len(self.nodes)}" in info
+        )
 
     def close(self) -> None:
         for node in self.nodes:
