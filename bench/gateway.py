@@ -388,7 +388,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                         print(f"  round {number} {case.key}: {row['rps']:,.0f} req/s", flush=True)
                     if _better(row, best.get(case.key), "rps", most=True):
                         best[case.key] = row
-                for case in (c for c in wanted if c.key in ("direct", "doma")):
+                for case in (c for c in wanted if c.key in ("direct", "envoy", "doma")):
                     row = _attempt(f"round {number} fixed rate", bench.fixed_rate, case)
                     if _better(row, best_paced.get(case.key), "p99_ms", most=False):
                         best_paced[case.key] = row
@@ -405,9 +405,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     by_case = {row["case"]: row for row in rows}
     paced_by = {row["case"]: row for row in paced if "failed" not in row}
-    added = None
-    if "direct" in paced_by and "doma" in paced_by:
-        added = round(paced_by["doma"]["p99_ms"] - paced_by["direct"]["p99_ms"], 3)
+    added = _p99_added(paced_by, "doma")
     # The gateway worker's RSS at the end of each load: the throughput rounds and the memory run.
     worker_rss = [
         row["rss_mb"] for row in rows if row["case"].startswith("doma") and row.get("rss_mb")
@@ -424,6 +422,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                      "rate_duration": args.rate_duration, "rounds": args.rounds,
                      "memory_seconds": args.memory_seconds},
         "throughput": rows, "fixed_rate": paced, "p99_added_ms": added,
+        # Envoy through the same run: how much of the tail is the machine's, not the proxy's.
+        "p99_added_ms_envoy": _p99_added(paced_by, "envoy"),
         "ratios": _ratios(by_case),
         "memory": {
             "worker_rss_mb_max": max(worker_rss) if worker_rss else None,
@@ -435,6 +435,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if any("rps" in r for r in rows) else None,
         "wall_seconds": round(time.monotonic() - started, 1),
     }  # fmt: skip
+
+
+def _p99_added(paced_by: dict[str, dict[str, Any]], case: str) -> float | None:
+    """The p99 ``case`` adds over ``direct`` at the fixed rate, when both ran."""
+    if "direct" not in paced_by or case not in paced_by:
+        return None
+    return round(float(paced_by[case]["p99_ms"]) - float(paced_by["direct"]["p99_ms"]), 3)
 
 
 def failed(report: dict[str, Any]) -> list[str]:

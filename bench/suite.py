@@ -183,6 +183,12 @@ def _notes(measured: dict[str, dict[str, Any]], settings: dict[str, Any]) -> lis
     ]
     if "authz" in measured:
         notes.append(f"authz layout: {measured['authz']['machine']['layout']}")
+    envoy_added = measured.get("gateway", {}).get("p99_added_ms_envoy")
+    if envoy_added is not None:
+        notes.append(
+            f"Envoy as proxy added {envoy_added:.2f} ms of p99 at the same fixed rate in this "
+            "run: the machine's share of the tail."
+        )
     if "gateway" in measured:
         notes.append(
             f"gateway layout: the proxy on CPU {measured['gateway']['machine']['proxy_cpu']}, "
