@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -33,7 +34,7 @@ from google.rpc import code_pb2, status_pb2
 from authz.check import CheckInput, Decider, Decision, deny
 from authz.metrics import AuthzMetrics
 
-__all__ = ["AuthorizationServicer", "check_input", "check_response"]
+__all__ = ["CHECK_THREADS", "AuthorizationServicer", "check_input", "check_response"]
 
 log = logging.getLogger("doma.authz.grpc")
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -41,6 +42,14 @@ _OK_STATUS = status_pb2.Status(code=code_pb2.OK)
 # A call without a deadline still gets an answer: every wait in ``decide`` has its own timeout
 # (key fetch, store read), so this bound only caps a stuck loop.
 _MAX_WAIT_SECONDS = 60.0
+# Threads that run Check. A check holds one only while it runs or waits for I/O (a key fetch, a
+# store read, each bounded by its own timeout); checks beyond this queue in grpc, not rejected.
+CHECK_THREADS = 32
+# At most this many of them wait at once. Tokens naming random kids while the issuer's JWKS
+# endpoint hangs would otherwise hold every thread until Envoy's deadline, and checks that need
+# no wait (a known token) would queue behind them; past the limit a check that must wait is
+# answered 503 at once.
+MAX_WAITING_CHECKS = CHECK_THREADS // 2
 
 
 def check_input(request: external_auth_pb2.CheckRequest) -> CheckInput:
@@ -150,11 +159,14 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         metrics: AuthzMetrics | None = None,
         *,
         loop: asyncio.AbstractEventLoop,
+        max_waiting: int = MAX_WAITING_CHECKS,
     ):
         self._authorizer = authorizer
         self._metrics = metrics
         self._loop = loop
         self._internal_error = check_response(deny(503, "internal_error"))
+        self._waiting = threading.BoundedSemaphore(max_waiting)
+        self._too_many_waiting = deny(503, "too_many_waiting_checks")
 
     def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
@@ -164,7 +176,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
             check = check_input(request)
             decision = self._authorizer.decide_now(check)
             if decision is None:
-                decision = self._on_loop(self._authorizer.decide(check), context)
+                decision = self._wait_for(check, context)
             response = self._response(decision)
         except Exception:
             # Fail closed, and log the kind of failure only: never the request's headers.
@@ -174,11 +186,11 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
             self._metrics.observe("grpc", decision, time.perf_counter() - started)
         return response
 
-    def _on_loop(
-        self, decide: Coroutine[Any, Any, Decision], context: grpc.ServicerContext
-    ) -> Decision:
-        """Run ``decide`` on the event loop and wait for it, at most until the call's deadline."""
-        future = asyncio.run_coroutine_threadsafe(decide, self._loop)
+    def _wait_for(self, check: CheckInput, context: grpc.ServicerContext) -> Decision:
+        """``decide`` run on the event loop, waited for at most until the call's deadline."""
+        if not self._waiting.acquire(blocking=False):
+            return self._too_many_waiting
+        future = asyncio.run_coroutine_threadsafe(self._authorizer.decide(check), self._loop)
         try:
             # grpc reports "no deadline" as a huge number of seconds.
             remaining = context.time_remaining()
@@ -188,6 +200,8 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
             # Envoy has given up on this call (its deadline passed): stop the work too.
             future.cancel()
             raise
+        finally:
+            self._waiting.release()
 
     @staticmethod
     def _response(decision: Decision) -> external_auth_pb2.CheckResponse:

@@ -22,16 +22,13 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from authz.grpc_check import AuthorizationServicer
+from authz.grpc_check import CHECK_THREADS, AuthorizationServicer
 
 __all__ = ["CHECK_THREADS", "SERVER_OPTIONS", "AuthzServer"]
 
 log = logging.getLogger("doma.authz.server")
 _SERVICES = ("", "envoy.service.auth.v3.Authorization")
 _READINESS_POLL_SECONDS = 0.25
-# Threads that run Check. A check holds one only while it runs or waits for I/O (a key fetch, a
-# store read, each bounded by its own timeout); checks beyond this queue in grpc, not rejected.
-CHECK_THREADS = 32
 SERVER_OPTIONS = (
     ("grpc.so_reuseport", 0),
     ("grpc.max_concurrent_streams", 1000),

@@ -205,6 +205,15 @@ class _Connection(asyncio.Protocol):
         self._buffered = 0
         return body
 
+    def end_at_head(self) -> None:
+        """The answer to HEAD ends with its head (RFC 9110 9.3.2). Body bytes that came in the
+        same read are dropped, and as httptools cannot be told that a HEAD answer has no body,
+        the connection is not reused either."""
+        self.complete = True
+        self._chunks.clear()
+        self._buffered = 0
+        self.close()
+
     @property
     def keep_alive(self) -> bool:
         return self.complete and self._reusable and not self.closed
@@ -444,9 +453,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
                 raise
             break
         if method == "HEAD":
-            # httptools cannot be told a HEAD answer has no body: never reuse this connection.
-            connection.complete = True
-            connection.close()
+            connection.end_at_head()
 
         def release(done: _Connection) -> None:
             self._release(key, done)

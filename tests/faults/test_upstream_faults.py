@@ -31,6 +31,8 @@ TOTAL_SECONDS = 1.0
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Head and body go out in two writes: without this the body waits for a delayed ACK.
+    disable_nagle_algorithm = True
     server: ModalUpstream
 
     def log_message(self, format: str, *args: object) -> None:

@@ -22,6 +22,7 @@ class _Handler(socketserver.StreamRequestHandler):
     """``/interim/<who>``: 100 Continue, then 300 ms later a 201 with ``<who>``'s cookie.
     ``/trailing``: a 200 followed, in the same write, by a second answer nobody asked for.
     ``/late/<status>``: a 204 or 304, then 200 ms later a body anyway, shaped as an answer.
+    ``/head-with-body``: an answer to HEAD with its body, which is shaped as an answer.
     ``/cut/length``, ``/cut/chunked``: 100 kB of a longer body, then the connection closes.
     Anything else: a plain 200 naming the path."""
 
@@ -66,6 +67,15 @@ class _Handler(socketserver.StreamRequestHandler):
                     b"HTTP/1.1 200 OK\r\nset-cookie: session=stray\r\n"
                     b"content-length: 5\r\n\r\nstray"
                 )
+            elif path == "/head-with-body":
+                # A HEAD answered with a body, in the same write, shaped as a second answer.
+                smuggled = (
+                    b"HTTP/1.1 200 OK\r\nset-cookie: session=stray\r\ncontent-length: 0\r\n\r\n"
+                )
+                self.wfile.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: "
+                    + str(len(smuggled)).encode() + b"\r\n\r\n" + smuggled
+                )  # fmt: skip
             elif path == "/trailing":
                 self.wfile.write(
                     b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
@@ -134,6 +144,26 @@ def test_a_body_written_late_after_a_bodiless_answer_never_reaches_the_next_clie
     second = send(gateway.port, "/api/v1/image/plain/next")
     assert (second.status, second.body) == (200, b"/plain/next")
     assert "set-cookie" not in second.headers
+
+
+def test_a_body_sent_with_an_answer_to_head_never_reaches_the_client(
+    start_gateway: StartGateway, framing_upstream: str
+):
+    gateway = start_gateway(routes_text([framing_upstream]))
+    # HEAD, then a GET pipelined behind it on one client connection: the client reads exactly
+    # one head for the HEAD, so body bytes after it would be taken as the GET's answer.
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as connection:
+        connection.sendall(
+            b"HEAD /api/v1/image/head-with-body HTTP/1.1\r\nhost: edge\r\n\r\n"
+            b"GET /api/v1/image/plain/next HTTP/1.1\r\nhost: edge\r\nconnection: close\r\n\r\n"
+        )
+        answer = b""
+        while data := connection.recv(65536):
+            answer += data
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"content-length: 65" in head.lower(), head
+    assert rest.startswith(b"HTTP/1.1 200"), rest
+    assert rest.endswith(b"\r\n\r\n/plain/next") and b"stray" not in rest, rest
 
 
 def _read_until_closed(port: int, path: str) -> bytes:

@@ -17,6 +17,9 @@ class JwksServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Head and body go out in two writes: without this the body waits for a delayed ACK.
+            disable_nagle_algorithm = True
+
             def do_GET(self) -> None:
                 outer.fetches += 1
                 time.sleep(outer.delay)
