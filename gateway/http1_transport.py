@@ -29,6 +29,7 @@ _TARGET_CACHE_SIZE = 4096
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 # Answers that end with their head whatever their headers say (RFC 9110 15.3.5, 15.4.5).
 _NO_BODY = frozenset({204, 304})
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 class _Connection(asyncio.Protocol):
@@ -40,6 +41,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reused = False
+        # Any byte came back for the current exchange: the upstream has seen the request.
+        self.answered = False
         self._error: Exception | None = None
         self._headers: list[tuple[bytes, bytes]] = []
         self._headers_done: asyncio.Future[None] | None = None
@@ -60,6 +63,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.answered = True
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
@@ -164,6 +168,7 @@ class _Connection(asyncio.Protocol):
         self._delimited_by_close = False
         self._interim = False
         self._error = None
+        self.answered = False
         self._headers_done = self._loop.create_future()
 
     async def drain(self) -> None:
@@ -442,9 +447,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
                 status, response_headers = await connection.response_head(head_timeout)
             except httpx.RemoteProtocolError:
                 connection.close()
-                # A pooled connection the upstream closed while idle fails before any byte of
-                # the answer: the request never reached it, so one fresh connection is safe.
-                if connection.reused and isinstance(body, bytes):
+                if _replayable(connection, method, body):
                     connection = None
                     continue
                 raise
@@ -499,6 +502,23 @@ def _head(
         lines.append(b"transfer-encoding: chunked\r\n")
     lines.append(b"\r\n")
     return b"".join(lines)
+
+
+def _replayable(connection: _Connection, method: str, body: bytes | AsyncIterable[bytes]) -> bool:
+    """Whether a request that failed on ``connection`` may go again on a fresh one, unasked.
+
+    A pooled connection the upstream closed while idle fails with no byte of an answer, and the
+    request never reached a handler. But an upstream that read the request and then died looks
+    the same, so only an idempotent method (RFC 9110 9.2.2) is sent again, as Go's and
+    Envoy's clients do: a POST could otherwise charge a card twice. Anything else is the
+    route's ``retries`` policy to judge.
+    """
+    return (
+        connection.reused
+        and not connection.answered
+        and method in _IDEMPOTENT
+        and isinstance(body, bytes)
+    )
 
 
 async def _send(connection: _Connection, head: bytes, body: bytes | AsyncIterable[bytes]) -> None:

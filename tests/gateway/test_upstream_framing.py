@@ -4,6 +4,7 @@ reach another client (each exchange ends at its own final answer)."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import socketserver
 import threading
@@ -17,16 +18,21 @@ import pytest
 from tests.gateway.conftest import StartGateway, routes_text
 from tests.support.http import send
 
+SEEN: list[tuple[str, str, bytes]] = []
+
 
 class _Handler(socketserver.StreamRequestHandler):
     """``/interim/<who>``: 100 Continue, then 300 ms later a 201 with ``<who>``'s cookie.
     ``/trailing``: a 200 followed, in the same write, by a second answer nobody asked for.
     ``/late/<status>``: a 204 or 304, then 200 ms later a body anyway, shaped as an answer.
+    ``/drop-later/<x>``: recorded in ``SEEN``; answered on a connection's first request only,
+    later ones are read whole and the connection closes without an answer.
     ``/head-with-body``: an answer to HEAD with its body, which is shaped as an answer.
     ``/cut/length``, ``/cut/chunked``: 100 kB of a longer body, then the connection closes.
     Anything else: a plain 200 naming the path."""
 
     def handle(self) -> None:
+        served = 0
         while True:
             head = b""
             while not head.endswith(b"\r\n\r\n"):
@@ -34,8 +40,16 @@ class _Handler(socketserver.StreamRequestHandler):
                 if not line:
                     return
                 head += line
-            path = head.split(b" ")[1].decode()
-            if path.startswith("/interim/"):
+            method, path = head.split(b" ")[0].decode(), head.split(b" ")[1].decode()
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            body = self.rfile.read(int(length.group(1))) if length else b""
+            served += 1
+            if path.startswith("/drop-later/"):
+                SEEN.append((method, path, body))
+                if served > 1:
+                    return  # read the whole request, then died without a word
+                self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nserved")
+            elif path.startswith("/interim/"):
                 who = path.rsplit("/", 1)[1].encode()
                 self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 self.wfile.flush()
@@ -164,6 +178,28 @@ def test_a_body_sent_with_an_answer_to_head_never_reaches_the_client(
     assert head.startswith(b"HTTP/1.1 200") and b"content-length: 65" in head.lower(), head
     assert rest.startswith(b"HTTP/1.1 200"), rest
     assert rest.endswith(b"\r\n\r\n/plain/next") and b"stray" not in rest, rest
+
+
+@pytest.mark.parametrize(
+    ("method", "replayed"), [("POST", False), ("PATCH", False), ("PUT", True), ("GET", True)]
+)
+def test_a_request_the_upstream_read_and_never_answered_is_sent_again_only_if_idempotent(
+    start_gateway: StartGateway, framing_upstream: str, method: str, replayed: bool
+):
+    gateway = start_gateway(routes_text([framing_upstream]))
+    SEEN.clear()
+    # One pooled connection, then a request on it that the upstream reads and dies on: from
+    # the gateway's side just like a connection that the upstream closed while it was idle.
+    assert send(gateway.port, "/api/v1/image/drop-later/warm").status == 200
+    reply = send(gateway.port, "/api/v1/image/drop-later/charge", method=method, body=b"amount=100")
+    sent = [entry for entry in SEEN if entry[1] == "/drop-later/charge"]
+    if replayed:
+        # Sent again on a fresh connection, whose first request is answered.
+        assert (reply.status, reply.body) == (200, b"served")
+        assert len(sent) == 2
+    else:
+        assert reply.status == 502 and reply.json()["reason"] == "upstream_protocol_error"
+        assert sent == [(method, "/drop-later/charge", b"amount=100")]
 
 
 def _read_until_closed(port: int, path: str) -> bytes:
