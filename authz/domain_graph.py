@@ -113,14 +113,58 @@ def caller_from_xfcc(header: str, trust_domain: str | None) -> str | None:
     """The calling domain from an ``X-Forwarded-Client-Cert`` value set by a trusted proxy.
 
     Each proxy hop appends an element (``,``-separated); the last one describes the client the
-    nearest proxy saw, which is the only one that proxy vouches for.
+    nearest proxy saw, which is the only one that proxy vouches for. Several header lines are
+    one value joined with ``,`` (RFC 9110 5.3), so the last line's last element counts. Values
+    may be quoted and hold ``,`` ``;`` ``=`` (a certificate's Subject does): a quoted part
+    never splits an element, and a value that cannot be read names no caller.
     """
-    last = header.rsplit(",", 1)[-1]
-    for pair in last.split(";"):
-        key, _, value = pair.strip().partition("=")
-        if key.lower() == "uri":
-            return caller_from_spiffe(value.strip('"'), trust_domain)
-    return None
+    elements = _xfcc_elements(header)
+    if not elements:
+        return None
+    uris = [value for key, value in elements[-1] if key.lower() == "uri"]
+    if len(uris) != 1:
+        return None
+    return caller_from_spiffe(uris[0], trust_domain)
+
+
+def _xfcc_elements(header: str) -> list[list[tuple[str, str]]] | None:
+    """Elements of ``key=value;key=value,...`` with Envoy's quoting (``"..."``, ``\\"``)."""
+    elements: list[list[tuple[str, str]]] = [[]]
+    key, value, in_key, index = "", "", True, 0
+    while index < len(header):
+        char = header[index]
+        if char == '"' and not in_key and not value.strip():
+            closing = index + 1
+            quoted = []
+            while closing < len(header) and header[closing] != '"':
+                if header[closing] == "\\" and closing + 1 < len(header):
+                    closing += 1
+                quoted.append(header[closing])
+                closing += 1
+            if closing >= len(header):
+                return None  # an unterminated quote
+            value, index = "".join(quoted), closing + 1
+            continue
+        if char == "=" and in_key:
+            in_key = False
+        elif char in ";,":
+            if key.strip() or value:
+                if in_key:
+                    return None  # a part without '='
+                elements[-1].append((key.strip(), value.strip() if value else ""))
+            key, value, in_key = "", "", True
+            if char == ",":
+                elements.append([])
+        elif in_key:
+            key += char
+        else:
+            value += char
+        index += 1
+    if key.strip() or value:
+        if in_key:
+            return None
+        elements[-1].append((key.strip(), value.strip()))
+    return [element for element in elements if element]
 
 
 def target_domain(path: str) -> str | None:

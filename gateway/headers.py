@@ -54,6 +54,9 @@ _REPLACED_ON_REQUEST = frozenset(
     }
 )
 _DROPPED_REQUEST = HOP_BY_HOP | _REPLACED_ON_REQUEST
+# What a proxy in front says about the client's TLS certificate: passed on only from a trusted
+# proxy, or any client could claim to be another service to the next hop (Envoy's SANITIZE).
+_DROPPED_FROM_UNTRUSTED_PEERS = _DROPPED_REQUEST | {b"x-forwarded-client-cert"}
 _DROPPED_RESPONSE = HOP_BY_HOP | {b"content-length", b"x-request-id"}
 # Generated ids are a random per-process prefix and a counter: unique across instances and
 # restarts without a random draw per request (ids name requests; they are not secrets).
@@ -93,9 +96,11 @@ def connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]
     return frozenset(names)
 
 
-def strip_request_headers(headers: RawHeaders) -> RawHeaders:
+def strip_request_headers(headers: RawHeaders, *, trusted_peer: bool = False) -> RawHeaders:
+    """The client's headers to pass on; ``trusted_peer``: the peer is a trusted proxy."""
     named = connection_named(headers) if any(name == b"connection" for name, _ in headers) else ()
-    return [(n, v) for n, v in headers if n not in _DROPPED_REQUEST and n not in named]
+    dropped = _DROPPED_REQUEST if trusted_peer else _DROPPED_FROM_UNTRUSTED_PEERS
+    return [(n, v) for n, v in headers if n not in dropped and n not in named]
 
 
 def strip_response_headers(

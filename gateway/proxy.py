@@ -154,13 +154,10 @@ class Proxy:
             receive = _replay(first, receive)
             body = None
 
-        headers = strip_request_headers(client_headers)
         client = scope.get("client")
-        headers.extend(
-            self._forwarded.headers(
-                client_headers, client[0] if client else "", scope["scheme"], host
-            )
-        )
+        peer = client[0] if client else ""
+        headers = strip_request_headers(client_headers, trusted_peer=self._forwarded.trusted(peer))
+        headers.extend(self._forwarded.headers(client_headers, peer, scope["scheme"], host))
         headers.append((b"x-request-id", request_id.encode()))
         if body is None and length is not None:
             headers.append((b"content-length", str(length).encode()))

@@ -61,11 +61,14 @@ class InterDomainPolicy:
         if self._trusted is not None:
             client = scope.get("client")
             if client and self._trusted(client[0]):
-                for name, value in scope["headers"]:
-                    if name == _XFCC:
-                        found = caller_from_xfcc(value.decode("latin-1"), self._trust_domain)
-                        if found is not None:
-                            return found
+                # Several lines are one value joined with ',': the last element is the one the
+                # nearest (trusted) proxy appended, whichever line it came on.
+                lines = [value for name, value in scope["headers"] if name == _XFCC]
+                if lines:
+                    joined = b",".join(lines).decode("latin-1")
+                    found = caller_from_xfcc(joined, self._trust_domain)
+                    if found is not None:
+                        return found
         if self._claim is not None:
             claims: Mapping[str, Any] | None = scope.get(CLAIMS)
             value = claims.get(self._claim) if claims is not None else None

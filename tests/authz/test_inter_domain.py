@@ -80,6 +80,31 @@ def test_the_nearest_proxys_xfcc_element_names_the_caller():
 
 
 @pytest.mark.parametrize(
+    ("header", "caller"),
+    [
+        (
+            'Subject="CN=a,URI=spiffe://cluster.local/ns/x/sa/x";URI=spiffe://cluster.local/ns/chat/sa/c',
+            "chat",
+        ),
+        (
+            'Subject="CN=a;URI=spiffe://cluster.local/ns/x/sa/x";URI=spiffe://cluster.local/ns/chat/sa/c',
+            "chat",
+        ),
+        ('Subject="a\\"b,c";URI=spiffe://cluster.local/ns/chat/sa/c', "chat"),
+        ("URI=spiffe://cluster.local/ns/x/sa/x,URI=spiffe://cluster.local/ns/chat/sa/c", "chat"),
+        ("URI=spiffe://cluster.local/ns/chat/sa/c,", "chat"),
+        # Two URIs in one element, an unterminated quote, a part without '=': nobody.
+        ("URI=spiffe://cluster.local/ns/chat/sa/c;URI=spiffe://cluster.local/ns/x/sa/x", None),
+        ('Subject="CN=a;URI=spiffe://cluster.local/ns/chat/sa/c', None),
+        ("URI=spiffe://cluster.local/ns/x/sa/x,spiffe://cluster.local/ns/chat/sa/c", None),
+        ("", None),
+    ],
+)
+def test_xfcc_quoting_never_splits_a_value(header, caller):
+    assert caller_from_xfcc(header, "cluster.local") == caller
+
+
+@pytest.mark.parametrize(
     ("path", "domain"),
     [
         ("/api/v1/scan/results/1", "scan"),

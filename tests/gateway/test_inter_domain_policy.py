@@ -211,6 +211,33 @@ def test_the_gateway_enforces_the_layer_rule_for_xfcc_and_token_callers(edge):
     ) in metrics
 
 
+def test_the_caller_is_the_last_element_of_every_xfcc_line_read_with_its_quoting(edge):
+    path = "/api/v1/character/catalog/x"
+    # A client's own line first, the trusted proxy's appended line last: the proxy's counts,
+    # as in the same value on one line joined with ','.
+    lines = [("x-forwarded-client-cert", xfcc("scan")), ("x-forwarded-client-cert", xfcc("chat"))]
+    reply = send(edge.port, path, lines)
+    assert (reply.status, reply.json()["reason"]) == (403, "undeclared_dependency")
+    # A quoted Subject holding ',' or ';' and a URI of its own is one value, not an element.
+    for separator in (",", ";"):
+        forged = (
+            f'Hash=ab;Subject="CN=x{separator}URI=spiffe://cluster.local/ns/scan/sa/s";'
+            "URI=spiffe://cluster.local/ns/chat/sa/c"
+        )
+        reply = send(edge.port, path, [("x-forwarded-client-cert", forged)])
+        assert (reply.status, reply.json()["reason"]) == (403, "undeclared_dependency")
+
+
+def test_xfcc_from_a_peer_the_gateway_does_not_trust_never_reaches_the_upstream(edge):
+    # The inter-domain rule trusts this peer's XFCC; gateway.trusted_proxies does not list it,
+    # so the upstream, which might believe the header, never sees it.
+    reply = send(
+        edge.port, "/api/v1/character/catalog/x", [("x-forwarded-client-cert", xfcc("scan"))]
+    )
+    assert reply.status == 200
+    assert "x-forwarded-client-cert" not in reply.json()["headers"]
+
+
 def test_workers_validate_and_enforce_a_route_that_places_the_rule_itself(start_gateway):
     echo = EchoServer().start()
     try:
