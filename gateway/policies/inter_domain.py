@@ -102,6 +102,14 @@ def build(app: ASGIApp, settings: None, context: ChainContext) -> ASGIApp:
             "'inter_domain:' section",
             file=context.route.source,
         )
+    needs_token = rule.settings.token_claim is not None and context.route.auth != "bypass"
+    if needs_token and "auth" not in context.before:
+        raise ConfigError(
+            f"route {context.label}: inter_domain must come after auth when "
+            "inter_domain.token_claim is set (before auth there is no verified token, and a "
+            "service token's caller would go unjudged)",
+            file=context.route.source,
+        )
     denials = {
         reason: Denial(context.resources.metrics, "inter_domain", 403, reason) for reason in REASONS
     }

@@ -64,6 +64,14 @@ def _add_to_scan_v2_policies(directory, entry: str) -> None:
     scan.write_text(text.replace(anchor, f"{anchor}            policies: [{entry}]\n", 1))
 
 
+def _put_first_in_scan_policies(directory, entry: str) -> None:
+    scan = directory / "scan.yaml"
+    text = scan.read_text()
+    anchor = "    policies:\n"
+    assert anchor in text
+    scan.write_text(text.replace(anchor, f"{anchor}      - {entry}\n", 1))
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -79,8 +87,20 @@ def _add_to_scan_v2_policies(directory, entry: str) -> None:
             lambda d: _add_to_scan_v2_policies(d, "inter_domain"),
             "no routes file has an 'inter_domain:' section",
         ),
+        (
+            lambda d: (
+                (d / "inter-domain.yaml").write_text("inter_domain: {token_claim: domain}\n"),
+                _put_first_in_scan_policies(d, "inter_domain"),
+            ),
+            "inter_domain must come after auth when inter_domain.token_claim is set",
+        ),
     ],
-    ids=["auth without an auth section", "identity header rule", "inter_domain without section"],
+    ids=[
+        "auth without an auth section",
+        "identity header rule",
+        "inter_domain without section",
+        "inter_domain before auth with a token claim",
+    ],
 )
 def test_check_refuses_what_serve_would_refuse(tmp_path, change, message):
     routes = _shipped_routes_with(tmp_path, change)
