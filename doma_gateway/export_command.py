@@ -102,9 +102,9 @@ def run_export(args: argparse.Namespace) -> int:
     trust_domain = args.trust_domain
     if trust_domain is None:
         inter_domain = load_inter_domain(args.routes)
-        trust_domain = (inter_domain.trust_domain if inter_domain else None) or (
-            defaults.trust_domain
-        )
+        # trust_domain: '*' loads as None, any trust domain: the policies then match the
+        # caller's namespace alone.
+        trust_domain = inter_domain.trust_domain if inter_domain else defaults.trust_domain
     options = ExportOptions(
         trust_domain=trust_domain,
         edge_namespaces=tuple(args.edge_namespace or defaults.edge_namespaces),

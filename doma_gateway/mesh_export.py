@@ -24,7 +24,8 @@ _MANAGED = {"app.kubernetes.io/managed-by": "doma-gateway"}
 
 @dataclass(frozen=True, slots=True)
 class ExportOptions:
-    trust_domain: str = "cluster.local"
+    # None: any trust domain (inter_domain.trust_domain '*'), so callers match by namespace.
+    trust_domain: str | None = "cluster.local"
     # Namespaces that may call every domain: the ingress gateway's and doma-gateway's.
     edge_namespaces: tuple[str, ...] = ("istio-system", "doma-system")
 
@@ -54,23 +55,19 @@ def istio_policies(config: RoutesConfig, options: ExportOptions) -> list[dict[st
                     "metadata": _metadata(name, domain, caller, why),
                     "spec": {
                         "action": "ALLOW",
-                        "rules": [
-                            {
-                                "from": [
-                                    {
-                                        "source": {
-                                            "principals": [
-                                                f"{options.trust_domain}/ns/{caller}/sa/*"
-                                            ]
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
+                        "rules": [{"from": [{"source": _istio_source(caller, options)}]}],
                     },
                 }
             )
     return objects
+
+
+def _istio_source(caller: str, options: ExportOptions) -> dict[str, list[str]]:
+    """The caller's mTLS identity; with any trust domain, its namespace (Istio matches a
+    principal with one ``*`` at most, so ``*/ns/<caller>/sa/*`` is no pattern)."""
+    if options.trust_domain is None:
+        return {"namespaces": [caller]}
+    return {"principals": [f"{options.trust_domain}/ns/{caller}/sa/*"]}
 
 
 def network_policies(config: RoutesConfig, options: ExportOptions) -> list[dict[str, Any]]:
