@@ -7,6 +7,7 @@ refused with 400 before any routing (security rule 1).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable
@@ -14,7 +15,7 @@ from collections.abc import Awaitable
 from authz.paths import normalize
 from gateway.access_log import AccessLog
 from gateway.asgi import Message, Receive, Scope, Send
-from gateway.errors import GatewayError, InvalidPath, MethodNotAllowed
+from gateway.errors import CLIENT_GONE, GatewayError, InvalidPath, MethodNotAllowed
 from gateway.extensions.endpoint import run_pre_route
 from gateway.headers import request_id as make_request_id
 from gateway.metrics import GatewayMetrics
@@ -101,6 +102,11 @@ class GatewayApp:
             await send_error(capture, exc, request_id)
         except ClientDisconnected:
             status = status or 499
+        except asyncio.CancelledError as exc:
+            if exc.args != (CLIENT_GONE,):
+                raise
+            # Ends here, like a body cut short: 499, with nothing left to send to anyone.
+            status = 499
         finally:
             end = response_started or time.perf_counter()
             self._metrics.request(domain, version, route, status or 500, end - started)

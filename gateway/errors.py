@@ -30,6 +30,7 @@ with authz.
 from __future__ import annotations
 
 __all__ = [
+    "CLIENT_GONE",
     "BadGateway",
     "CircuitOpen",
     "GatewayError",
@@ -51,6 +52,10 @@ __all__ = [
     "VersionNotFound",
     "VersionNotSupported",
 ]
+
+# The message of the cancellation of a request whose client left before its answer began: the
+# server cancels the request's task, and the app ends it as a 499 instead of an error.
+CLIENT_GONE = "client left before its answer"
 
 
 class GatewayError(Exception):

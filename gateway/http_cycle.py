@@ -15,6 +15,7 @@ bytes or that uvicorn refuses) goes to uvicorn's own ``send``, as does every bod
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Generator, Iterable
 from typing import Any
 
@@ -44,6 +45,14 @@ _SEQUENCES = (list, tuple)
 
 
 class ResponseCycle(RequestResponseCycle):
+    # The task running the app for this request: cancelled if the client leaves before its
+    # answer begins (see GatewayHttpProtocol.connection_lost).
+    task: asyncio.Task[None] | None = None
+
+    async def run_asgi(self, app: Any) -> None:
+        self.task = asyncio.current_task()
+        await RequestResponseCycle.run_asgi(self, app)
+
     # Not a coroutine: a head is written at once, so there is nothing to wait for.
     def send(self, message: Any) -> Awaitable[None]:  # type: ignore[override]
         if (

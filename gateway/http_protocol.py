@@ -36,6 +36,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.asgi import CONNECTION
 from gateway.errors import (
+    CLIENT_GONE,
     GatewayError,
     HeadersTooLarge,
     MalformedRequest,
@@ -132,6 +133,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
+        task = getattr(self.cycle, "task", None)
+        if task is not None and not self.cycle.response_started and not task.done():
+            # The client left before its answer began: stop working for it, as Envoy resets
+            # the upstream stream. Waiting out a slow upstream would hold one of its
+            # max_requests slots and a connection for an answer nobody reads.
+            task.cancel(CLIENT_GONE)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
