@@ -19,6 +19,7 @@ from gateway.errors import CLIENT_GONE, GatewayError, InvalidPath, MethodNotAllo
 from gateway.extensions.endpoint import run_pre_route
 from gateway.headers import request_id as make_request_id
 from gateway.metrics import GatewayMetrics
+from gateway.policies.response_headers import SCOPE_KEY as POLICY_RESPONSE_HEADERS
 from gateway.proxy import ClientDisconnected
 from gateway.responses import send_error
 from gateway.runtime import RuntimeHolder
@@ -99,7 +100,10 @@ class GatewayApp:
         except GatewayError as exc:
             if status:
                 raise
-            await send_error(capture, exc, request_id)
+            # The headers the route's policies meant for its answer (CORS, RateLimit): this
+            # answer goes out through the raw send, past the wrapper that would add them, and a
+            # page can only read an error, or its Retry-After, with them.
+            await send_error(capture, exc, request_id, scope.get(POLICY_RESPONSE_HEADERS, ()))
         except ClientDisconnected:
             status = status or 499
         except asyncio.CancelledError as exc:

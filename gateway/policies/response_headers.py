@@ -2,7 +2,8 @@
 
 CORS and rate limits both add headers to the answer. Each wrapping ``send`` would cost every
 response message one more layer per policy; instead the first policy that needs it wraps
-``send`` once and keeps the list in the scope, and later ones append to that list.
+``send`` once and keeps the list in the scope, and later ones append to that list. The errors
+the gateway answers itself (:mod:`gateway.app`) read the same list, so they carry the headers too.
 """
 
 from __future__ import annotations
