@@ -11,6 +11,13 @@ origin (the origin is echoed), so a shared cache never serves one origin's copy 
 Origins are exact (``https://app.example``), ``*``, or a wildcard subdomain
 (``https://*.example.com``). With ``allow_credentials`` the actual origin is echoed, never ``*``
 (the Fetch standard forbids ``*`` with credentials).
+
+A browser sends its origin serialised: scheme and host lower-case, no default port. Configured
+origins are read the same way, so ``https://App.Example:443`` matches what the browser sends;
+settings that could never match (no origin, no method, a port past 65535) are refused, and so is
+a wildcard over a single label (``https://*.com``), which would take in every site under a
+top-level domain. Wildcards over multi-label public suffixes (``*.co.uk``) are not recognised:
+no list of public suffixes is kept.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from authz.yamlnodes import Node
 from gateway.asgi import ASGIApp, Receive, Scope, Send
 from gateway.policies.denial import Denial
 from gateway.policies.response_headers import with_response_headers
-from gateway.policies.spec import ChainContext, PolicySpec, header_names, method_names
+from gateway.policies.spec import ChainContext, PolicySpec, header_names, listed, method_names
 
 __all__ = ["SPEC", "CorsPolicy", "CorsSettings"]
 
@@ -36,7 +43,8 @@ _KEYS = (
     "max_age_seconds",
 )
 _DEFAULT_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
-_ORIGIN = re.compile(r"^https?://(\*\.)?[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
+_ORIGIN = re.compile(r"^(https?)://(\*\.)?([a-z0-9.\-]+)(?::([0-9]{1,5}))?$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,13 +62,17 @@ def parse(node: Node | None, item: Node) -> CorsSettings:
         raise item.error("cors needs settings, e.g. - cors: {allow_origins: [https://app.example]}")
     m = node.mapping(_KEYS)
     origins_node = m.require("allow_origins")
-    origins = origins_node.str_list()
-    for origin in origins:
-        if origin != "*" and not _ORIGIN.match(origin):
-            raise origins_node.error(
-                f"origin {origin!r} must be '*', scheme://host[:port] or scheme://*.domain"
-            )
+    origins = tuple(_origin(item) for item in listed(origins_node))
+    if not origins:
+        raise origins_node.error(
+            "allow_origins is empty: no request could ever match (list the origins, or '*')"
+        )
     methods = m.get("allow_methods")
+    if methods is not None and not listed(methods):
+        raise methods.error(
+            "allow_methods is empty: every preflight would be refused "
+            f"(leave it out for {' '.join(_DEFAULT_METHODS)})"
+        )
     headers = m.get("allow_headers")
     expose = m.get("expose_headers")
     credentials = m.get("allow_credentials")
@@ -82,6 +94,29 @@ def parse(node: Node | None, item: Node) -> CorsSettings:
             "allow_origins '*' cannot be combined with allow_credentials (list the origins)"
         )
     return settings
+
+
+def _origin(node: Node) -> str:
+    """One allowed origin, serialised as a browser sends it: lower-case, no default port."""
+    text = node.str()
+    if text == "*":
+        return text
+    match = _ORIGIN.match(text.lower())
+    if match is None:
+        raise node.error(f"origin {text!r} must be '*', scheme://host[:port] or scheme://*.domain")
+    scheme, wildcard, host, port_text = match.groups()
+    port = int(port_text) if port_text is not None else None
+    if port is not None and not 0 < port <= 65535:
+        raise node.error(f"origin {text!r}: port {port_text} is not between 1 and 65535")
+    if wildcard and "." not in host.strip("."):
+        # Any site under the top-level domain could register a matching name: with credentials,
+        # evil.com would read answers made with the user's cookies.
+        raise node.error(
+            f"origin {text!r}: a wildcard needs a domain of two labels or more under it "
+            f"({scheme}://*.example.com), not a top-level domain alone"
+        )
+    suffix = "" if port is None or port == _DEFAULT_PORTS[scheme] else f":{port}"
+    return f"{scheme}://{wildcard or ''}{host}{suffix}"
 
 
 _VARY = ((b"vary", b"Origin"),)

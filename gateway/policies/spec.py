@@ -28,13 +28,13 @@ if TYPE_CHECKING:
     from gateway.policies.resources import PolicyResources
     from gateway.routes_model import Domain, GatewaySettings, Route, Version
 
-__all__ = ["ChainContext", "PolicySpec", "header_name", "header_names", "method_names"]
+__all__ = ["ChainContext", "PolicySpec", "header_name", "header_names", "listed", "method_names"]
 
 # An HTTP token (RFC 9110 5.6.2): what a field name or a method may be made of.
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
-def _listed(node: Node) -> list[Node]:
+def listed(node: Node) -> list[Node]:
     """The items of a list, or the one scalar written in its place (as ``Node.str_list``)."""
     return [node] if isinstance(node.raw, yaml.ScalarNode) and not node.is_null() else node.items()
 
@@ -52,12 +52,12 @@ def header_name(node: Node) -> str:
 
 def header_names(node: Node, *, star: bool = False) -> tuple[str, ...]:
     """One header name or a list of them, lower-cased; ``*`` too when ``star`` allows it."""
-    return tuple("*" if star and item.str() == "*" else header_name(item) for item in _listed(node))
+    return tuple("*" if star and item.str() == "*" else header_name(item) for item in listed(node))
 
 
 def method_names(node: Node) -> tuple[str, ...]:
     """One method or a list of them, upper-cased."""
-    return tuple(_token(item, item.str().upper(), "an HTTP method") for item in _listed(node))
+    return tuple(_token(item, item.str().upper(), "an HTTP method") for item in listed(node))
 
 
 @dataclass(frozen=True, slots=True)

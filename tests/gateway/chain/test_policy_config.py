@@ -54,6 +54,14 @@ BROKEN = [
         r"allow_origins '\*' cannot be combined with allow_credentials",
     ),
     (
+        "[{cors: {allow_origins: ['https://*.com'], allow_credentials: true}}]",
+        r"'https://\*\.com': a wildcard needs a domain of two labels or more",
+    ),
+    ("[{cors: {allow_origins: ['https://*.io']}}]", r"a wildcard needs a domain of two labels"),
+    ("[{cors: {allow_origins: ['https://app.example:70000']}}]", r"port 70000 is not between"),
+    ("[{cors: {allow_origins: []}}]", r"allow_origins is empty"),
+    ("[{cors: {allow_origins: ['*'], allow_methods: []}}]", r"allow_methods is empty"),
+    (
         "[{cors: {allow_origin: ['*']}}]",
         r"unknown key 'allow_origin'; did you mean 'allow_origins'",
     ),
@@ -90,7 +98,9 @@ def test_a_wrong_setting_names_its_line_and_the_schema_refuses_it_too(
     assert str(raised.value).startswith(str(tmp_path / "routes.yaml") + ":8:")
     # What a JSON Schema cannot express (CIDR arithmetic, names the gateway reserves, order,
     # the port inside a URL).
-    if not any(word in message for word in ("twice", "CIDR", "gateway itself", "bad port")):
+    if not any(
+        word in message for word in ("twice", "CIDR", "gateway itself", "bad port", "between")
+    ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.Draft202012Validator(SCHEMA).validate(yaml.safe_load(text))
 
@@ -163,3 +173,16 @@ def test_a_route_entry_replaces_the_domain_entry_of_the_same_name_in_place(tmp_p
     assert [ref.name for ref, _ in chain] == ["cors", "rate_limit", "auth", "scopes"]
     assert chain[1][0].settings.requests == 1 and chain[1][1] == "shop:v1:/**"
     assert chain[0][1] == "shop"
+
+
+def test_cors_origins_are_read_as_a_browser_serialises_them(tmp_path: Path):
+    origins = "[https://App.Example:443, HTTP://*.Shop.Example:80, http://x.example:8080]"
+    (tmp_path / "routes.yaml").write_text(
+        routes(domain_policies=f"[{{cors: {{allow_origins: {origins}}}}}]")
+    )
+    (cors,) = load_routes(tmp_path / "routes.yaml").domains[0].policies
+    assert cors.settings.allow_origins == (
+        "https://app.example",
+        "http://*.shop.example",
+        "http://x.example:8080",
+    )

@@ -1,6 +1,7 @@
-"""Answers the gateway writes itself (503, 504, 413, 405) carry the CORS and RateLimit headers
-the route's policies add, like the upstream's answers and the policies' own denials: a page
-from an allowed origin can read the error and its Retry-After."""
+"""CORS through a real gateway: configured origins match what browsers send, and the answers
+the gateway writes itself (503, 504, 413) carry the CORS and RateLimit headers the route's
+policies add, like the upstream's answers: a page from an allowed origin can read the error and
+its Retry-After."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ domains:
     auth: bypass
     policies:
       - cors:
-          allow_origins: [https://app.example]
+          allow_origins: [https://app.example, https://Admin.Shop.Example:443]
           expose_headers: [retry-after, ratelimit]
           allow_credentials: true
       - rate_limit: {{requests: 1000, period_seconds: 60}}
@@ -107,3 +108,9 @@ def test_gateway_errors_for_another_origin_carry_no_cors_header_but_vary(edge: i
     assert reply.status == 504
     assert reply.header("access-control-allow-origin") is None
     assert reply.header("vary") == "Origin"
+
+
+def test_an_origin_configured_in_capitals_or_with_its_default_port_matches_the_browsers(edge: int):
+    reply = raw_request(edge, get(f"{BASE}/items/1", "origin: https://admin.shop.example"))
+    assert reply.status == 200
+    assert reply.header("access-control-allow-origin") == "https://admin.shop.example"
