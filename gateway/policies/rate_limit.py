@@ -45,6 +45,7 @@ _KEYS = (
     "headers",
 )
 _REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
+_MICROSECONDS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +76,19 @@ def parse(node: Node | None, item: Node) -> RateLimitSettings:
     if node is None:
         raise item.error("rate_limit needs settings, e.g. - rate_limit: {requests: 100}")
     m = node.mapping(_KEYS)
-    requests = m.require("requests").int(minimum=1, maximum=10_000_000)
+    requests_node = m.require("requests")
+    requests = requests_node.int(minimum=1, maximum=10_000_000)
     period_node = m.get("period_seconds")
     period = period_node.float(minimum=0.001, maximum=86_400) if period_node else 1.0
+    most = math.floor(period * _MICROSECONDS + 1e-6)
+    if requests > most:
+        # The shared store counts in Redis's microseconds: a shorter interval rounds to none,
+        # and every request would pass. Local buckets keep the same bound, so a limit means the
+        # same whichever store holds it.
+        raise requests_node.error(
+            f"requests {requests} per period_seconds {period:g} is more than one request per "
+            f"microsecond, finer than a bucket counts (at most {most} per {period:g} s)"
+        )
     burst_node = m.get("burst")
     burst = burst_node.int(minimum=1, maximum=10_000_000) if burst_node else requests
     by_node = m.get("limit_by")

@@ -71,6 +71,9 @@ class RedisBuckets:
         self._prefix = prefix
         self._interval_us = round(interval * 1_000_000)
         self._tolerance_us = round(tolerance * 1_000_000)
+        if self._interval_us < 1:
+            # The script would divide by zero and allow everything (the loader refuses these).
+            raise ValueError(f"an interval of {interval} s is under the script's microsecond")
         self._retry = retry_seconds
         self._down_until = 0.0
 

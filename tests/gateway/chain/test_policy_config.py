@@ -48,6 +48,14 @@ BROKEN = [
     ("[{rate_limit: {requests: 5, store: 'mysql://x'}}]", r"store must be 'local' or a Redis"),
     ("[{rate_limit: {requests: 5, store: 'redis://h:99999/0'}}]", r"bad port '99999'"),
     ("[{rate_limit: {requests: 0}}]", r"must be at least 1"),
+    (
+        "[{rate_limit: {requests: 10000000, period_seconds: 1, burst: 1}}]",
+        r"more than one request per microsecond, finer than a bucket counts \(at most 1000000",
+    ),
+    (
+        "[{rate_limit: {requests: 2000, period_seconds: 0.001}}]",
+        r"at most 1000 per 0.001 s",
+    ),
     ("[{cors: {allow_origins: ['app.example']}}]", r"must be '\*', scheme://host"),
     (
         "[{cors: {allow_origins: ['*'], allow_credentials: true}}]",
@@ -99,7 +107,8 @@ def test_a_wrong_setting_names_its_line_and_the_schema_refuses_it_too(
     # What a JSON Schema cannot express (CIDR arithmetic, names the gateway reserves, order,
     # the port inside a URL).
     if not any(
-        word in message for word in ("twice", "CIDR", "gateway itself", "bad port", "between")
+        word in message
+        for word in ("twice", "CIDR", "gateway itself", "bad port", "between", "at most")
     ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.Draft202012Validator(SCHEMA).validate(yaml.safe_load(text))

@@ -5,11 +5,15 @@ Redis goes away: the configured fallback, never a crash or a 500.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from gateway.policies.buckets import LocalBuckets
+from gateway.policies.rate_limit_redis import RedisBuckets, SharedRedis
 from tests.gateway.chain.conftest import get, raw_request, shop_routes
 from tests.gateway.conftest import StartGateway
+from tests.support.processes import run
 from tests.support.services import PrivateRedis, unique_prefix
 from tests.support.upstreams import ScriptedUpstream
 
@@ -115,3 +119,51 @@ def test_a_client_ip_limit_keys_on_the_resolved_address_not_a_forged_one(
     # From an untrusted peer every forged address is the same client: the peer.
     forged = [status(f"x-forwarded-for: 10.9.0.{n}", source="127.0.0.2") for n in range(3)]
     assert forged == [200, 200, 429]
+
+
+def _fast_limit(upstream: str, store: str, requests: int) -> str:
+    return shop_routes(
+        upstream,
+        domain="    auth: bypass\n",
+        policies=f"""\
+      - rate_limit:
+          requests: {requests}
+          period_seconds: 1
+          burst: 1
+          store: {store}
+          key_prefix: {unique_prefix("fast")}
+""",
+        routes="          - {name: items, path: /**}\n",
+    )
+
+
+def test_a_rate_finer_than_a_microsecond_is_refused_and_the_finest_one_counts_in_redis(
+    start_gateway: StartGateway, upstream: ScriptedUpstream, redis_url: str, tmp_path: Path
+):
+    routes = tmp_path / "fast.yaml"
+    routes.write_text(_fast_limit(upstream.url, redis_url, 10_000_000))
+    refused = run(["check", str(routes)])
+    assert refused.returncode == 1
+    assert f"{routes}:10:" in refused.stderr
+    assert "more than one request per microsecond" in refused.stderr
+    assert "at most 1000000 per 1 s" in refused.stderr
+    gateway = start_gateway(_fast_limit(upstream.url, redis_url, 1_000_000))
+    for _ in range(3):
+        reply = raw_request(gateway.port, get(PATH))
+        assert reply.status == 200
+        # Redis and the local buckets agree: nothing left of a burst of one, full in a second.
+        assert reply.header("ratelimit") == '"default";r=0;t=1'
+
+
+async def test_redis_buckets_refuse_an_interval_they_would_round_to_nothing(redis_url: str):
+    shared = SharedRedis(redis_url, 1.0)
+    try:
+        with pytest.raises(ValueError, match="microsecond"):
+            RedisBuckets(shared, unique_prefix("tiny") + ":", 1e-7, 1e-7)
+        finest = RedisBuckets(shared, unique_prefix("finest") + ":", 1e-6, 1e-6)
+        verdict = await finest.take("k")
+        assert verdict is not None
+        assert (verdict.allowed, verdict.remaining) == (True, 0)
+        assert LocalBuckets(1e-6, 1e-6).take("k")[:2] == (True, 0)
+    finally:
+        await shared.aclose()
