@@ -8,11 +8,12 @@ filtering, so a client listing them in ``Connection`` cannot make the gateway dr
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import os
 import re
 from collections.abc import Iterable
+
+from gateway.addresses import TrustedProxies, address_text
 
 __all__ = [
     "HOP_BY_HOP",
@@ -129,26 +130,22 @@ def request_id(headers: RawHeaders) -> str:
 
 
 class ForwardedFor:
-    """Builds ``X-Forwarded-For``/``-Proto``: extended only when the peer is a trusted proxy."""
+    """Builds ``X-Forwarded-For``/``-Proto``: extended only when the peer is a trusted proxy,
+    judged as the policies' client address judges it (:mod:`gateway.addresses`)."""
 
-    __slots__ = ("_networks",)
+    __slots__ = ("_proxies",)
 
     def __init__(self, trusted: Iterable[str]):
-        self._networks = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in trusted)
+        self._proxies = TrustedProxies(trusted)
 
     def trusted(self, peer: str) -> bool:
-        if not self._networks or not peer:
-            return False
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(address in network for network in self._networks)
+        return bool(self._proxies) and self._proxies.trusts(peer)
 
     def headers(
         self, client_headers: RawHeaders, peer: str, scheme: str, host: bytes
     ) -> RawHeaders:
-        forwarded_for = peer.encode()
+        # The peer as the IP rules read it: an IPv4 client of a dual-stack listener as IPv4.
+        forwarded_for = address_text(peer).encode()
         proto = scheme.encode()
         if self.trusted(peer):
             prior = [v for n, v in client_headers if n == b"x-forwarded-for"]

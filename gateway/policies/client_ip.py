@@ -9,51 +9,28 @@ The result is computed once per request and kept in the scope for every policy t
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
-from functools import lru_cache
 
+from gateway.addresses import TrustedProxies
 from gateway.asgi import Scope
 
-__all__ = ["SCOPE_KEY", "ClientAddress", "parse_address"]
+__all__ = ["SCOPE_KEY", "ClientAddress"]
 
 SCOPE_KEY = "doma.client_ip"
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-@lru_cache(maxsize=8192)
-def parse_address(text: str) -> IPAddress | None:
-    """An address from a peer or a forwarded hop (port and brackets tolerated), else None."""
-    text = text.strip()
-    if text.startswith("["):
-        text = text[1:].partition("]")[0]
-    elif text.count(":") == 1:
-        text = text.partition(":")[0]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 class ClientAddress:
     """Resolves the client address of a request against a fixed set of trusted proxies."""
 
-    __slots__ = ("_networks", "_trusted")
+    __slots__ = ("_proxies", "_trusted")
 
     def __init__(self, trusted: Iterable[str]):
-        self._networks = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in trusted)
-        self._trusted = lru_cache(maxsize=8192)(self._is_trusted)
-
-    def _is_trusted(self, text: str) -> bool:
-        address = parse_address(text)
-        return address is not None and any(address in net for net in self._networks)
+        self._proxies = TrustedProxies(trusted)
+        self._trusted = self._proxies.trusts
 
     def resolve(self, peer: str, forwarded_for: Iterable[bytes]) -> str:
         """The client address, as text; an unparseable hop is returned as is (it is untrusted)."""
-        if not self._networks or not self._trusted(peer):
+        if not self._proxies or not self._trusted(peer):
             return peer
         hops = [
             hop.strip() for value in forwarded_for for hop in value.decode("latin-1").split(",")
@@ -72,7 +49,7 @@ class ClientAddress:
             return known
         client = scope.get("client")
         peer = client[0] if client else ""
-        if self._networks and self._trusted(peer):
+        if self._proxies and self._trusted(peer):
             values = [v for n, v in scope["headers"] if n == b"x-forwarded-for"]
             address = self.resolve(peer, values)
         else:

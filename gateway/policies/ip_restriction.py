@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from authz.yamlnodes import Node
+from gateway.addresses import parse_address
 from gateway.asgi import ASGIApp, Receive, Scope, Send
-from gateway.policies.client_ip import ClientAddress, parse_address
+from gateway.policies.client_ip import ClientAddress
 from gateway.policies.denial import Denial
 from gateway.policies.spec import ChainContext, PolicySpec
 
