@@ -84,16 +84,28 @@ def is_field(name: bytes, value: bytes) -> bool:
 # cost the upstream X-Forwarded-Host and a preserved Host), and the framing fields say whether
 # the request has a body: the proxy reads them to forward the body, and frames it afresh itself.
 _NOT_CONNECTION_OPTIONS = (b"host", b"content-length", b"transfer-encoding")
+# On a request, neither are the X-Forwarded-* fields: they are meant for this hop, the gateway,
+# which reads a trusted proxy's (the client address of the IP rules and rate limits) and writes
+# the upstream's afresh anyway. Dropped, a client whose proxy passes its Connection on could
+# hide itself behind the proxy's own address.
+_NOT_REQUEST_CONNECTION_OPTIONS = (
+    *_NOT_CONNECTION_OPTIONS,
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+)
 
 
-def connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Header names listed in every ``Connection`` header (lower-cased), except ``host`` and the
-    framing fields (``_NOT_CONNECTION_OPTIONS``)."""
+def connection_named(
+    headers: Iterable[tuple[bytes, bytes]], *, request: bool = True
+) -> frozenset[bytes]:
+    """Header names listed in every ``Connection`` header (lower-cased), except ``host``, the
+    framing fields and, on a ``request``, ``X-Forwarded-*``."""
     names: set[bytes] = set()
     for name, value in headers:
         if name == b"connection":
             names.update(token.strip().lower() for token in value.split(b",") if token.strip())
-    names.difference_update(_NOT_CONNECTION_OPTIONS)
+    names.difference_update(_NOT_REQUEST_CONNECTION_OPTIONS if request else _NOT_CONNECTION_OPTIONS)
     return frozenset(names)
 
 
@@ -116,7 +128,7 @@ def strip_response_headers(
             length = int(value)
         elif name == b"connection":
             connection = True
-    named = connection_named(lowered) if connection else ()
+    named = connection_named(lowered, request=False) if connection else ()
     kept = [(n, v) for n, v in lowered if n not in _DROPPED_RESPONSE and n not in named]
     return kept, length
 

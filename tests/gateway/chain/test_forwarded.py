@@ -66,3 +66,20 @@ def test_a_trusted_proxys_forwarded_headers_reach_the_upstream_extended(edge: in
 def test_ip_rules_judge_the_client_the_trusted_proxy_forwards(edge: int):
     denied = raw_request(edge, get(f"{BASE}/items/1", "x-forwarded-for: 10.9.9.9"))
     assert (denied.status, denied.json()["reason"]) == (403, "ip_denied")
+
+
+def test_naming_the_forwarded_headers_in_connection_cannot_hide_the_client(edge: int):
+    """A client behind a proxy that passes its ``Connection`` on cannot make the gateway drop
+    the proxy's ``X-Forwarded-For`` and judge the proxy's own address instead."""
+    named = "connection: keep-alive, X-Forwarded-For, x-forwarded-proto, x-forwarded-host"
+    denied = raw_request(edge, get(f"{BASE}/items/1", named, "x-forwarded-for: 10.9.9.9"))
+    assert (denied.status, denied.json()["reason"]) == (403, "ip_denied")
+    allowed = raw_request(
+        edge,
+        get(f"{BASE}/items/1", named, "x-forwarded-for: 5.6.7.8", "x-forwarded-proto: https"),
+    )
+    assert allowed.status == 200
+    seen = allowed.json()["headers"]
+    assert seen["x-forwarded-for"] == "5.6.7.8, 127.0.0.1"
+    assert seen["x-forwarded-proto"] == "https"
+    assert "connection" not in seen
