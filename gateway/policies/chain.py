@@ -160,6 +160,7 @@ def build_chain(
         chain.insert(at, (PolicyRef("inter_domain", None, route.source), domain.name))
     names = tuple(ref.name for ref, _ in chain)
     check_order(domain, version, route, chain)
+    identity = _identity_spellings(chain, resources)
     app = endpoint
     if "cors" not in names:
         methods = route.methods
@@ -175,12 +176,22 @@ def build_chain(
         if spec is None:
             raise ConfigError(f"unknown policy {ref.name!r}", file=ref.source or route.source)
         context = ChainContext(
-            domain, version, route, gateway, resources, before=names[:index], owner=owner
-        )
+            domain, version, route, gateway, resources,
+            before=names[:index], owner=owner, identity=identity,
+            source=ref.source or route.source,
+        )  # fmt: skip
         app = spec.build(app, ref.settings, context)
-    identity = list(resources.identity_spellings)
+    return IdentityStrip(app, names=identity)
+
+
+def _identity_spellings(
+    chain: list[tuple[PolicyRef, str]], resources: PolicyResources
+) -> tuple[bytes, ...]:
+    """The headers auth sets on this chain, from the ``auth:`` section or a remote ext-authz
+    server, in their dash and underscore spellings."""
+    identity = dict.fromkeys(resources.identity_spellings)
     for ref, _ in chain:
         ext_authz = getattr(ref.settings, "ext_authz", None) if ref.name == "auth" else None
         for header in ext_authz.identity_headers if ext_authz is not None else ():
-            identity += [header.encode(), header.replace("-", "_").encode()]
-    return IdentityStrip(app, names=tuple(identity))
+            identity.update(dict.fromkeys((header.encode(), header.replace("-", "_").encode())))
+    return tuple(identity)

@@ -4,7 +4,8 @@ request-transformer in one place.
 
 Order on the request: rename, remove, then add. The gateway's own headers (hop-by-hop,
 ``host``, ``content-length``, ``x-forwarded-*``, ``x-request-id``) cannot be named, and no rule
-may write an identity header (a ``claims_to_headers`` target): a rename into one would hand the
+may write an identity header (a ``claims_to_headers`` target, or one of an ``ext_authz``
+policy's ``identity_headers``, in any ``-``/``_`` spelling): a rename into one would hand the
 upstream an identity the client chose.
 """
 
@@ -142,14 +143,15 @@ class HeadersPolicy:
 def build(app: ASGIApp, settings: HeadersSettings, context: ChainContext) -> ASGIApp:
     # Compared with every '_' as '-': a backend folding one into the other reads x_user-id as
     # x-user-id (and both as HTTP_X_USER_ID).
-    identity = {n.replace(b"_", b"-") for n in context.resources.identity_spellings}
-    written = [n for n, _ in settings.request.add] + [t for _, t in settings.request.rename]
-    for name in written:
+    identity = {n.replace(b"_", b"-") for n in context.identity}
+    written = [("request.add", n) for n, _ in settings.request.add]
+    written += [("request.rename", to) for _, to in settings.request.rename]
+    for field, name in written:
         if name.replace("_", "-").encode() in identity:
             raise ConfigError(
                 f"route {context.label}: header rules may not write the identity header "
-                f"{name!r} (only auth sets it)",
-                file=context.route.source,
+                f"{name!r} ({field}; only auth sets it)",
+                file=context.source,
             )
     return HeadersPolicy(app, settings=settings)
 

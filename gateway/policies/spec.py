@@ -74,6 +74,11 @@ class ChainContext:
     # Who defined the policy: "scan" for a domain's chain, "scan:v1:results" for a route's.
     # State that outlives a request (rate-limit buckets) is kept per owner.
     owner: str = ""
+    # The identity headers of this chain (what auth sets: claims_to_headers targets, ext_authz
+    # identity_headers), in their '-' and '_' spellings: no other policy may write them.
+    identity: tuple[bytes, ...] = ()
+    # file:line of the policy's entry, for errors found while building it.
+    source: str = ""
 
     @property
     def label(self) -> str:

@@ -16,6 +16,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.routes_loader import load_routes
 from gateway.runtime import build_runtime
 from gateway.transport import build_transport
+from tests.support.processes import run
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMA = json.loads((ROOT / "routes" / "schema.json").read_text())
@@ -195,3 +196,27 @@ def test_cors_origins_are_read_as_a_browser_serialises_them(tmp_path: Path):
         "http://*.shop.example",
         "http://x.example:8080",
     )
+
+
+@pytest.mark.parametrize(
+    ("rule", "field", "target"),
+    [
+        ("{rename: {x-foo: x-auth_user}}", "request.rename", "x-auth_user"),
+        ("{add: {x-auth-user: service-account}}", "request.add", "x-auth-user"),
+        ("{rename: {x-foo: X_AUTH_USER}}", "request.rename", "x_auth_user"),
+    ],
+)
+def test_check_refuses_header_rules_writing_an_ext_authz_identity_header(
+    tmp_path: Path, rule: str, field: str, target: str
+):
+    """No ``auth:`` section: the identity comes from a remote ext-authz server's
+    ``identity_headers``, and a rule after it may not write them in any spelling either."""
+    auth = "{auth: {ext_authz: {grpc_service: '127.0.0.1:1', identity_headers: [x-auth-user]}}}"
+    text = routes(route_policies=f"[{auth}, {{headers: {{request: {rule}}}}}]", auth="required")
+    (tmp_path / "routes.yaml").write_text(text)
+    result = run(["check", str(tmp_path / "routes.yaml")])
+    assert result.returncode == 1
+    assert (
+        f"{tmp_path / 'routes.yaml'}:13: route shop v1 /**: header rules may not write the "
+        f"identity header {target!r} ({field}; only auth sets it)"
+    ) in result.stderr
