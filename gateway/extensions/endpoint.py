@@ -5,7 +5,8 @@ method, the normalized path and the headers. The others run in :class:`Extension
 innermost step of every route's chain (after every policy, so auth's claims are known):
 ``pre_upstream``, then the domain points that apply to the route, then the upstream, and
 ``post_response`` when the upstream's status and headers are in, before anything reaches the
-client. Added request headers replace same-named ones; another upstream goes to the proxy in
+client. Extensions get the verified claims read-only (see :mod:`gateway.extensions.claims`).
+Added request headers replace same-named ones; another upstream goes to the proxy in
 ``scope["doma.upstream"]``. A denial at ``post_response`` replaces the upstream's answer, whose
 body is then discarded.
 """
@@ -13,7 +14,7 @@ body is then discarded.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from gateway.asgi import ASGIApp, Message, Receive, Scope, Send
@@ -79,7 +80,7 @@ class ExtensionEndpoint:
 
     def _call(self, point: str, scope: Scope, **extra: Any) -> Call:
         match = scope["doma.match"]
-        claims: Mapping[str, Any] | None = scope.get(CLAIMS)
+        claims = self._host.claims.view(scope.get(CLAIMS))
         return Call(
             point,
             scope["method"],

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.extensions.api import Call, Extension, Outcome
+from gateway.extensions.claims import ReadOnlyClaims
 from gateway.extensions.metrics import PointMetrics
 
 __all__ = ["FAILED", "ExtensionHost", "OnError", "PointPlan", "Step", "Verdict"]
@@ -71,6 +72,8 @@ class ExtensionHost:
         self._per_route: dict[tuple[str, str], tuple[PointPlan, ...]] = {}
         self._pre_upstream = self.plans.get("pre_upstream")
         self._domain_plans = tuple(p for p in self.plans.values() if p.domain is not None)
+        # Shared by every route's endpoint: a cached token's claims are copied once.
+        self.claims = ReadOnlyClaims()
 
     def plan(self, point: str) -> PointPlan | None:
         return self.plans.get(point)

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from authz.errors import ConfigError
 from gateway.extensions import Call, add_headers
+from gateway.extensions.claims import ReadOnlyClaims
 from gateway.extensions.host import ExtensionHost
 from gateway.extensions.loader import load_extensions
 from gateway.extensions.metrics import ExtensionMetrics
@@ -299,3 +300,18 @@ def test_settings_aliases_are_shared_not_copied(tmp_path):
     (plan,) = loaded.host.request_plans("rides", "trips")
     settings = plan.steps[0].extension.settings
     assert settings["l8"][0] is settings["l7"] and settings["l0"][0] == "x"
+
+
+def test_read_only_claims_refuse_writes_at_every_depth():
+    claims = {"scope": "a", "realm": {"roles": ["rider"]}, "aud": ["api", {"x": 1}]}
+    view = ReadOnlyClaims().view(claims)
+    assert view is not None and view["realm"]["roles"] == ("rider",)
+    with pytest.raises(TypeError):
+        view["scope"] = "admin"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        view["realm"]["roles"] = ["admin"]
+    with pytest.raises(AttributeError):
+        view["realm"]["roles"].append("admin")
+    with pytest.raises(TypeError):
+        view["aud"][1]["x"] = 2
+    assert claims == {"scope": "a", "realm": {"roles": ["rider"]}, "aud": ["api", {"x": 1}]}

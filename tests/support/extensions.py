@@ -43,3 +43,26 @@ def recorder(settings: Mapping[str, Any]) -> Recorder:
 
 def not_a_factory_result(settings: Mapping[str, Any]) -> object:
     return 42
+
+
+class Misbehaving:
+    """Does one wrong thing, named by ``settings["mode"]``, on paths containing ``when_path``."""
+
+    def __init__(self, settings: Mapping[str, Any]):
+        self.settings = settings
+
+    async def __call__(self, call: Call) -> Outcome | None:
+        settings = self.settings
+        if str(settings.get("when_path", "")) not in call.path:
+            return None
+        mode = settings["mode"]
+        claims: Any = call.claims
+        if mode == "grant_scope":
+            claims["scope"] = "rides.admin"
+        elif mode == "grant_role":
+            claims["realm"]["roles"].append("rides.admin")
+        return None
+
+
+def misbehaving(settings: Mapping[str, Any]) -> Misbehaving:
+    return Misbehaving(settings)
