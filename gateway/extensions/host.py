@@ -2,9 +2,11 @@
 
 The first denial stops the point (no later extension runs), as Uber's "go online" check does:
 any one safety extension can keep a driver offline. Headers accumulate and later extensions see
-them; the last upstream named wins. An extension that raises, overruns its timeout or answers
-something that is not an :class:`Outcome` is an error: the point's ``on_error`` then either
-skips it (``fail_open``) or refuses the request with 503 ``extension_failed`` (``fail_closed``).
+them; the last upstream named wins. An extension that raises (any ``BaseException``), overruns
+its timeout or answers something that is not an :class:`Outcome` is an error: the point's
+``on_error`` then either skips it (``fail_open``) or refuses the request with 503
+``extension_failed`` (``fail_closed``). The deadline holds even for an extension that ignores
+its cancellation: each call runs in a task of its own, abandoned when its time is up.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ class ExtensionHost:
         self._domain_plans = tuple(p for p in self.plans.values() if p.domain is not None)
         # Shared by every route's endpoint: a cached token's claims are copied once.
         self.claims = ReadOnlyClaims()
+        # Calls past their deadline, cancelled but maybe still running: held until they end,
+        # since the event loop keeps only a weak reference to a task.
+        self._abandoned: set[asyncio.Task[tuple[object, str | None]]] = set()
 
     def plan(self, point: str) -> PointPlan | None:
         return self.plans.get(point)
@@ -126,17 +131,22 @@ class ExtensionHost:
 
     async def _call(self, step: Step, call: Call) -> tuple[Outcome | None, str | None]:
         started = time.perf_counter()
+        # A task of its own, so the deadline holds even for an extension that swallows its
+        # cancellation: the request moves on, and the task is cancelled and left to end alone.
+        task = asyncio.create_task(_guarded(step, call))
         try:
-            async with asyncio.timeout(step.timeout):
-                outcome = await step.extension(call)
-        except TimeoutError:
-            return None, "timeout"
-        except Exception:
-            # The kind of failure only: the request (tokens, headers) stays out of the log.
-            log.exception("extension %s raised", step.name)
-            return None, "exception"
+            done, _ = await asyncio.wait((task,), timeout=step.timeout)
+        except asyncio.CancelledError:
+            self._abandon(task)  # the request itself was cancelled
+            raise
         finally:
             step.metrics.latency.observe(time.perf_counter() - started)
+        if not done:
+            self._abandon(task)
+            return None, "timeout"
+        outcome, failure = task.result()
+        if failure is not None:
+            return None, failure
         if outcome is not None and not isinstance(outcome, Outcome):
             return None, "invalid_outcome"
         if outcome is not None and outcome.upstream is not None:
@@ -146,3 +156,33 @@ class ExtensionHost:
             if call.point == "post_response":
                 return None, "invalid_outcome"
         return outcome, None
+
+    def _abandon(self, task: asyncio.Task[tuple[object, str | None]]) -> None:
+        task.cancel()
+        if not task.done():
+            self._abandoned.add(task)
+            task.add_done_callback(self._abandoned.discard)
+
+
+async def _guarded(step: Step, call: Call) -> tuple[object, str | None]:
+    """The extension's answer, or the kind of its failure; whatever it raises stays here.
+
+    ``SystemExit`` and ``KeyboardInterrupt`` included: escaping a task, they would stop the
+    event loop, and so every request of the process. A ``CancelledError`` the extension raises
+    by itself is a failure like any other; only the host's own cancellation (past the deadline,
+    when nobody waits for the answer any more) ends the task as cancelled.
+    """
+    try:
+        return await step.extension(call), None
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("extension %s raised CancelledError", step.name)
+        return None, "exception"
+    except GeneratorExit:
+        raise
+    except BaseException:
+        # The kind of failure only: the request (tokens, headers) stays out of the log.
+        log.exception("extension %s raised", step.name)
+        return None, "exception"

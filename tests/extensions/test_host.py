@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from pathlib import Path
 
@@ -315,3 +316,16 @@ def test_read_only_claims_refuse_writes_at_every_depth():
     with pytest.raises(TypeError):
         view["aud"][1]["x"] = 2
     assert claims == {"scope": "a", "realm": {"roles": ["rider"]}, "aud": ["api", {"x": 1}]}
+
+
+async def test_cancelling_the_request_cancels_its_extension_and_is_not_swallowed(tmp_path):
+    loaded = load(tmp_path, registered(entry("slow", timeout=5, sleep=5)))
+    running = asyncio.create_task(loaded.run("pre_upstream"))
+    await asyncio.sleep(0.05)
+    assert fakes.CALLS, "the extension is running"
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    (abandoned,) = loaded.host._abandoned
+    with pytest.raises(asyncio.CancelledError):
+        await abandoned

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +48,7 @@ upstreams:
 extensions:
   points:
     rides.hooks: {{on_error: fail_open}}
+    rides.guard: {{on_error: fail_closed}}
   registered:
     - name: grant-scope
       factory: {FAKES}:misbehaving
@@ -55,7 +58,35 @@ extensions:
       factory: {FAKES}:misbehaving
       points: [rides.hooks]
       settings: {{mode: grant_role, when_path: /trips/role}}
+{raisers()}
+    - name: swallow-cancel
+      factory: {FAKES}:misbehaving
+      points: [rides.guard]
+      timeout_seconds: 0.1
+      settings: {{mode: swallow_cancel, for: 3, when_path: /trips/swallow}}
 """
+
+
+RAISES = ("cancelled", "system_exit", "keyboard_interrupt")
+
+
+def raisers() -> str:
+    """For each mode, one extension at a closed point and one at post_response, on own paths."""
+    entries = []
+    for mode in RAISES:
+        for name, point, path in (
+            (mode, "rides.guard", "guard"),
+            (f"{mode}-late", "post_response", "late"),
+        ):
+            entries.append(
+                f"""\
+    - name: {name}
+      factory: {FAKES}:misbehaving
+      points: [{point}]
+      settings: {{mode: {mode}, when_path: /trips/{path}/{mode}}}
+"""
+            )
+    return "".join(entries)
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +124,56 @@ def test_an_extension_cannot_grant_a_token_more_than_it_carries(
     assert status(gateway, f"/api/v1/rides{mutating}", token) == 200
     # The same token, so the same cached claims: still only what the issuer signed.
     assert status(gateway, f"/api/v1/rides{guarded}", token) == 403
+
+
+def metric(server: processes.ServerProcess, line: str) -> float:
+    for row in send(server.port("admin"), "/metrics").body.decode().splitlines():
+        if row.startswith(line + " "):
+            return float(row.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def errors(server: processes.ServerProcess, extension: str, point: str, kind: str) -> float:
+    return metric(
+        server,
+        f'doma_gateway_extension_errors_total{{extension="{extension}",kind="{kind}",'
+        f'point="{point}"}}',
+    )
+
+
+@pytest.mark.parametrize("mode", RAISES)
+def test_an_extension_raising_a_base_exception_fails_closed_at_a_closed_point(
+    gateway: processes.ServerProcess, mode: str
+):
+    before = errors(gateway, mode, "rides.guard", "exception")
+    token = KEY.token()
+    reply = send(gateway.port("http"), f"/api/v1/rides/trips/guard/{mode}", [auth(token)])
+    assert reply.status == 503
+    body = json.loads(reply.body)
+    assert (body["reason"], body["extension"]) == ("extension_failed", mode)
+    assert errors(gateway, mode, "rides.guard", "exception") == before + 1
+    # The process lives on and serves the next request.
+    assert status(gateway, "/api/v1/rides/trips/1", token) == 200
+
+
+@pytest.mark.parametrize("mode", RAISES)
+def test_an_extension_raising_a_base_exception_after_the_upstream_keeps_its_answer(
+    gateway: processes.ServerProcess, mode: str
+):
+    before = errors(gateway, f"{mode}-late", "post_response", "exception")
+    reply = send(gateway.port("http"), f"/api/v1/rides/trips/late/{mode}", [auth(KEY.token())])
+    assert reply.status == 200
+    assert json.loads(reply.body)["path"].endswith(f"/trips/late/{mode}")
+    assert errors(gateway, f"{mode}-late", "post_response", "exception") == before + 1
+
+
+def test_an_extension_that_ignores_cancellation_cannot_outrun_its_timeout(
+    gateway: processes.ServerProcess,
+):
+    before = errors(gateway, "swallow-cancel", "rides.guard", "timeout")
+    started = time.monotonic()
+    reply = send(gateway.port("http"), "/api/v1/rides/trips/swallow", [auth(KEY.token())])
+    took = time.monotonic() - started
+    assert reply.status == 503 and json.loads(reply.body)["reason"] == "extension_failed"
+    assert took < 2, f"the request waited {took:.1f}s for an extension with a 0.1s timeout"
+    assert errors(gateway, "swallow-cancel", "rides.guard", "timeout") == before + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,6 +46,13 @@ def not_a_factory_result(settings: Mapping[str, Any]) -> object:
     return 42
 
 
+_RAISES: dict[str, type[BaseException]] = {
+    "cancelled": asyncio.CancelledError,
+    "system_exit": SystemExit,
+    "keyboard_interrupt": KeyboardInterrupt,
+}
+
+
 class Misbehaving:
     """Does one wrong thing, named by ``settings["mode"]``, on paths containing ``when_path``."""
 
@@ -61,6 +69,15 @@ class Misbehaving:
             claims["scope"] = "rides.admin"
         elif mode == "grant_role":
             claims["realm"]["roles"].append("rides.admin")
+        elif mode == "swallow_cancel":
+            # Keeps going however often it is cancelled, then answers too late.
+            deadline = asyncio.get_running_loop().time() + float(settings["for"])
+            while asyncio.get_running_loop().time() < deadline:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0.05)
+            return deny("too_late")
+        elif mode in _RAISES:
+            raise _RAISES[mode]()
         return None
 
 
