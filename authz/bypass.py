@@ -11,7 +11,7 @@ import re
 
 __all__ = ["BypassRules", "compile_glob", "validate_glob"]
 
-_SEGMENT_CHARS = re.compile(r"^[A-Za-z0-9\-._~!$&'()+,=:@%]*$")
+_SEGMENT_CHARS = re.compile(r"^[A-Za-z0-9\-._~!$&'()+,=:@%]*\Z")
 
 
 def validate_glob(pattern: str) -> str | None:

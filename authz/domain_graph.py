@@ -24,8 +24,8 @@ __all__ = [
 Violation = Literal["undeclared_dependency", "layer_violation"]
 
 # Same shape as the routes loader's version names: /api/{version}/{domain} or /api/{domain}.
-_VERSION = re.compile(r"^v[0-9][0-9a-z.\-]*$")
-_SPIFFE = re.compile(r"^spiffe://([^/]+)/ns/([^/]+)/sa/([^/]+)$")
+_VERSION = re.compile(r"^v[0-9][0-9a-z.\-]*\Z")
+_SPIFFE = re.compile(r"^spiffe://([^/]+)/ns/([^/]+)/sa/([^/]+)\Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 INTER_DOMAIN_KEYS = ("mode", "trust_domain", "trusted_proxies", "token_claim")
-TRUST_DOMAIN = re.compile(r"^[a-z0-9._\-]+$")
+TRUST_DOMAIN = re.compile(r"^[a-z0-9._\-]+\Z")
 
 
 def load_inter_domain(path: Path) -> InterDomainSettings | None:

@@ -58,7 +58,7 @@ _JWKS_CACHE_KEYS = (
     "refetch_min_interval_seconds",
     "timeout_seconds",
 )
-_HEADER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_HEADER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*\Z")
 # Headers a claim may not name: credentials, framing, hop-by-hop fields (a proxy drops them, so
 # the claim would vanish on the way), and those the edge sets itself from what it saw (the
 # client's address and protocol, the request id): a claim there would forge them.

@@ -34,8 +34,8 @@ _CACHE_KEYS = ("enabled", "max_entries", "ttl_seconds")
 _BREAKER_KEYS = ("failures", "reset_seconds")
 _RECONNECT_KEYS = ("initial_seconds", "max_seconds")
 # Safe inside a Redis hash tag, a channel name and an AMQP exchange name.
-_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,99}$")
-_SCOPE = re.compile(r"^[!#-\[\]-~]+$")
+_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,99}\Z")
+_SCOPE = re.compile(r"^[!#-\[\]-~]+\Z")
 
 
 def parse_revocation(node: Node | None) -> RevocationSettings | None:

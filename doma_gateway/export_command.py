@@ -24,7 +24,7 @@ __all__ = ["add_export_parser", "run_export"]
 
 
 # A DNS-1123 label, what Kubernetes accepts as a namespace name.
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 
 
 def _trust_domain(text: str) -> str:
@@ -45,7 +45,7 @@ def _kubernetes_namespace(text: str) -> str:
 
 
 # A label value: at most 63 letters, digits, '-', '_' or '.', a letter or digit at each end.
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?\Z")
 
 
 def _check_kubernetes_names(config: RoutesConfig) -> None:

@@ -63,7 +63,7 @@ _DROPPED_RESPONSE = HOP_BY_HOP | {b"content-length", b"x-request-id"}
 # restarts without a random draw per request (ids name requests; they are not secrets).
 _ID_PREFIX = os.urandom(8).hex()
 _ID_COUNTER = itertools.count(1)
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}\Z")
 # RFC 9110 5.6.2 and 5.5: a field name is a token; a value holds no control character but HTAB
 # (a CR or LF would end the line and start a header, or a request, of the sender's choosing).
 _FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")

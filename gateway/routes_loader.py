@@ -34,8 +34,8 @@ from gateway.upstream_loader import parse_methods, parse_upstream, seconds
 
 __all__ = ["VERSION_NAME", "load_routes", "parse_documents"]
 
-VERSION_NAME = re.compile(r"^v[0-9][0-9a-z.\-]*$")
-_NAME = re.compile(r"^[a-z][a-z0-9\-]*$")
+VERSION_NAME = re.compile(r"^v[0-9][0-9a-z.\-]*\Z")
+_NAME = re.compile(r"^[a-z][a-z0-9\-]*\Z")
 _DOMAIN_KEYS = (
     "layer",
     "owner",
@@ -47,7 +47,7 @@ _DOMAIN_KEYS = (
     "versions",
 )
 _VERSION_KEYS = ("deprecated", "sunset", "link", "routes")
-_URI = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")
+_URI = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+\Z")
 _ROUTE_KEYS = ("name", "path", "methods", "upstream", "rewrite", "auth", "policies")
 _REWRITE_KEYS = ("prefix", "path")
 _GATEWAY_KEYS = (
@@ -340,9 +340,19 @@ def _route(
         rewrite=_rewrite(route.get("rewrite")),
         auth=auth.choice(("required", "bypass")) if auth is not None else default_auth,  # type: ignore[arg-type]
         policies=_policies(route.get("policies")),
-        name=route.get("name").str() if route.get("name") is not None else path,  # type: ignore[union-attr]
+        name=_route_name(route.get("name"), path),
         source=node.where,
     )
+
+
+def _route_name(node: Node | None, path: str) -> str:
+    if node is None:
+        return path
+    name = node.str()
+    # A route's name is a metric label, a log field and a line of the domain map: one line.
+    if not name or not name.isprintable():
+        raise node.error(f"route name {name!r} must be printable text without control characters")
+    return name
 
 
 def _rewrite(node: Node | None) -> Rewrite | None:

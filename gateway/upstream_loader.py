@@ -20,7 +20,7 @@ from gateway.routes_model import (
 
 __all__ = ["parse_methods", "parse_upstream", "seconds"]
 
-_METHOD = re.compile(r"^[A-Z]+$")
+_METHOD = re.compile(r"^[A-Z]+\Z")
 _UPSTREAM_KEYS = (
     "endpoints",
     "load_balancing",
@@ -63,7 +63,7 @@ def _statuses(node: Node) -> frozenset[int]:
     return frozenset(item.int(minimum=100, maximum=599) for item in node.items())
 
 
-_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)$")
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)\Z")
 
 
 def _endpoint_problem(endpoint: str) -> str | None:

@@ -28,8 +28,8 @@ __all__ = [
 
 # Points the gateway itself runs; domains declare more as "<domain>.<name>".
 BUILTIN_POINTS = ("pre_route", "pre_upstream", "post_response")
-_REASON = re.compile(r"^[a-z][a-z0-9_]*$")
-_HEADER = re.compile(r"^[a-z0-9][a-z0-9\-]*$")
+_REASON = re.compile(r"^[a-z][a-z0-9_]*\Z")
+_HEADER = re.compile(r"^[a-z0-9][a-z0-9\-]*\Z")
 _FRAMING = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "te", "upgrade", "trailer"}
 )

@@ -31,9 +31,9 @@ ENTRY_POINT_GROUP = "doma_gateway.extensions"
 _KEYS = ("points", "registered")
 _POINT_KEYS = ("on_error", "routes")
 _ENTRY_KEYS = ("name", "factory", "entry_point", "points", "timeout_seconds", "settings")
-_NAME = re.compile(r"^[a-z][a-z0-9\-_]*$")
-_DOMAIN_POINT = re.compile(r"^([a-z][a-z0-9\-]*)\.([a-z][a-z0-9_]*)$")
-_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_NAME = re.compile(r"^[a-z][a-z0-9\-_]*\Z")
+_DOMAIN_POINT = re.compile(r"^([a-z][a-z0-9\-]*)\.([a-z][a-z0-9_]*)\Z")
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*\Z")
 # A request waits for every extension of a point: keep each one's budget small.
 DEFAULT_TIMEOUT = 0.1
 

@@ -43,7 +43,7 @@ _KEYS = (
     "max_age_seconds",
 )
 _DEFAULT_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
-_ORIGIN = re.compile(r"^(https?)://(\*\.)?([a-z0-9.\-]+)(?::([0-9]{1,5}))?$")
+_ORIGIN = re.compile(r"^(https?)://(\*\.)?([a-z0-9.\-]+)(?::([0-9]{1,5}))?\Z")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 

@@ -25,7 +25,7 @@ __all__ = ["SPEC", "HeaderRules", "HeadersPolicy", "HeadersSettings", "rewrite_r
 _SIDES = ("request", "response")
 _REQUEST_KEYS = ("add", "remove", "rename")
 _RESPONSE_KEYS = ("add", "remove")
-_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*\Z")
 _RESERVED = HOP_BY_HOP | {
     b"host",
     b"content-length",

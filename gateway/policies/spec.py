@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["ChainContext", "PolicySpec", "header_name", "header_names", "listed", "method_names"]
 
 # An HTTP token (RFC 9110 5.6.2): what a field name or a method may be made of.
-_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+\Z")
 
 
 def listed(node: Node) -> list[Node]:

@@ -166,3 +166,26 @@ def test_names_kubernetes_would_refuse_are_refused_with_their_place(
         assert main(["export", kind, str(routes)]) == 1
         error = capsys.readouterr().err
         assert message in error and f"{routes}:3" in error, error
+
+
+def test_a_layer_ending_in_a_newline_is_refused_with_its_place(tmp_path, capsys):
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        'layers: ["edge\\n"]\n'
+        'domains:\n  fine:\n    layer: "edge\\n"\n    owner: team\n    upstream: main\n'
+        "    auth: bypass\n    versions: {v1: {routes: [{name: a, path: /a}]}}\n"
+        'upstreams:\n  main: {endpoints: ["http://127.0.0.1:1"]}\n'
+    )
+    for kind in ("networkpolicy", "istio"):
+        assert main(["export", kind, str(routes)]) == 1
+        error = capsys.readouterr().err
+        assert "cannot be a Kubernetes label value" in error and f"{routes}:3" in error, error
+
+
+@pytest.mark.parametrize("option", ["--trust-domain", "--edge-namespace"])
+def test_export_options_ending_in_a_newline_are_refused(capsys, option):
+    value = "cluster.local\n" if option == "--trust-domain" else "ingress\n"
+    with pytest.raises(SystemExit) as exited:
+        main(["export", "istio", str(ROUTES), option, value])
+    assert exited.value.code == 2
+    assert "expected a" in capsys.readouterr().err

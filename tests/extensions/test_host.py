@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from authz.errors import ConfigError
-from gateway.extensions import Call, add_headers
+from gateway.extensions import Call, Outcome, add_headers, deny
 from gateway.extensions.claims import ReadOnlyClaims
 from gateway.extensions.host import ExtensionHost
 from gateway.extensions.loader import load_extensions
@@ -220,6 +220,19 @@ CONFIG_ERRORS = [
         "returned a non-callable",
     ),
     ("entry point", inline("a", "entry_point: nope"), 27, "no entry point 'nope'"),
+    ("name ending in a newline", inline('"a\\n"', f"factory: '{FAKES}:recorder'"), 27, "valid"),
+    (
+        "factory ending in a newline",
+        inline("a", f'factory: "{FAKES}:recorder\\n"'),
+        27,
+        "must be module:callable",
+    ),
+    (
+        "point ending in a newline",
+        'points:\n  "rides.go_online\\n": {}\nregistered: []\n',
+        27,
+        "is neither a built-in point",
+    ),
     ("duplicate", registered(entry("a"), entry("a")), 32, "'a' is already registered"),
     # Settings follow the file's rules: plain types only, no duplicate key.
     ("settings tag", registered(entry("a", tag="!secret foo")), 31, "cannot carry the tag"),
@@ -282,6 +295,17 @@ def test_an_installed_entry_point_loads_when_the_config_names_it(tmp_path, monke
 def test_an_outcome_refuses_a_value_that_is_not_one_header_line(value: str):
     with pytest.raises(ValueError, match="one header line"):
         add_headers(x_tag=value)
+
+
+@pytest.mark.parametrize("name", ["x-evil\n", "host\n", "content-length\n", "x-\nevil"])
+def test_an_outcome_refuses_a_header_name_holding_a_newline(name: str):
+    with pytest.raises(ValueError, match="not a lower-case header name"):
+        Outcome(headers=((name, "v"),))
+
+
+def test_a_denial_reason_ending_in_a_newline_is_refused():
+    with pytest.raises(ValueError, match="snake_case"):
+        deny("held\n")
 
 
 def test_an_outcome_keeps_htab_and_latin_1_values():

@@ -59,6 +59,14 @@ extensions:
       points: [rides.hooks]
       settings: {{mode: grant_role, when_path: /trips/role}}
 {raisers()}
+    - name: newline-request-header
+      factory: {FAKES}:misbehaving
+      points: [rides.guard]
+      settings: {{mode: set_header, name: "x-evil\\n", when_path: /trips/newline/request}}
+    - name: newline-response-header
+      factory: {FAKES}:misbehaving
+      points: [post_response]
+      settings: {{mode: set_header, name: "x-evil\\n", when_path: /trips/newline/response}}
     - name: swallow-cancel
       factory: {FAKES}:misbehaving
       points: [rides.guard]
@@ -177,3 +185,17 @@ def test_an_extension_that_ignores_cancellation_cannot_outrun_its_timeout(
     assert reply.status == 503 and json.loads(reply.body)["reason"] == "extension_failed"
     assert took < 2, f"the request waited {took:.1f}s for an extension with a 0.1s timeout"
     assert errors(gateway, "swallow-cancel", "rides.guard", "timeout") == before + 1
+
+
+def test_a_header_name_ending_in_a_newline_never_leaves_the_gateway(
+    gateway: processes.ServerProcess,
+):
+    token = KEY.token()
+    refused = send(gateway.port("http"), "/api/v1/rides/trips/newline/request", [auth(token)])
+    assert refused.status == 503 and json.loads(refused.body)["extension"] == (
+        "newline-request-header"
+    )
+    kept = send(gateway.port("http"), "/api/v1/rides/trips/newline/response", [auth(token)])
+    assert kept.status == 200 and "x-evil" not in kept.headers
+    assert json.loads(kept.body)["path"].endswith("/trips/newline/response")
+    assert errors(gateway, "newline-response-header", "post_response", "exception") == 1

@@ -192,6 +192,30 @@ def test_errors_name_the_line_and_the_valid_alternatives(
     assert _error(tmp_path, text).startswith(message)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("  scan:\n", '  "scan\\n":\n'), "routes.yaml:3:3: 'scan\\n' is not a valid name"),
+        (
+            ("  scan-api:\n    endpoints", '  "scan-api\\n":\n    endpoints'),
+            "routes.yaml:12:3: 'scan-api\\n' is not a valid name",
+        ),
+        (("      v1:\n", '      "v1\\n":\n'), "routes.yaml:8:7: version 'v1\\n' must look like v1"),
+        (
+            ("- path: /results/**\n", '- {path: /results/**, name: "all\\n"}\n'),
+            "routes.yaml:10:39: route name 'all\\n' must be printable text",
+        ),
+    ],
+    ids=["domain", "upstream", "version", "route"],
+)
+def test_a_name_ending_in_a_newline_is_refused_with_its_line(
+    tmp_path: Path, change: tuple[str, str], message: str
+):
+    text = BASE.replace(*change)
+    assert text != BASE
+    assert _error(tmp_path, text).startswith(message)
+
+
 def test_a_dependency_on_a_higher_layer_is_refused(tmp_path: Path):
     text = BASE.replace(
         "    layer: product\n", "    layer: infrastructure\n    depends_on: [image]\n"

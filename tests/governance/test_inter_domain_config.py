@@ -21,10 +21,11 @@ def test_check_prints_the_rule_it_will_apply(tmp_path, capsys):
     [
         ("inter_domain:\n  mode: audit\n", "2:9", "'audit' is not one of: enforce, report"),
         ("inter_domain:\n  trust_domain: Cluster Local\n", "2:17", "must be a SPIFFE trust"),
+        ('inter_domain:\n  trust_domain: "cluster.local\\n"\n', "2:17", "must be a SPIFFE trust"),
         ("inter_domain:\n  trusted_proxies: [10.0.0.0/33]\n", "2:21", "is not an IP address"),
         ("inter_domain:\n  colour: blue\n", "2:3", "unknown key 'colour'"),
     ],
-    ids=["mode", "trust domain", "cidr", "unknown key"],
+    ids=["mode", "trust domain", "trust domain ending in a newline", "cidr", "unknown key"],
 )
 def test_inter_domain_errors_name_their_line(tmp_path, capsys, section, where, message):
     code, output = check(tmp_path, section + BASE, capsys)

@@ -76,6 +76,8 @@ class Misbehaving:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.sleep(0.05)
             return deny("too_late")
+        elif mode == "set_header":
+            return Outcome(headers=((str(settings["name"]), "v"),))
         elif mode in _RAISES:
             raise _RAISES[mode]()
         return None
