@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.headers import is_field_value
+from gateway.headers import HOP_BY_HOP, is_field_value
 
 __all__ = [
     "BUILTIN_POINTS",
@@ -30,8 +30,10 @@ __all__ = [
 BUILTIN_POINTS = ("pre_route", "pre_upstream", "post_response")
 _REASON = re.compile(r"^[a-z][a-z0-9_]*\Z")
 _HEADER = re.compile(r"^[a-z0-9][a-z0-9\-]*\Z")
-_FRAMING = frozenset(
-    {"host", "content-length", "transfer-encoding", "connection", "te", "upgrade", "trailer"}
+# Headers the gateway owns: the message's framing, the hop-by-hop ones (meaningful to one
+# connection only) and the request id it hands the client, the upstream and its logs.
+_FORBIDDEN = frozenset(
+    {"host", "content-length", "x-request-id"} | {name.decode() for name in HOP_BY_HOP}
 )
 
 
@@ -79,8 +81,11 @@ class Outcome:
         for name, value in self.headers:
             if not _HEADER.match(name):
                 raise ValueError(f"{name!r} is not a lower-case header name")
-            if name in _FRAMING:
-                raise ValueError(f"{name!r} frames the message; an extension cannot set it")
+            if name in _FORBIDDEN:
+                raise ValueError(
+                    f"{name!r} frames the message, concerns one connection only or is the "
+                    "gateway's own; an extension cannot set it"
+                )
             if not _field_value(value):
                 raise ValueError(
                     f"header {name!r}: a value is Latin-1 text without control characters "

@@ -303,6 +303,15 @@ def test_an_outcome_refuses_a_header_name_holding_a_newline(name: str):
         Outcome(headers=((name, "v"),))
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["keep-alive", "proxy-connection", "proxy-authenticate", "transfer-encoding", "x-request-id"],
+)
+def test_an_outcome_refuses_headers_the_gateway_owns(name: str):
+    with pytest.raises(ValueError, match="an extension cannot set it"):
+        Outcome(headers=((name, "v"),))
+
+
 def test_a_denial_reason_ending_in_a_newline_is_refused():
     with pytest.raises(ValueError, match="snake_case"):
         deny("held\n")

@@ -67,6 +67,7 @@ extensions:
       factory: {FAKES}:misbehaving
       points: [post_response]
       settings: {{mode: set_header, name: "x-evil\\n", when_path: /trips/newline/response}}
+{own_headers()}
     - name: swallow-cancel
       factory: {FAKES}:misbehaving
       points: [rides.guard]
@@ -95,6 +96,22 @@ def raisers() -> str:
 """
             )
     return "".join(entries)
+
+
+# Response headers the gateway keeps to itself, whatever an extension at post_response says.
+OWN_HEADERS = ("keep-alive", "proxy-connection", "proxy-authenticate", "x-request-id")
+
+
+def own_headers() -> str:
+    return "".join(
+        f"""\
+    - name: set-{name}
+      factory: {FAKES}:misbehaving
+      points: [post_response]
+      settings: {{mode: set_header, name: {name}, when_path: /trips/own/{name}}}
+"""
+        for name in OWN_HEADERS
+    )
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +216,18 @@ def test_a_header_name_ending_in_a_newline_never_leaves_the_gateway(
     assert kept.status == 200 and "x-evil" not in kept.headers
     assert json.loads(kept.body)["path"].endswith("/trips/newline/response")
     assert errors(gateway, "newline-response-header", "post_response", "exception") == 1
+
+
+@pytest.mark.parametrize("name", OWN_HEADERS)
+def test_an_extension_cannot_set_hop_by_hop_headers_or_the_request_id(
+    gateway: processes.ServerProcess, name: str
+):
+    reply = send(
+        gateway.port("http"),
+        f"/api/v1/rides/trips/own/{name}",
+        [auth(KEY.token()), ("x-request-id", "r-own-1")],
+    )
+    assert reply.status == 200
+    assert reply.headers.get(name) != "v"
+    assert reply.headers["x-request-id"] == "r-own-1"
+    assert errors(gateway, f"set-{name}", "post_response", "exception") == 1
