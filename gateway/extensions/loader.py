@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -89,12 +90,23 @@ def parse_extensions(
         if (n := entry.get("timeout_seconds")) is not None:
             timeout = n.float(minimum=0.001, maximum=30.0)
         settings = _plain(entry.get("settings"))
+        factory, factory_node = _factory(entry, item)
         try:
-            extension = _factory(entry, item)(settings)
+            extension = factory(settings)
         except (TypeError, ValueError, KeyError) as exc:
             raise item.error(f"extension {name!r} refused its settings: {exc}") from exc
+        except Exception as exc:
+            raise factory_node.error(
+                f"extension {name!r}: its factory raised {_described(exc)}"
+            ) from exc
         if not callable(extension):
             raise item.error(f"extension {name!r}: its factory returned a non-callable")
+        if not _is_async(extension):
+            # A plain function's answer cannot be awaited: it would fail every request.
+            raise factory_node.error(
+                f"extension {name!r}: its factory returned a synchronous callable; an "
+                "extension is async (async def __call__(self, call))"
+            )
         points_node = entry.require("points")
         for point_node in (
             points_node.items() if isinstance(points_node.raw, yaml.SequenceNode) else [points_node]
@@ -162,7 +174,18 @@ def _points(
     return points
 
 
-def _factory(entry: Any, item: Node) -> Factory:
+def _described(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _is_async(extension: object) -> bool:
+    # A function, or an object whose class defines ``async def __call__``.
+    return inspect.iscoroutinefunction(extension) or inspect.iscoroutinefunction(
+        type(extension).__call__
+    )
+
+
+def _factory(entry: Any, item: Node) -> tuple[Factory, Node]:
     present = [key for key in ("factory", "entry_point") if key in entry]
     if len(present) != 1:
         raise item.error(
@@ -180,6 +203,9 @@ def _factory(entry: Any, item: Node) -> Factory:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise node.error(f"cannot import {module_name!r}: {exc}") from exc
+        except Exception as exc:
+            # Its code is broken (a syntax error, an error at import): still a config error.
+            raise node.error(f"cannot import {module_name!r}: {_described(exc)}") from exc
         factory = getattr(module, attribute, None)
     else:
         found = [
@@ -195,11 +221,11 @@ def _factory(entry: Any, item: Node) -> Factory:
             )
         try:
             factory = found[0].load()
-        except ImportError as exc:
-            raise node.error(f"entry point {text!r} cannot load: {exc}") from exc
+        except Exception as exc:
+            raise node.error(f"entry point {text!r} cannot load: {_described(exc)}") from exc
     if not callable(factory):
         raise node.error(f"{text!r} is not a callable factory")
-    return factory  # type: ignore[no-any-return]
+    return factory, node
 
 
 # What a settings value may be: the plain YAML types, as everywhere else in the routes.

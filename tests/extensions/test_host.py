@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import textwrap
 from pathlib import Path
 
@@ -362,3 +363,39 @@ async def test_cancelling_the_request_cancels_its_extension_and_is_not_swallowed
     (abandoned,) = loaded.host._abandoned
     with pytest.raises(asyncio.CancelledError):
         await abandoned
+
+
+BROKEN = {
+    "syntax": ("def create(settings)\n    return None\n", "create", "SyntaxError"),
+    "import": ("raise RuntimeError('module init failed')\n", "create", "RuntimeError"),
+    "factory": (
+        "def create(settings):\n    raise RuntimeError('cannot reach the feature store')\n",
+        "create",
+        "its factory raised RuntimeError: cannot reach the feature store",
+    ),
+    "synchronous": (
+        "def create(settings):\n    def hook(call):\n        return None\n    return hook\n",
+        "create",
+        "returned a synchronous callable",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_broken_extension_code_is_a_config_error_at_the_entry(tmp_path, monkeypatch, capsys, case):
+    from doma_gateway.cli import main
+
+    source, attribute, message = BROKEN[case]
+    module = f"broken_extension_{case}"
+    (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    extension = f"- name: a\n  points: [pre_route]\n  factory: {module}:{attribute}\n"
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, registered(extension))
+    assert message in caught.value.message and caught.value.line == 29, str(caught.value)
+    # check says the same, with the place, and no traceback.
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    assert main(["check", str(tmp_path / "routes.yaml")]) == 1
+    said = capsys.readouterr()
+    assert "routes.yaml:29:" in said.err and message in said.err, said.err
+    assert "Traceback" not in said.err + said.out

@@ -306,3 +306,19 @@ def _running(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_reload_with_an_extension_whose_factory_raises_is_rejected_with_its_line(
+    start_gateway: StartGateway, upstream: ScriptedUpstream
+):
+    text = routes_text([upstream.url])
+    gateway = start_gateway(text)
+    broken = text + (
+        "extensions:\n  registered:\n    - name: flags\n"
+        "      factory: tests.support.extensions:unreachable_store\n      points: [pre_route]\n"
+    )
+    _replace(gateway.routes, broken)
+    line = broken.splitlines().index("      factory: tests.support.extensions:unreachable_store")
+    error = str(gateway.process.wait_event("reload_rejected")["error"])
+    assert f"{gateway.routes}:{line + 1}:" in error, error
+    assert "RuntimeError: cannot reach the feature store" in error, error

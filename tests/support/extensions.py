@@ -85,3 +85,7 @@ class Misbehaving:
 
 def misbehaving(settings: Mapping[str, Any]) -> Misbehaving:
     return Misbehaving(settings)
+
+
+def unreachable_store(settings: Mapping[str, Any]) -> Recorder:
+    raise RuntimeError("cannot reach the feature store")
