@@ -142,6 +142,9 @@ def _layers(node: Node) -> tuple[str, ...]:
     if not layers:
         raise node.error("at least one layer is required")
     for item, layer in zip(node.items(), layers, strict=True):
+        # Layers name graph nodes, metric labels and exported Kubernetes labels.
+        if not layer.strip() or not layer.isprintable():
+            raise item.error(f"layer {layer!r} must be printable text")
         if layers.count(layer) > 1:
             raise item.error(f"layer {layer!r} is listed twice")
     return layers

@@ -205,8 +205,12 @@ def test_errors_name_the_line_and_the_valid_alternatives(
             ("- path: /results/**\n", '- {path: /results/**, name: "all\\n"}\n'),
             "routes.yaml:10:39: route name 'all\\n' must be printable text",
         ),
+        (
+            ("layers: [infrastructure, product]", 'layers: [infrastructure, "product\\n"]'),
+            "routes.yaml:1:26: layer 'product\\n' must be printable text",
+        ),
     ],
-    ids=["domain", "upstream", "version", "route"],
+    ids=["domain", "upstream", "version", "route", "layer"],
 )
 def test_a_name_ending_in_a_newline_is_refused_with_its_line(
     tmp_path: Path, change: tuple[str, str], message: str
