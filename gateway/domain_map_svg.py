@@ -87,7 +87,8 @@ def _edge(
         sy = ey = y1 + _BOX_H
         dip = sy + _PAD + _BAND_GAP / 2
         path = f"M{cx1},{sy} C{cx1},{dip} {cx2},{dip} {cx2},{ey}"
-    ident = quoteattr(f"edge-{caller}-{target}")
+    # '_' never appears in a domain name, so no two dependencies share an id (a → b-c, a-b → c).
+    ident = quoteattr(f"edge-{caller}_to_{target}")
     return (
         f'<path class="dependency" id={ident} d="{path}"><title>{caller} → {target}</title></path>'
     )

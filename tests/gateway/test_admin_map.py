@@ -118,7 +118,7 @@ async def test_the_map_page_shows_every_domain_with_live_state_and_no_console_er
             edges = await page.evaluate(
                 "Array.from(document.querySelectorAll('svg path.dependency')).map(p => p.id)"
             )
-            assert "edge-scan-character" in edges and "edge-my-scan" in edges
+            assert "edge-scan_to_character" in edges and "edge-my_to_scan" in edges
             health = await page.wait_for(
                 "(() => { const h = {}; document.querySelectorAll('tr[data-domain]').forEach("
                 "r => h[r.dataset.domain] = r.querySelector('.health').textContent);"

@@ -54,7 +54,7 @@ def test_svg_is_well_formed_with_a_band_per_layer_a_box_per_domain_and_every_edg
     domains = {g.get("data-domain") for g in root.iter(f"{SVG}g") if g.get("class") == "domain"}
     assert domains == {d.name for d in CONFIG.domains}
     edges = {p.get("id") for p in root.iter(f"{SVG}path") if p.get("class") == "dependency"}
-    assert edges == {f"edge-{caller}-{target}" for caller, target in EDGES}
+    assert edges == {f"edge-{caller}_to_{target}" for caller, target in EDGES}
 
 
 def test_graph_writes_a_file_with_output(tmp_path):
@@ -115,3 +115,19 @@ def test_mermaid_prefixes_every_id_and_escapes_every_label(tmp_path, capsys):
     assert '    d_node["node<br/>v1 · 1 route<br/>team #quot;quoted#quot; #lt;b#gt;#amp;"]' in text
     assert "  d_edge --> d_end\n" in text
     assert "\n    end[" not in text
+
+
+def test_svg_gives_every_dependency_its_own_id_whatever_the_dashes_in_names(tmp_path, capsys):
+    # a -> b-c and a-b -> c: joined with '-', both were edge-a-b-c.
+    domain = "    layer: l\n    owner: t\n    upstream: main\n    auth: bypass\n"
+    routes = "layers: [l]\ndomains:\n" + "".join(
+        f"  {name}:\n{domain}    depends_on: [{', '.join(needs)}]\n"
+        f"    versions: {{v1: {{routes: [{{name: r, path: /r}}]}}}}\n"
+        for name, needs in (("a", ["b-c"]), ("a-b", ["c"]), ("b-c", []), ("c", []))
+    )
+    routes += 'upstreams:\n  main: {endpoints: ["http://127.0.0.1:1"]}\n'
+    (tmp_path / "routes.yaml").write_text(routes)
+    assert main(["graph", str(tmp_path / "routes.yaml"), "--format", "svg"]) == 0
+    root = ET.fromstring(capsys.readouterr().out)  # noqa: S314 (our own output)
+    ids = [p.get("id") for p in root.iter(f"{SVG}path") if p.get("class") == "dependency"]
+    assert sorted(ids) == ["edge-a-b_to_c", "edge-a_to_b-c"]
