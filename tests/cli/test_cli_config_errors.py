@@ -56,20 +56,20 @@ def _shipped_routes_with(tmp_path, change):
     return copy
 
 
-def _add_to_scan_v2_policies(directory, entry: str) -> None:
+def _insert_in_scan(directory, anchor: str, line: str) -> None:
+    """``line`` added to the shipped scan.yaml right after its first ``anchor`` line."""
     scan = directory / "scan.yaml"
     text = scan.read_text()
-    anchor = "          - name: result\n"
     assert anchor in text
-    scan.write_text(text.replace(anchor, f"{anchor}            policies: [{entry}]\n", 1))
+    scan.write_text(text.replace(anchor, anchor + line, 1))
+
+
+def _add_to_scan_v2_policies(directory, entry: str) -> None:
+    _insert_in_scan(directory, "          - name: result\n", f"            policies: [{entry}]\n")
 
 
 def _put_first_in_scan_policies(directory, entry: str) -> None:
-    scan = directory / "scan.yaml"
-    text = scan.read_text()
-    anchor = "    policies:\n"
-    assert anchor in text
-    scan.write_text(text.replace(anchor, f"{anchor}      - {entry}\n", 1))
+    _insert_in_scan(directory, "    policies:\n", f"      - {entry}\n")
 
 
 @pytest.mark.parametrize(
