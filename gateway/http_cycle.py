@@ -45,13 +45,9 @@ _SEQUENCES = (list, tuple)
 
 
 class ResponseCycle(RequestResponseCycle):
-    # The task running the app for this request: cancelled if the client leaves before its
-    # answer begins (see GatewayHttpProtocol.connection_lost).
+    # The task running the app for this request, set by GatewayHttpProtocol when it starts it:
+    # cancelled if the client leaves before its answer begins (see its connection_lost).
     task: asyncio.Task[None] | None = None
-
-    async def run_asgi(self, app: Any) -> None:
-        self.task = asyncio.current_task()
-        await RequestResponseCycle.run_asgi(self, app)
 
     # Not a coroutine: a head is written at once, so there is nothing to wait for.
     def send(self, message: Any) -> Awaitable[None]:  # type: ignore[override]

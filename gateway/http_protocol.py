@@ -285,6 +285,16 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.flow.pause_reading()
             self.pipeline.appendleft((self.cycle, app))
 
+    def _start_asgi_task(self, cycle: ResponseCycle, app: Any) -> None:  # type: ignore[override]
+        """uvicorn's (0.54), keeping the task on the cycle for ``connection_lost``."""
+        if self.config.reset_contextvars:
+            super()._start_asgi_task(cycle, app)
+            return
+        task = self.loop.create_task(cycle.run_asgi(app))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+        cycle.task = task
+
     def on_body(self, body: bytes) -> None:
         self._deadline = self.loop.time() + self.body_idle_seconds
         self._fed_body = True
