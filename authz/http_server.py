@@ -292,7 +292,6 @@ class _CheckProtocol(asyncio.Protocol):
         target = self._url.decode("latin-1")
         keep_alive = self._parser.should_keep_alive()
         check = check_input(method, target, self._headers, self._server.path_prefix, self._memo)
-        self._in_body = False
         head = method == "HEAD"
         if not self._waiting:
             # Most checks need no I/O: answer them here, without scheduling a task.

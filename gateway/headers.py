@@ -154,12 +154,13 @@ class ForwardedFor:
         return bool(self._proxies) and self._proxies.trusts(peer)
 
     def headers(
-        self, client_headers: RawHeaders, peer: str, scheme: str, host: bytes
+        self, client_headers: RawHeaders, peer: str, scheme: str, host: bytes, *, trusted: bool
     ) -> RawHeaders:
+        """``trusted``: what :meth:`trusted` said of ``peer`` (the proxy asks once per request)."""
         # The peer as the IP rules read it: an IPv4 client of a dual-stack listener as IPv4.
         forwarded_for = address_text(peer).encode()
         proto = scheme.encode()
-        if self.trusted(peer):
+        if trusted:
             prior = [v for n, v in client_headers if n == b"x-forwarded-for"]
             if prior:
                 forwarded_for = b", ".join([*prior, forwarded_for])

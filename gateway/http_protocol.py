@@ -286,10 +286,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.pipeline.appendleft((self.cycle, app))
 
     def _start_asgi_task(self, cycle: ResponseCycle, app: Any) -> None:  # type: ignore[override]
-        """uvicorn's (0.54), keeping the task on the cycle for ``connection_lost``."""
-        if self.config.reset_contextvars:
-            super()._start_asgi_task(cycle, app)
-            return
+        """uvicorn's (0.54; the gateway leaves reset_contextvars off), keeping the task on the
+        cycle for ``connection_lost``."""
         task = self.loop.create_task(cycle.run_asgi(app))
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)

@@ -156,8 +156,11 @@ class Proxy:
 
         client = scope.get("client")
         peer = client[0] if client else ""
-        headers = strip_request_headers(client_headers, trusted_peer=self._forwarded.trusted(peer))
-        headers.extend(self._forwarded.headers(client_headers, peer, scope["scheme"], host))
+        trusted = self._forwarded.trusted(peer)
+        headers = strip_request_headers(client_headers, trusted_peer=trusted)
+        headers.extend(
+            self._forwarded.headers(client_headers, peer, scope["scheme"], host, trusted=trusted)
+        )
         headers.append((b"x-request-id", request_id.encode()))
         if body is None and length is not None:
             headers.append((b"content-length", str(length).encode()))

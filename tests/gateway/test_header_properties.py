@@ -57,7 +57,9 @@ def test_response_filter_reports_the_length_and_never_passes_framing(
 def test_forwarded_for_is_the_peer_unless_the_peer_is_trusted(
     headers: list[tuple[bytes, bytes]], peer: str
 ):
-    forwarded = dict(ForwardedFor(["10.0.0.0/8"]).headers(headers, peer, "http", b"edge"))
+    builder = ForwardedFor(["10.0.0.0/8"])
+    trusted = builder.trusted(peer)
+    forwarded = dict(builder.headers(headers, peer, "http", b"edge", trusted=trusted))
     prior = [v for n, v in headers if n == b"x-forwarded-for"]
     if peer.startswith("10.") and prior:
         assert forwarded[b"x-forwarded-for"] == b", ".join([*prior, peer.encode()])
