@@ -31,10 +31,19 @@ auth:
 {"  bypass:" + chr(10) + lines if bypass else ""}"""
 
 
-def shop_routes(upstream: str, *, policies: str, routes: str, domain: str = "") -> str:
+def shop_routes(
+    upstream: str,
+    *,
+    policies: str,
+    routes: str,
+    domain: str = "",
+    main: str = "",
+    upstreams: str = "",
+) -> str:
     """Domain shop (layer product, upstream ``main`` at ``upstream``, no breaker or outlier
     ejection) with ``policies`` as its domain ``policies:`` items and ``routes`` as its v1
-    routes, both YAML lines indented for their place; ``domain`` adds more domain keys."""
+    routes, both YAML lines indented for their place; ``domain`` adds more domain keys, ``main``
+    more keys of upstream ``main``, ``upstreams`` more upstreams."""
     return f"""\
 layers: [product]
 domains:
@@ -49,9 +58,9 @@ domains:
 {routes}upstreams:
   main:
     endpoints: [{upstream}]
-    circuit_breaker: false
+{main}    circuit_breaker: false
     outlier_detection: false
-"""
+{upstreams}"""
 
 
 def ext_authz_routes(upstream: str, grpc: str, extra: str = "") -> str:

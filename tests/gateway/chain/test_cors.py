@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.gateway.chain.conftest import get, raw_request
+from tests.gateway.chain.conftest import get, raw_request, shop_routes
 from tests.support.processes import ServerProcess, start
 from tests.support.services import refused_port
 from tests.support.upstreams import ScriptedUpstream
@@ -19,42 +19,34 @@ ORIGIN = "origin: https://app.example"
 
 
 def _routes(upstream: str, refused: int) -> str:
-    return f"""\
-layers: [product]
-domains:
-  shop:
-    layer: product
-    owner: team-shop
-    upstream: main
-    auth: bypass
-    policies:
+    return shop_routes(
+        upstream,
+        domain="    auth: bypass\n",
+        policies="""\
       - cors:
           allow_origins: [https://app.example, https://Admin.Shop.Example:443]
           expose_headers: [retry-after, ratelimit]
           allow_credentials: true
-      - rate_limit: {{requests: 1000, period_seconds: 60}}
-    versions:
-      v1:
-        routes:
-          - {{name: dead, path: /dead, upstream: dead}}
-          - {{name: slow, path: /slow/*, rewrite: {{prefix: /}}}}
+      - rate_limit: {requests: 1000, period_seconds: 60}
+""",
+        routes="""\
+          - {name: dead, path: /dead, upstream: dead}
+          - {name: slow, path: /slow/*, rewrite: {prefix: /}}
           - name: body
             path: /body
             methods: [POST]
-            policies: [{{request_limits: {{max_body_bytes: 100}}}}]
-          - {{name: items, path: /items/**}}
-upstreams:
-  main:
-    endpoints: [{upstream}]
-    timeouts: {{connect_seconds: 0.5, read_seconds: 0.3, total_seconds: 0.5}}
-    circuit_breaker: false
-    outlier_detection: false
+            policies: [{request_limits: {max_body_bytes: 100}}]
+          - {name: items, path: /items/**}
+""",
+        main="    timeouts: {connect_seconds: 0.5, read_seconds: 0.3, total_seconds: 0.5}\n",
+        upstreams=f"""\
   dead:
     endpoints: [http://127.0.0.1:{refused}]
     timeouts: {{connect_seconds: 0.5, total_seconds: 1}}
     circuit_breaker: {{failures: 1, reset_seconds: 60}}
     outlier_detection: false
-"""
+""",
+    )
 
 
 @pytest.fixture(scope="module")
