@@ -188,11 +188,12 @@ class Proxy:
         retries_left = policy.attempts if replayable else 0
         retry = 0
         retrying = False
+        tried: tuple[Endpoint, ...] = ()
         pool.admit()
         pool.active += 1
         try:
             while True:
-                endpoint = pool.pick()
+                endpoint = pool.pick(tried)
                 request_headers = headers
                 if settings.preserve_host and client_host:
                     request_headers = [*headers, (b"host", client_host)]
@@ -226,6 +227,7 @@ class Proxy:
                         retrying = False
                 retry += 1
                 retries_left -= 1
+                tried = (*tried, endpoint)
                 self._metrics.retry(pool.name)
                 pool.retries_in_flight += 1
                 retrying = True

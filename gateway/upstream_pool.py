@@ -6,7 +6,7 @@ State lives here and survives a config reload when the upstream's settings are u
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pybreaker
@@ -157,10 +157,16 @@ class UpstreamPool:
     def _breaker_state(self, state: str) -> None:
         self._metrics.breaker_state(self.name, state)
 
-    def pick(self) -> Endpoint:
+    def pick(self, tried: tuple[Endpoint, ...] = ()) -> Endpoint:
+        """The next endpoint; a retry passes the endpoints its request already ``tried``.
+
+        A retry goes to an endpoint not tried yet while one is healthy (Envoy's
+        ``previous_hosts`` retry predicate): sent back to the endpoint that just failed, a
+        request can spend every attempt on broken endpoints while a good one idles.
+        """
         now = self._clock()
         endpoints = self.endpoints
-        healthy = (
+        healthy: Sequence[Endpoint] = (
             [e for e in endpoints if e.ejected_until <= now]
             if self.settings.outlier_detection
             else endpoints
@@ -168,6 +174,10 @@ class UpstreamPool:
         if not healthy:
             # Envoy's panic mode: with every endpoint ejected, using all beats refusing all.
             healthy = endpoints
+        if tried:
+            untried = [e for e in healthy if e not in tried]
+            if untried:
+                healthy = untried
         if len(healthy) == 1:
             return healthy[0]
         self._next = (self._next + 1) % len(healthy)

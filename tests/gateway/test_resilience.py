@@ -6,6 +6,7 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -77,6 +78,30 @@ def test_idempotent_requests_are_retried_until_one_succeeds(
     assert exhausted.status_code == 503 and upstream.hits["/flaky/9"] == 3
     # POST is not idempotent: one attempt, the upstream's answer passed through.
     assert not_idempotent.status_code == 503 and upstream.hits["/flaky/1"] == 1
+
+
+def test_a_retry_goes_to_another_endpoint_under_concurrent_traffic(
+    start_gateway: StartGateway, upstream: ScriptedUpstream, upstream_b: ScriptedUpstream
+):
+    # One retry, one failing endpoint of two: the retry must land on the other one. Round robin
+    # alone does not ensure it, since concurrent requests move the cursor between attempts.
+    gateway = start_gateway(
+        routes_text(
+            [upstream.url, upstream_b.url],
+            "    retries: {attempts: 1, retry_on: [500], budget: {ratio: 1, min_concurrency: 8},\n"
+            "              backoff: {base_seconds: 0.001, max_seconds: 0.002}}\n"
+            "    circuit_breaker: false\n    outlier_detection: false\n",
+        )
+    )
+
+    def run() -> list[int]:
+        with gateway.client() as client:
+            return [client.get("/api/v2/scan/fail-on/a").status_code for _ in range(25)]
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = [status for batch in pool.map(lambda _: run(), range(8)) for status in batch]
+    assert statuses == [200] * 200
+    assert upstream_b.hits["/fail-on/a"] == 200
 
 
 def test_connect_failures_are_retried_on_another_endpoint_even_for_post(

@@ -86,6 +86,27 @@ def test_least_outstanding_picks_the_idle_endpoint():
     assert {pool.pick().url for _ in range(5)} == {"http://e2"}
 
 
+def test_a_retry_goes_to_an_endpoint_not_tried_yet():
+    for balancing in ("round_robin", "least_outstanding"):
+        pool = _pool(Clock(), endpoints=3, load_balancing=balancing)
+        first = pool.pick()
+        second = pool.pick((first,))
+        third = pool.pick((first, second))
+        assert len({first.url, second.url, third.url}) == 3
+        # Every endpoint tried: the balancer chooses among all of them again.
+        assert pool.pick((first, second, third)) in pool.endpoints
+
+
+def test_a_retry_never_picks_an_ejected_endpoint_it_has_not_tried():
+    pool = _pool(Clock(), endpoints=3, outlier_detection=OutlierDetection(1, 30.0, 100))
+    e0, e1, e2 = pool.endpoints
+    pool.record(e2, ok=False)
+    assert {pool.pick((e0,)).url for _ in range(4)} == {"http://e1"}
+    # Only the tried endpoint is healthy: it is used again rather than an ejected one.
+    pool.record(e1, ok=False)
+    assert {pool.pick((e0,)).url for _ in range(4)} == {"http://e0"}
+
+
 def test_retry_budget_is_a_share_of_active_requests_with_a_floor():
     pool = _pool(
         Clock(), retries=RetryPolicy(attempts=3, budget_ratio=0.2, budget_min_concurrency=3)
