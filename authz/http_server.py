@@ -29,6 +29,7 @@ from typing import cast
 import httptools
 
 from authz.check import CheckInput, Decider, Decision, deny
+from authz.http2_check import PREFACE, Http2CheckProtocol, answer_blocks
 from authz.http_check import check_input, http_reply
 from authz.metrics import AuthzMetrics
 from authz.tokens import CredentialMemo
@@ -37,6 +38,8 @@ __all__ = ["HttpCheckServer"]
 
 log = logging.getLogger("doma.authz.http")
 _MAX_HEAD_BYTES = 64 * 1024
+# The preface's first line: no HTTP/1.1 request starts like this.
+_HTTP2_REQUEST_LINE = PREFACE[:16]
 _LINGER_SECONDS = 1.0
 
 
@@ -74,7 +77,7 @@ class HttpCheckServer:
         self.idle_seconds = idle_seconds
         self._internal_error = deny(503, "internal_error")
         self._server: asyncio.Server | None = None
-        self._connections: set[_CheckProtocol] = set()
+        self._connections: set[_CheckProtocol | Http2CheckProtocol] = set()
         self.port: int | None = None
 
     def reply(self, decision: Decision, keep_alive: bool, head: bool = False) -> bytes:
@@ -89,6 +92,20 @@ class HttpCheckServer:
                 return self.reply(self._internal_error, keep_alive, head)
             decision.wire[key] = data
         return data
+
+    def reply_h2(self, decision: Decision, head: bool) -> tuple[bytes, bytes]:
+        """The HPACK block and body answering ``decision`` over HTTP/2, cached like
+        :meth:`reply`."""
+        key = ("h2", head)
+        blocks: tuple[bytes, bytes] | None = decision.wire.get(key)
+        if blocks is None:
+            try:
+                blocks = answer_blocks(decision, head)
+            except Exception:
+                log.exception("answer failed")
+                return self.reply_h2(self._internal_error, head)
+            decision.wire[key] = blocks
+        return blocks
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -145,6 +162,8 @@ class _CheckProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._tick = min(server.request_seconds, server.idle_seconds) / 2
         self._loop = asyncio.get_running_loop()
+        # Bytes of a first read that could still be the start of the HTTP/2 preface.
+        self._first: bytes | None = b""
 
     @property
     def busy(self) -> bool:
@@ -200,6 +219,17 @@ class _CheckProtocol(asyncio.Protocol):
             self._refuse(_TOO_SLOW)
 
     def data_received(self, data: bytes) -> None:
+        if self._first is not None:
+            # The connection's first bytes tell HTTP/2 with prior knowledge from HTTP/1.1.
+            data = self._first + data
+            if len(data) < len(PREFACE) and PREFACE.startswith(data):
+                self._first = data
+                return
+            if data.startswith(_HTTP2_REQUEST_LINE):
+                # HTTP/2, with a whole preface or a wrong one that it refuses with a GOAWAY.
+                self._switch_to_http2(data)
+                return
+            self._first = None
         if self._refused:
             return  # lingering after a refusal: read and dropped (see _refuse)
         begun = self._begun
@@ -216,6 +246,15 @@ class _CheckProtocol(asyncio.Protocol):
             self._head += len(data)
             if self._head > _MAX_HEAD_BYTES:
                 self._refuse(_HEAD_TOO_LARGE)
+
+    def _switch_to_http2(self, data: bytes) -> None:
+        transport = self._transport
+        assert transport is not None
+        self.connection_lost(None)
+        http2 = Http2CheckProtocol(self._server)
+        transport.set_protocol(http2)
+        http2.connection_made(transport)
+        http2.data_received(data)
 
     def _refuse(self, answer: bytes) -> None:
         """Answer, then close once the client has had time to read it.

@@ -2,9 +2,10 @@
 
 Cases (see ``bench/README.md``): (a) Envoy alone, (b) Envoy + a no-op Python grpc.aio ext_authz,
 (c) Envoy's native jwt_authn, (d) doma-gateway authz with a repeated token, (e) doma-gateway
-authz verifying RS256 on every request, (h) a no-op Python HTTP ext_authz, (i) doma-gateway
-authz over Envoy's HTTP ext_authz protocol and (j) that verifying RS256 on every request; (f) and
-(g) are levers run on request. Each case: a
+authz verifying RS256 on every request, (f) a no-op on grpc's thread-pool server, (h) a no-op
+Python HTTP ext_authz, (i) doma-gateway authz over Envoy's HTTP ext_authz protocol and (j) that
+verifying RS256 on every request, all over HTTP/1.1; (k) a no-op Python check and (l)
+doma-gateway authz over the same protocol on HTTP/2. Each case: a
 warmup, then a fixed measured run with the same wrk connections and threads; a case whose
 responses are not all 2xx fails loudly.
 Loopback only; every process is stopped at the end.
@@ -310,6 +311,9 @@ RATIOS = (
     ("ours-http/(b) no-op grpc", "i", "b"),
     ("fresh-http/(h) no-op http", "j", "h"),
     ("noop-http/(b) no-op grpc", "h", "b"),
+    ("ours-h2/(k) no-op h2", "l", "k"),
+    ("ours-h2/(c) jwt_authn", "l", "c"),
+    ("ours-h2/(i) ours-http", "l", "i"),
     ("ours/(f) no-op threads", "d", "f"),
     ("noop-threads/(b) no-op grpc", "f", "b"),
 )

@@ -30,7 +30,8 @@ __all__ = [
 class Case:
     key: str
     label: str
-    # "none", "ext_authz" (gRPC), "ext_authz_http" or "jwt_authn": the auth filter in Envoy.
+    # "none", "ext_authz" (gRPC), "ext_authz_http1", "ext_authz_http2" (Envoy's HTTP protocol
+    # over HTTP/1.1 or HTTP/2) or "jwt_authn": the auth filter in Envoy.
     envoy: str
     # The Python ext_authz server behind Envoy, if any: "noop", "doma", "doma-fresh", ...
     server: str | None
@@ -61,20 +62,31 @@ CASES: tuple[Case, ...] = (
         "doma-gateway authz with auth.token.cache_size: 0 (RS256 verified on every request)",
         enforces=True,
     ),
-    # Envoy's HTTP ext_authz protocol (config/envoy/ext-authz-http.yaml).
+    # Envoy's HTTP ext_authz protocol (config/envoy/ext-authz-http.yaml) over HTTP/1.1.
     Case(
-        "h", "noop-http", "ext_authz_http", "noop-http",
+        "h", "noop-http", "ext_authz_http1", "noop-http",
         "Envoy + a no-op Python HTTP ext_authz (asyncio protocol on uvloop, always 200)",
         enforces=False,
     ),
     Case(
-        "i", "doma-http", "ext_authz_http", "doma-http",
+        "i", "doma-http", "ext_authz_http1", "doma-http",
         "doma-gateway authz over Envoy's HTTP ext_authz protocol (--http-listen), repeated token",
         enforces=True,
     ),
     Case(
-        "j", "doma-fresh-http", "ext_authz_http", "doma-fresh-http",
+        "j", "doma-fresh-http", "ext_authz_http1", "doma-fresh-http",
         "doma-gateway authz over Envoy's HTTP protocol with auth.token.cache_size: 0",
+        enforces=True,
+    ),
+    # The same two, with Envoy speaking HTTP/2 to the check listener (one port serves both).
+    Case(
+        "k", "noop-h2", "ext_authz_http2", "noop-h2",
+        "Envoy + a no-op Python HTTP/2 check (asyncio protocol on uvloop, always 200)",
+        enforces=False,
+    ),
+    Case(
+        "l", "doma-h2", "ext_authz_http2", "doma-http",
+        "doma-gateway authz over Envoy's HTTP protocol on HTTP/2, repeated token",
         enforces=True,
     ),
     # The floor of doma's own server model: a no-op on grpc's thread-pool server.
@@ -84,7 +96,7 @@ CASES: tuple[Case, ...] = (
         enforces=False,
     ),
 )  # fmt: skip
-DEFAULT_CASES = "a,b,c,d,e,f,h,i,j"
+DEFAULT_CASES = "a,b,c,d,e,f,h,i,j,k,l"
 ALL_CASES = ",".join(case.key for case in CASES)
 
 
@@ -94,6 +106,8 @@ def server_command(name: str, routes: dict[str, Path]) -> list[str]:
         return [sys.executable, "-m", "bench.noop_authz", "--listen", "127.0.0.1:0"]
     if name == "noop-http":
         return [sys.executable, "-m", "bench.noop_http_authz", "--listen", "127.0.0.1:0"]
+    if name == "noop-h2":
+        return [sys.executable, "-m", "bench.noop_h2_authz", "--listen", "127.0.0.1:0"]
     if name in ("doma-http", "doma-fresh-http"):
         routes_name = name.removesuffix("-http")
         return [*doma_command(routes[routes_name]), "--http-listen", "127.0.0.1:0"]

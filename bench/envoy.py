@@ -23,6 +23,7 @@ from doma_gateway.envoy_bootstrap import (
     EXT_AUTHZ_HTTP_BOOTSTRAP,
     envoy_binary,
     render,
+    set_check_protocol,
     wait_ready,
 )
 
@@ -41,9 +42,10 @@ def bootstrap(
     authz_port: int = 0,
     jwt: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The bootstrap for one case: ``none``, ``ext_authz``, ``ext_authz_http`` or ``jwt_authn``."""
+    """The bootstrap for one case: ``none``, ``ext_authz``, ``ext_authz_http1``,
+    ``ext_authz_http2`` or ``jwt_authn``."""
     config = render(
-        EXT_AUTHZ_HTTP_BOOTSTRAP if kind == "ext_authz_http" else EXT_AUTHZ_BOOTSTRAP,
+        EXT_AUTHZ_HTTP_BOOTSTRAP if kind.startswith("ext_authz_http") else EXT_AUTHZ_BOOTSTRAP,
         listen_port=listen_port,
         admin_port=admin_port,
         clusters={
@@ -59,7 +61,9 @@ def bootstrap(
     elif kind == "jwt_authn":
         assert jwt is not None
         filters[index] = _jwt_authn(**jwt)
-    elif kind not in ("ext_authz", "ext_authz_http"):
+    elif kind in ("ext_authz_http1", "ext_authz_http2"):
+        set_check_protocol(config, kind.removeprefix("ext_authz_"))
+    elif kind != "ext_authz":
         raise ValueError(kind)
     return config
 

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import authz, gateway, machine, reports, revocation, targets
+from bench.cases import DEFAULT_CASES
 
 __all__ = ["main"]
 
 HARNESSES = ("authz", "gateway", "revocation")
-AUTHZ_CASES = "a,b,c,d,e,f,h,i,j"
+AUTHZ_CASES = DEFAULT_CASES
 GATEWAY_CASES = "direct,envoy,doma,doma-chain,doma-same,naive"
 
 # About 7 minutes on a 2-core machine; --quick is a smoke run of the same steps.

@@ -22,6 +22,7 @@ __all__ = [
     "EXT_AUTHZ_HTTP_BOOTSTRAP",
     "envoy_binary",
     "render",
+    "set_check_protocol",
     "start_envoy",
     "wait_ready",
 ]
@@ -48,6 +49,18 @@ def render(
             host, port = clusters[cluster["name"]]
             endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
             endpoint["address"]["socket_address"] = {"address": host, "port_value": port}
+    return config
+
+
+def set_check_protocol(config: dict[str, Any], protocol: str) -> dict[str, Any]:
+    """``config`` with its ``doma-authz`` cluster speaking ``http1`` or ``http2`` (cleartext,
+    prior knowledge): the HTTP check listener serves both on one port."""
+    options = {"http1": "http_protocol_options", "http2": "http2_protocol_options"}[protocol]
+    for cluster in config["static_resources"]["clusters"]:
+        if cluster["name"] == "doma-authz":
+            typed = cluster["typed_extension_protocol_options"]
+            http = typed["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+            http["explicit_http_config"] = {options: {}}
     return config
 
 

@@ -20,6 +20,7 @@ from doma_gateway.envoy_bootstrap import (
     EXT_AUTHZ_BOOTSTRAP,
     EXT_AUTHZ_HTTP_BOOTSTRAP,
     render,
+    set_check_protocol,
     start_envoy,
     wait_ready,
 )
@@ -78,7 +79,14 @@ def wait_serving(port: int, timeout: float = 15.0) -> None:
 class Edge:
     """Envoy + authz + echo upstream, wired from the shipped bootstrap."""
 
-    def __init__(self, tmp, authz_port: int, upstream: EchoServer, bootstrap=EXT_AUTHZ_BOOTSTRAP):
+    def __init__(
+        self,
+        tmp,
+        authz_port: int,
+        upstream: EchoServer,
+        bootstrap=EXT_AUTHZ_BOOTSTRAP,
+        check_protocol: str | None = None,
+    ):
         self.port, self.admin_port = free_port(), free_port()
         config = render(
             bootstrap,
@@ -89,6 +97,8 @@ class Edge:
                 "upstream": ("127.0.0.1", upstream.port),
             },
         )
+        if check_protocol is not None:
+            set_check_protocol(config, check_protocol)
         self.envoy = start_envoy(config, tmp)
         wait_ready(self.envoy, self.admin_port)
 
@@ -144,10 +154,17 @@ def authz(tmp_path_factory, jwks_server):
     server.stop()
 
 
-@pytest.fixture(scope="module", params=["grpc", "http"])
+@pytest.fixture(scope="module", params=["grpc", "http1", "http2"])
 def edge(request, tmp_path_factory, authz, upstream):
-    bootstrap = EXT_AUTHZ_BOOTSTRAP if request.param == "grpc" else EXT_AUTHZ_HTTP_BOOTSTRAP
-    edge = Edge(tmp_path_factory.mktemp("envoy"), authz.port(request.param), upstream, bootstrap)
+    # One authz process: its HTTP check port serves HTTP/1.1 and HTTP/2 alike.
+    grpc = request.param == "grpc"
+    edge = Edge(
+        tmp_path_factory.mktemp("envoy"),
+        authz.port("grpc" if grpc else "http"),
+        upstream,
+        EXT_AUTHZ_BOOTSTRAP if grpc else EXT_AUTHZ_HTTP_BOOTSTRAP,
+        None if grpc else request.param,
+    )
     edge.transport = request.param
     yield edge
     edge.close()
@@ -293,6 +310,26 @@ def test_a_key_pulled_from_the_jwks_takes_its_cached_verifications_with_it(edge,
     still = send(edge.port, "/api/v1/scan/results", [("authorization", f"Bearer {KEY.token()}")])
     assert still.status == 200
     jwks_server.document = before
+
+
+def test_envoy_speaks_the_protocol_the_bootstrap_names(edge, authz):
+    from urllib.request import urlopen
+
+    label = {"grpc": "grpc", "http1": "http", "http2": "http2"}[edge.transport]
+    series = (
+        f'doma_authz_checks_total{{reason="missing_token",result="denied",transport="{label}"}}'
+    )
+
+    def count() -> float:
+        host, port = authz.address("metrics")
+        with urlopen(f"http://{host}:{port}/metrics") as reply:
+            lines = reply.read().decode().splitlines()
+        return sum(float(line.split()[-1]) for line in lines if line.startswith(series))
+
+    before = count()
+    for _ in range(3):
+        assert send(edge.port, "/api/v1/scan/results").status == 401
+    assert count() == before + 3
 
 
 def test_metrics_count_checks_by_reason_and_token_cache_hits(edge, authz):
