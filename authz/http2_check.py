@@ -54,6 +54,8 @@ _MAX_FRAME = 16_384  # SETTINGS_MAX_FRAME_SIZE: ours stays the default
 _DEFAULT_WINDOW = 65_535
 _MAX_WINDOW = 2**31 - 1
 _LINGER_SECONDS = 1.0
+# The largest header block whose parse is remembered (the decoder remembers no larger one).
+_REMEMBERED_BLOCK = 4096
 
 # Frame types and flags (RFC 9113 6).
 _DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PUSH_PROMISE = 0, 1, 2, 3, 4, 5
@@ -62,7 +64,7 @@ _END_STREAM = _ACK = 0x1
 _END_HEADERS, _PADDED, _PRIORITY_FLAG = 0x4, 0x8, 0x20
 
 # Error codes (RFC 9113 7).
-_NO_ERROR, _PROTOCOL_ERROR, _FLOW_CONTROL_ERROR = 0x0, 0x1, 0x3
+_NO_ERROR, _PROTOCOL_ERROR, _INTERNAL_ERROR, _FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
 _STREAM_CLOSED, _FRAME_SIZE_ERROR, _REFUSED_STREAM = 0x5, 0x6, 0x7
 _COMPRESSION_ERROR, _ENHANCE_YOUR_CALM = 0x9, 0xB
 
@@ -140,7 +142,7 @@ def answer_blocks(decision: Decision, head: bool) -> tuple[bytes, bytes]:
 
 
 class _Stream:
-    __slots__ = ("ended", "request", "started", "waiting", "window")
+    __slots__ = ("ended", "orphaned", "request", "started", "waiting", "window")
 
     def __init__(self, started: float, window: int):
         self.started = started
@@ -148,6 +150,7 @@ class _Stream:
         self.request: CheckInput | None = None
         self.ended = False  # the client sent END_STREAM
         self.waiting = False  # a task decides it (a key fetch, a store read)
+        self.orphaned = False  # reset or refused while waiting: counted in _orphans
         self.window = window  # what we may still send on it (flow control)
 
 
@@ -166,7 +169,10 @@ class Http2CheckProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._decoder = HpackDecoder(max_header_list_size=_MAX_HEADER_LIST)
         self._memo = CredentialMemo()
-        self._buffer = b""
+        # The start of a frame (or of the preface) whose rest has not arrived, and the bytes
+        # needed before it can be read.
+        self._partial = bytearray()
+        self._needed = 0
         self._preface = False
         self._streams: dict[int, _Stream] = {}
         self._last_stream = 0
@@ -287,36 +293,66 @@ class Http2CheckProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        buffer = self._buffer + data if self._buffer else data
+        if self._partial:
+            # A frame arriving in pieces is gathered in place until it is whole: copying the
+            # pieces so far at every read would cost a byte-at-a-time sender quadratic time.
+            self._partial += data
+            if len(self._partial) < self._needed:
+                return
+            buffer, self._partial = bytes(self._partial), bytearray()
+        else:
+            buffer = data
         self._out = []
         try:
-            position = self._read_preface(buffer) if not self._preface else 0
-            size = len(buffer)
-            while size - position >= 9:
-                length = int.from_bytes(buffer[position : position + 3], "big")
-                if length > _MAX_FRAME:
-                    raise _ConnectionError(_FRAME_SIZE_ERROR, "frame larger than SETTINGS")
-                end = position + 9 + length
-                if end > size:
-                    break
-                kind, flags = buffer[position + 3], buffer[position + 4]
-                stream = int.from_bytes(buffer[position + 5 : position + 9], "big") & _MAX_WINDOW
-                payload = buffer[position + 9 : end]
-                position = end
-                self._on_frame(kind, flags, stream, payload)
-            self._buffer = buffer[position:]
+            self._read_frames(buffer)
         except _ConnectionError as error:
             log.debug("connection error: %s", error)
             self._goaway(error.code)
-            return
+        except Exception:
+            # A fault of ours: this connection ends (its streams fail closed), the server goes on.
+            log.exception("HTTP/2 connection failed")
+            self._goaway(_INTERNAL_ERROR)
         self._flush()
+
+    def _read_frames(self, buffer: bytes) -> None:
+        position = 0
+        if not self._preface:
+            position = self._read_preface(buffer)
+            if not self._preface:
+                self._keep_partial(buffer)
+                return
+        size = len(buffer)
+        while size - position >= 9:
+            length = int.from_bytes(buffer[position : position + 3], "big")
+            if length > _MAX_FRAME:
+                raise _ConnectionError(_FRAME_SIZE_ERROR, "frame larger than SETTINGS")
+            end = position + 9 + length
+            if end > size:
+                break
+            kind, flags = buffer[position + 3], buffer[position + 4]
+            stream = int.from_bytes(buffer[position + 5 : position + 9], "big") & _MAX_WINDOW
+            payload = buffer[position + 9 : end]
+            position = end
+            self._on_frame(kind, flags, stream, payload)
+            if self._closing:
+                return
+        if position < size:
+            self._keep_partial(buffer[position:])
+
+    def _keep_partial(self, rest: bytes) -> None:
+        self._partial = bytearray(rest)
+        if not self._preface:
+            self._needed = len(PREFACE)
+        elif len(rest) < 9:
+            self._needed = 9
+        else:
+            self._needed = 9 + int.from_bytes(rest[:3], "big")
 
     def _read_preface(self, buffer: bytes) -> int:
         if len(buffer) < len(PREFACE):
             if not PREFACE.startswith(buffer):
                 raise _ConnectionError(_PROTOCOL_ERROR, "no connection preface")
-            # Wait for the rest of it: the loop finds no frame in fewer than 24 bytes.
-            return len(buffer) + 9
+            return 0  # kept whole until the rest of the preface arrives
         if not buffer.startswith(PREFACE):
             raise _ConnectionError(_PROTOCOL_ERROR, "no connection preface")
         self._preface = True
@@ -465,9 +501,10 @@ class Http2CheckProtocol(asyncio.Protocol):
                     # Where HTTP/1.1 carries it: both protocols hand the core the same request.
                     headers.append(("host", value))
             request = check_input(method, path, headers, self._server.path_prefix)
-        if len(self._requests) >= 64:
-            self._requests.clear()
-        self._requests[block] = (fields, request)
+        if len(block) <= _REMEMBERED_BLOCK:
+            if len(self._requests) >= 64:
+                self._requests.clear()
+            self._requests[block] = (fields, request)
         return request
 
     def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
@@ -578,10 +615,10 @@ class Http2CheckProtocol(asyncio.Protocol):
             log.exception("check failed")
             decision = server._internal_error
         stream.waiting = False
-        if self._streams.get(sid) is stream:
-            self._answer(sid, decision, head, started)
-        else:
+        if stream.orphaned:
             self._orphans -= 1
+        elif self._streams.get(sid) is stream:
+            self._answer(sid, decision, head, started)
 
     def _answer(self, sid: int, decision: Decision, head: bool, started: float) -> None:
         stream = self._streams.get(sid)
@@ -646,6 +683,7 @@ class Http2CheckProtocol(asyncio.Protocol):
         self._pending.pop(sid, None)
         if stream is not None and stream.waiting:
             # Still deciding: it keeps its place against MAX_STREAMS until its task ends.
+            stream.orphaned = True
             self._orphans += 1
         if not self._streams:
             self._idle_since = self._loop.time()
@@ -672,9 +710,10 @@ def _well_formed(fields: list[tuple[str, str]], valid_names: set[str]) -> bool:
         if name not in valid_names:
             if not _FIELD_NAME(name):
                 return False
-            if len(valid_names) >= 1024:
-                valid_names.clear()
-            valid_names.add(name)
+            if len(name) <= 64:  # bounded memory: a hostile name may be 64 KiB long
+                if len(valid_names) >= 256:
+                    valid_names.clear()
+                valid_names.add(name)
         if "\r" in value or "\n" in value or "\x00" in value or value != value.strip(" \t"):
             return False
         if name[0] == ":":

@@ -412,6 +412,25 @@ async def test_a_preface_split_over_many_writes_is_still_http2(server):
     assert [f.stream_id for f in headers] == [1]
 
 
+async def test_frames_sent_a_byte_at_a_time_are_read_whole(server):
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(PREFACE + SettingsFrame(0).serialize())
+    token = ("authorization", f"Bearer {KEY.token(sub='slow-sender')}")
+    request = HeadersFrame(1, block("/check/api/v1/scan/x", token), flags=["END_HEADERS"])
+    data = request.serialize() + DataFrame(1, b"x" * 3000, flags=["END_STREAM"]).serialize()
+    for offset in range(len(data)):
+        writer.write(data[offset : offset + 1])
+        if offset % 64 == 0:
+            await writer.drain()
+    answer = b""
+    async with asyncio.timeout(5):
+        while not any(isinstance(f, HeadersFrame) for f in _frames(answer)):
+            answer += await reader.read(65536)
+    writer.close()
+    (headers,) = [f for f in _frames(answer) if isinstance(f, HeadersFrame)]
+    assert headers.stream_id == 1 and b"slow-sender" in headers.data
+
+
 async def test_reset_streams_waiting_on_a_key_fetch_count_against_the_stream_limit(tmp_path):
     keys = JwksServer(jwks(KEY))
     keys.delay = 1.5
