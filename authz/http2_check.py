@@ -230,6 +230,8 @@ class Http2CheckProtocol(asyncio.Protocol):
             self._transport.resume_reading()
 
     def _write(self, data: bytes) -> None:
+        if self._closing:
+            return  # after our GOAWAY nothing more is sent: our side is shut (see _goaway)
         if self._out is not None:
             self._out.append(data)
         elif self._transport is not None:
@@ -239,9 +241,9 @@ class Http2CheckProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._closing:
             return
-        self._closing = True
         payload = self._last_stream.to_bytes(4, "big") + code.to_bytes(4, "big")
         self._write(_frame(_GOAWAY, 0, 0, payload))
+        self._closing = True
         self._flush()
         if not transport.can_write_eof():
             transport.close()
@@ -292,7 +294,8 @@ class Http2CheckProtocol(asyncio.Protocol):
         try:
             position = self._read_preface(buffer) if not self._preface else 0
             size = len(buffer)
-            while size - position >= 9:
+            # A frame can make us say GOAWAY (the client's own GOAWAY, say): the rest is dropped.
+            while size - position >= 9 and not self._closing:
                 length = int.from_bytes(buffer[position : position + 3], "big")
                 if length > _MAX_FRAME:
                     raise _ConnectionError(_FRAME_SIZE_ERROR, "frame larger than SETTINGS")

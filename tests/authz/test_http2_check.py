@@ -7,7 +7,10 @@ alike, many checks at once on one connection, and a hostile client's frames.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import h2.config
@@ -20,6 +23,7 @@ from hyperframe.frame import (
     DataFrame,
     GoAwayFrame,
     HeadersFrame,
+    PingFrame,
     RstStreamFrame,
     SettingsFrame,
 )
@@ -179,6 +183,41 @@ def block(path: str = "/api/v1/scan/health", *extra: tuple[str, str], method: st
 async def server(tmp_path):
     async with serving(tmp_path, path_prefix="/check") as check:
         yield check
+
+
+@pytest.fixture
+async def loop_errors() -> list[dict[str, object]]:
+    """What the event loop would log as errors: an exception out of a protocol callback, a task
+    whose exception nobody retrieved."""
+    errors: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+    return errors
+
+
+@asynccontextmanager
+async def fetching_keys(tmp_path, delay: float) -> AsyncIterator[HttpCheckServer]:
+    """A check server whose keys come from a JWKS server answering after ``delay``: a token
+    with an unknown ``kid`` makes its check wait on a fetch."""
+    keys = JwksServer(jwks(KEY))
+    keys.delay = delay
+    (tmp_path / "routes.yaml").write_text(
+        ROUTES.replace(
+            "jwks_file: jwks.json",
+            f"jwks_url: {keys.url}\n      jwks_cache: {{refetch_min_interval_seconds: 0}}",
+        )
+    )
+    stack = build_authz(load_auth_settings(tmp_path / "routes.yaml"))
+    refresher = asyncio.create_task(stack.keep_keys_fresh())
+    await stack.keys_ready.wait()
+    check = HttpCheckServer(stack.authorizer)
+    await check.start("127.0.0.1", 0)
+    try:
+        yield check
+    finally:
+        await check.shutdown(1)
+        refresher.cancel()
+        await stack.http.aclose()
+        keys.close()
 
 
 @pytest.fixture
@@ -506,3 +545,40 @@ async def test_the_port_still_speaks_http1(server):
 
     reply = await asyncio.to_thread(send, server.port, "/check/api/v1/scan/health")
     assert reply.status == 200
+
+
+async def test_frames_after_the_clients_goaway_are_dropped_quietly(server, loop_errors):
+    frames = [
+        HeadersFrame(1, block("/check/api/v1/scan/health"), flags=["END_HEADERS", "END_STREAM"]),
+        GoAwayFrame(0),
+        HeadersFrame(3, block("/check/api/v1/scan/health"), flags=["END_HEADERS", "END_STREAM"]),
+        PingFrame(0, b"12345678"),
+    ]
+    got = await raw(server.port, [f.serialize() for f in frames])
+    assert [f.stream_id for f in got if isinstance(f, HeadersFrame)] == [1]
+    assert [f.error_code for f in got if isinstance(f, GoAwayFrame)] == [0]
+    assert not loop_errors
+
+
+@pytest.mark.parametrize("end", ["shutdown", "connection-error"])
+async def test_a_check_that_ends_after_the_goaway_is_dropped_quietly(tmp_path, loop_errors, end):
+    async with fetching_keys(tmp_path, delay=0.5) as check:
+        unknown = ("authorization", f"Bearer {SigningKey().token()}")
+        waiting = HeadersFrame(1, block("/a", unknown), flags=["END_HEADERS", "END_STREAM"])
+        reader, writer = await asyncio.open_connection("127.0.0.1", check.port)
+        writer.write(PREFACE + SettingsFrame(0).serialize() + waiting.serialize())
+        await asyncio.sleep(0.1)
+        if end == "shutdown":
+            await check.shutdown(0.1)  # shorter than the fetch
+        else:
+            writer.write(frame(6, 0, 0, b"12345"))  # a PING of 5 bytes
+        data = b""
+        async with asyncio.timeout(3):
+            while chunk := await reader.read(65536):  # until the server closes
+                data += chunk
+        await asyncio.sleep(0.6)  # the fetch ends, and its check with it
+        writer.close()
+    got = _frames(data)
+    gc.collect()  # a task's unretrieved exception is reported when the task is collected
+    assert [type(f) for f in got if isinstance(f, GoAwayFrame | HeadersFrame)] == [GoAwayFrame]
+    assert not loop_errors
