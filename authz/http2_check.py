@@ -437,6 +437,7 @@ class Http2CheckProtocol(asyncio.Protocol):
             self._reset(sid, _REFUSED_STREAM)
             return
         if fields is None:
+            stream.ended = ends
             self._answer(sid, _HEAD_TOO_LARGE, head=False, started=time.perf_counter())
             return
         request = self._request(block, fields)
@@ -594,8 +595,8 @@ class Http2CheckProtocol(asyncio.Protocol):
         self._write_headers(sid, block, end_stream=not body)
         if body:
             self._pending[sid] = body
-            self._send_pending()
-        if sid not in self._pending:
+            self._send_pending()  # finishes the stream once the body is out whole
+        else:
             self._finish(sid, stream)
         metrics = self._server.metrics
         if metrics is not None:

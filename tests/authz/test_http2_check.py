@@ -179,6 +179,21 @@ def block(path: str = "/api/v1/scan/health", *extra: tuple[str, str], method: st
     return encode_headers(fields)
 
 
+def header_frames(stream: int, fields: bytes, ends: bool) -> list[bytes]:
+    """A header block of any size as HEADERS and as many CONTINUATION frames as it takes."""
+    size = 16_384
+    pieces = [fields[offset : offset + size] for offset in range(0, len(fields), size)] or [b""]
+    frames = []
+    for index, piece in enumerate(pieces):
+        flags = ["END_HEADERS"] if index == len(pieces) - 1 else []
+        if index:
+            frames.append(ContinuationFrame(stream, piece, flags=flags).serialize())
+        else:
+            flags += ["END_STREAM"] if ends else []
+            frames.append(HeadersFrame(stream, piece, flags=flags).serialize())
+    return frames
+
+
 @pytest.fixture
 async def server(tmp_path):
     async with serving(tmp_path, path_prefix="/check") as check:
@@ -582,3 +597,14 @@ async def test_a_check_that_ends_after_the_goaway_is_dropped_quietly(tmp_path, l
     gc.collect()  # a task's unretrieved exception is reported when the task is collected
     assert [type(f) for f in got if isinstance(f, GoAwayFrame | HeadersFrame)] == [GoAwayFrame]
     assert not loop_errors
+
+
+@pytest.mark.parametrize("ends", [False, True], ids=["open", "ended"])
+async def test_an_early_answer_resets_a_request_still_open_once_and_an_ended_one_never(
+    server, ends
+):
+    big = block("/check/api/v1/scan/health", *[(f"x-f{i}", "v" * 1000) for i in range(70)])
+    got = await raw(server.port, header_frames(1, big, ends))
+    assert [f.stream_id for f in got if isinstance(f, HeadersFrame)] == [1]  # the 431
+    resets = [f.error_code for f in got if isinstance(f, RstStreamFrame)]
+    assert resets == ([] if ends else [0])
