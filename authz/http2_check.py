@@ -64,7 +64,7 @@ _END_HEADERS, _PADDED, _PRIORITY_FLAG = 0x4, 0x8, 0x20
 # Error codes (RFC 9113 7).
 _NO_ERROR, _PROTOCOL_ERROR, _FLOW_CONTROL_ERROR = 0x0, 0x1, 0x3
 _STREAM_CLOSED, _FRAME_SIZE_ERROR, _REFUSED_STREAM = 0x5, 0x6, 0x7
-_COMPRESSION_ERROR, _ENHANCE_YOUR_CALM = 0x9, 0xB
+_CANCEL, _COMPRESSION_ERROR, _ENHANCE_YOUR_CALM = 0x8, 0x9, 0xB
 
 # Settings (RFC 9113 6.5.2).
 _HEADER_TABLE_SIZE, _ENABLE_PUSH, _MAX_CONCURRENT_STREAMS = 0x1, 0x2, 0x3
@@ -276,10 +276,15 @@ class Http2CheckProtocol(asyncio.Protocol):
         late = [
             sid
             for sid, stream in self._streams.items()
-            if stream.started < expired and not stream.waiting and sid not in self._pending
+            if stream.started < expired and not stream.waiting
         ]
         for sid in late:
-            self._answer(sid, _TOO_SLOW, head=False, started=now)
+            if sid in self._pending:
+                # An answer the client gave no window for in a whole deadline: it gives up its
+                # place, or a client that never opens a window would hold its streams forever.
+                self._reset(sid, _CANCEL)
+            else:
+                self._answer(sid, _TOO_SLOW, head=False, started=time.perf_counter())
         if not self._streams and now - self._idle_since >= self._server.idle_seconds:
             self._goaway(_NO_ERROR)
             return
@@ -595,6 +600,7 @@ class Http2CheckProtocol(asyncio.Protocol):
         self._write_headers(sid, block, end_stream=not body)
         if body:
             self._pending[sid] = body
+            stream.started = self._loop.time()  # the answer gets a deadline of its own to leave
             self._send_pending()  # finishes the stream once the body is out whole
         else:
             self._finish(sid, stream)

@@ -40,7 +40,13 @@ from tests.support.cases import case_ids
 from tests.support.jwks_server import JwksServer
 from tests.support.tokens import SigningKey, jwks
 
-PROTOCOL_ERROR, REFUSED_STREAM, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x1, 0x7, 0x9, 0xB
+PROTOCOL_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = (
+    0x1,
+    0x7,
+    0x8,
+    0x9,
+    0xB,
+)
 
 
 @dataclass
@@ -608,3 +614,22 @@ async def test_an_early_answer_resets_a_request_still_open_once_and_an_ended_one
     assert [f.stream_id for f in got if isinstance(f, HeadersFrame)] == [1]  # the 431
     resets = [f.error_code for f in got if isinstance(f, RstStreamFrame)]
     assert resets == ([] if ends else [0])
+
+
+async def test_an_answer_the_client_never_opens_a_window_for_gives_up_its_stream(tmp_path):
+    async with serving(tmp_path, request_seconds=0.3, idle_seconds=0.6) as check:
+        reader, writer = await asyncio.open_connection("127.0.0.1", check.port)
+        no_window = SettingsFrame(0, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        denied = HeadersFrame(1, block("/a"), flags=["END_HEADERS", "END_STREAM"])
+        writer.write(PREFACE + no_window.serialize() + denied.serialize())
+        data = b""
+        async with asyncio.timeout(3):  # the stream is reset, then the idle connection closed
+            while chunk := await reader.read(65536):
+                data += chunk
+        writer.close()
+    got = _frames(data)
+    assert [f.stream_id for f in got if isinstance(f, HeadersFrame)] == [1]  # the 401's head
+    assert [(f.stream_id, f.error_code) for f in got if isinstance(f, RstStreamFrame)] == [
+        (1, CANCEL)
+    ]
+    assert [f.error_code for f in got if isinstance(f, GoAwayFrame)] == [0]
