@@ -35,7 +35,13 @@ import time
 from typing import TYPE_CHECKING, cast
 
 from authz.check import CheckInput, Decision
-from authz.hpack import HeaderListTooLarge, HpackDecoder, HpackError, encode_headers
+from authz.hpack import (
+    MAX_CACHED_BLOCK,
+    HeaderListTooLarge,
+    HpackDecoder,
+    HpackError,
+    encode_headers,
+)
 from authz.http_check import HEADERS_TO_REMOVE, check_input
 from authz.tokens import CredentialMemo
 
@@ -177,7 +183,9 @@ class Http2CheckProtocol(asyncio.Protocol):
         self._valid_names: set[str] = set()
         # Header block -> (its fields, the check they make): the decoder hands back the very
         # list it gave before for a block it has seen, so a repeated check is parsed once.
+        # Bounded in fields as well as entries: the lists are held as long as the entries.
         self._requests: dict[bytes, tuple[list[tuple[str, str]], CheckInput | None]] = {}
+        self._requested_fields = 0
         self._peer_gone = False
         # A header block split over CONTINUATION frames: its stream, bytes so far, END_STREAM.
         self._block_stream = 0
@@ -474,9 +482,13 @@ class Http2CheckProtocol(asyncio.Protocol):
                     # Where HTTP/1.1 carries it: both protocols hand the core the same request.
                     headers.append(("host", value))
             request = check_input(method, path, headers, self._server.path_prefix)
-        if len(self._requests) >= 64:
+        if len(block) > MAX_CACHED_BLOCK:
+            return request  # the decoder never hands its list back: nothing to remember
+        if len(self._requests) >= 64 or self._requested_fields + len(fields) > 1024:
             self._requests.clear()
+            self._requested_fields = 0
         self._requests[block] = (fields, request)
+        self._requested_fields += len(fields)
         return request
 
     def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
@@ -674,7 +686,8 @@ def _unpad(flags: int, payload: bytes) -> bytes:
 def _well_formed(fields: list[tuple[str, str]], valid_names: set[str]) -> bool:
     """RFC 9113 8.2-8.3: a request a check can be made of, else a malformed one.
 
-    ``valid_names`` remembers the names that passed, bounded; values are checked every time.
+    ``valid_names`` remembers the short names that passed, a bounded number of them; values
+    are checked every time.
     """
     seen: set[str] = set()
     regular = False
@@ -682,9 +695,10 @@ def _well_formed(fields: list[tuple[str, str]], valid_names: set[str]) -> bool:
         if name not in valid_names:
             if not _FIELD_NAME(name):
                 return False
-            if len(valid_names) >= 1024:
-                valid_names.clear()
-            valid_names.add(name)
+            if len(name) <= 64:  # Envoy's are; a long one is rare and checked each time
+                if len(valid_names) >= 256:
+                    valid_names.clear()
+                valid_names.add(name)
         if "\r" in value or "\n" in value or "\x00" in value or value != value.strip(" \t"):
             return False
         if name[0] == ":":

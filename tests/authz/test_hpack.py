@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 import tracemalloc
@@ -395,6 +396,23 @@ def test_the_cache_keeps_the_recently_used_within_its_budget():
         assert decoder._cached <= _CACHE_BUDGET
     assert tokens[0] in decoder._cache.values()
     assert decoder._cached == sum(map(len, decoder._cache))
+
+
+def test_the_block_cache_holds_little_however_small_the_blocks():
+    """Blocks of three indexed fields, each distinct: the cache charges each for its list and
+    its entry, not just its three octets."""
+    decoder = HpackDecoder()
+    triples = itertools.islice(itertools.product(range(1, 62), repeat=3), 20_000)
+    blocks = [bytes(0x80 | index for index in triple) for triple in triples]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for block in blocks:
+            decoder.decode(block)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 128 * 1024
 
 
 def reference_huffman_decode(data: bytes) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -633,3 +634,32 @@ async def test_an_answer_the_client_never_opens_a_window_for_gives_up_its_stream
         (1, CANCEL)
     ]
     assert [f.error_code for f in got if isinstance(f, GoAwayFrame)] == [0]
+
+
+@pytest.mark.parametrize(
+    "request_block",
+    [
+        # a 60 KB header value
+        lambda i: block("/check/api/v1/scan/health", ("x-big", f"{i:04}" + "a" * 60_000)),
+        # a 60 KB header name, valid and never seen before
+        lambda i: block("/check/api/v1/scan/health", (f"x-{i:04}" + "a" * 60_000, "")),
+    ],
+    ids=["long-value", "long-name"],
+)
+async def test_what_a_connection_remembers_of_its_requests_stays_small(server, request_block):
+    """Forty requests of 60 KB each: once decided, their blocks and names are not kept."""
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(PREFACE + SettingsFrame(0).serialize())
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(40):
+            writer.write(b"".join(header_frames(2 * i + 1, request_block(i), ends=True)))
+            await writer.drain()
+        await asyncio.sleep(0.3)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        writer.close()
+    assert held < 1024 * 1024
