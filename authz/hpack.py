@@ -269,8 +269,14 @@ class HpackDecoder:
         room = self._list_size
         end = len(block)
         pos = 0
-        # Size updates may only open a block (RFC 7541 4.2).
+        # Size updates may only open a block, and two say all there is to say: the smallest
+        # size since the last block, then the final one (RFC 7541 4.2). More is a block padded
+        # out with the costliest octets to decode.
+        updates = 0
         while pos < end and block[pos] & 0xE0 == 0x20:
+            updates += 1
+            if updates > 2:
+                raise HpackError("more than two dynamic table size updates")
             size, pos = _integer(block, pos, 0x1F)
             self._resize(size)
         while pos < end:

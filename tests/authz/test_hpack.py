@@ -233,6 +233,7 @@ def test_the_appendix_c4_strings_are_what_the_test_encoder_makes():
         pytest.param(integer(4097, 5, 0x20), 4096, id="size update over the setting"),
         pytest.param(integer(257, 5, 0x20), 256, id="size update over a small setting"),
         pytest.param(b"\x82\x20", 4096, id="size update after a field"),
+        pytest.param(b"\x20\x3f\xe1\x1f\x20\x82", 4096, id="three size updates"),
         pytest.param(b"\xff", 4096, id="integer cut before its continuation"),
         pytest.param(b"\xff\x80", 4096, id="integer cut in its continuation"),
         pytest.param(b"\x3f" + b"\x80" * 5 + b"\x00", 4096, id="overlong integer"),
