@@ -441,7 +441,13 @@ class Http2CheckProtocol(asyncio.Protocol):
         fields = self._decode(block)
         stream = self._streams[sid]
         if stream.request is not None:
-            # Trailers: read for the table's sake, never headers of the check.
+            # Trailers: read for the table's sake, never headers of the check; with a
+            # pseudo-header field or a name not a lower-case token, malformed (RFC 9113 8.1).
+            if fields is not None and not all(
+                _FIELD_NAME(name) and not name.startswith(":") for name, _ in fields
+            ):
+                self._reset(sid, _PROTOCOL_ERROR)
+                return
             stream.ended = True
             self._decide(sid, stream)
             return

@@ -663,3 +663,19 @@ async def test_what_a_connection_remembers_of_its_requests_stays_small(server, r
         tracemalloc.stop()
         writer.close()
     assert held < 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "trailer", [(":path", "/api/v1/scan/health"), ("X-Upper", "1")], ids=["pseudo", "upper"]
+)
+async def test_malformed_trailers_reset_their_stream_and_the_connection_goes_on(server, trailer):
+    frames = [
+        HeadersFrame(1, block("/check/api/v1/scan/health"), flags=["END_HEADERS"]),
+        HeadersFrame(1, encode_headers([trailer]), flags=["END_HEADERS", "END_STREAM"]),
+        HeadersFrame(3, block("/check/api/v1/scan/health"), flags=["END_HEADERS", "END_STREAM"]),
+    ]
+    got = await raw(server.port, [f.serialize() for f in frames])
+    resets = [(f.stream_id, f.error_code) for f in got if isinstance(f, RstStreamFrame)]
+    assert resets == [(1, PROTOCOL_ERROR)]
+    assert [f.stream_id for f in got if isinstance(f, HeadersFrame)] == [3]
+    assert not [f for f in got if isinstance(f, GoAwayFrame)]
