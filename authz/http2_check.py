@@ -197,6 +197,9 @@ class Http2CheckProtocol(asyncio.Protocol):
         self._initial_window = _DEFAULT_WINDOW
         self._peer_max_frame = _MAX_FRAME
         self._pending: dict[int, bytes] = {}  # bodies waiting for window
+        # Those of them that wait for the connection's window only, their streams' being open:
+        # a WINDOW_UPDATE of the connection walks these, not every waiting body.
+        self._want_connection_window: dict[int, None] = {}
         # Writes made while reading one chunk leave together, in one system call.
         self._out: list[bytes] | None = None
         self._closing = False
@@ -221,6 +224,7 @@ class Http2CheckProtocol(asyncio.Protocol):
         self._transport = None
         self._streams.clear()
         self._pending.clear()
+        self._want_connection_window.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -529,6 +533,7 @@ class Http2CheckProtocol(asyncio.Protocol):
             return
         if len(payload) % 6:
             raise _ConnectionError(_FRAME_SIZE_ERROR, "SETTINGS of the wrong size")
+        more_window = False
         for offset in range(0, len(payload), 6):
             key = int.from_bytes(payload[offset : offset + 2], "big")
             value = int.from_bytes(payload[offset + 2 : offset + 6], "big")
@@ -539,6 +544,7 @@ class Http2CheckProtocol(asyncio.Protocol):
                 change, self._initial_window = value - self._initial_window, value
                 for stream in self._streams.values():
                     stream.window += change
+                more_window = more_window or change > 0
             elif key == _MAX_FRAME_SIZE:
                 if not _MAX_FRAME <= value <= 2**24 - 1:
                     raise _ConnectionError(_PROTOCOL_ERROR, "bad SETTINGS_MAX_FRAME_SIZE")
@@ -547,7 +553,10 @@ class Http2CheckProtocol(asyncio.Protocol):
                 raise _ConnectionError(_PROTOCOL_ERROR, "bad SETTINGS_ENABLE_PUSH")
             # The header table size only bounds an encoder's table; ours never indexes.
         self._write(_SETTINGS_ACK)
-        self._send_pending()
+        if more_window:
+            # Only then can a waiting body move: a SETTINGS frame that changes nothing costs
+            # no walk over the waiting bodies.
+            self._send_pending()
 
     def _on_window_update(self, sid: int, payload: bytes) -> None:
         if len(payload) != 4:
@@ -559,6 +568,10 @@ class Http2CheckProtocol(asyncio.Protocol):
             self._window += increment
             if self._window > _MAX_WINDOW:
                 raise _ConnectionError(_FLOW_CONTROL_ERROR, "connection window overflow")
+            for waiting in list(self._want_connection_window):
+                if self._window <= 0:
+                    break
+                self._send_body(waiting)
         else:
             self._idle_or_known(sid)
             stream = self._streams.get(sid)
@@ -571,7 +584,7 @@ class Http2CheckProtocol(asyncio.Protocol):
             if stream.window > _MAX_WINDOW:
                 self._reset(sid, _FLOW_CONTROL_ERROR)
                 return
-        self._send_pending()
+            self._send_body(sid)
 
     # -- deciding and answering -----------------------------------------------------
     def _decide(self, sid: int, stream: _Stream) -> None:
@@ -619,7 +632,7 @@ class Http2CheckProtocol(asyncio.Protocol):
         if body:
             self._pending[sid] = body
             stream.started = self._loop.time()  # the answer gets a deadline of its own to leave
-            self._send_pending()  # finishes the stream once the body is out whole
+            self._send_body(sid)  # finishes the stream once the body is out whole
         else:
             self._finish(sid, stream)
         metrics = self._server.metrics
@@ -639,24 +652,32 @@ class Http2CheckProtocol(asyncio.Protocol):
             self._write(_frame(_CONTINUATION, _END_HEADERS if last else 0, sid, chunk))
 
     def _send_pending(self) -> None:
+        """As much of every waiting body as the windows let through."""
         for sid in list(self._pending):
-            stream = self._streams.get(sid)
-            if stream is None:
-                del self._pending[sid]
-                continue
-            body = self._pending[sid]
-            size = min(len(body), self._window, stream.window, self._peer_max_frame)
-            if size <= 0:
-                continue
+            self._send_body(sid)
+
+    def _send_body(self, sid: int) -> None:
+        """As much of the body waiting on ``sid`` as the windows let through."""
+        body = self._pending.get(sid)
+        stream = self._streams.get(sid)
+        if body is None or stream is None:
+            return
+        while (size := min(len(body), self._window, stream.window, self._peer_max_frame)) > 0:
             last = size == len(body)
             self._write(_frame(_DATA, _END_STREAM if last else 0, sid, body[:size]))
             self._window -= size
             stream.window -= size
             if last:
                 del self._pending[sid]
+                self._want_connection_window.pop(sid, None)
                 self._finish(sid, stream)
-            else:
-                self._pending[sid] = body[size:]
+                return
+            body = body[size:]
+        self._pending[sid] = body
+        if stream.window > 0:
+            self._want_connection_window[sid] = None
+        else:
+            self._want_connection_window.pop(sid, None)
 
     def _finish(self, sid: int, stream: _Stream) -> None:
         """Our answer is whole: the stream is done."""
@@ -672,6 +693,7 @@ class Http2CheckProtocol(asyncio.Protocol):
     def _end_stream(self, sid: int) -> None:
         stream = self._streams.pop(sid, None)
         self._pending.pop(sid, None)
+        self._want_connection_window.pop(sid, None)
         if stream is not None and stream.waiting:
             # Still deciding: it keeps its place against MAX_STREAMS until its task ends.
             self._orphans += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import time
 import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +28,7 @@ from hyperframe.frame import (
     PingFrame,
     RstStreamFrame,
     SettingsFrame,
+    WindowUpdateFrame,
 )
 
 from authz.hpack import encode_headers
@@ -679,3 +681,46 @@ async def test_malformed_trailers_reset_their_stream_and_the_connection_goes_on(
     assert resets == [(1, PROTOCOL_ERROR)]
     assert [f.stream_id for f in got if isinstance(f, HeadersFrame)] == [3]
     assert not [f for f in got if isinstance(f, GoAwayFrame)]
+
+
+async def _cpu_per_megabyte(port: int, flood: bytes) -> float:
+    """CPU seconds per MB of ``flood`` (frames repeated), read and answered by the server while
+    255 denials wait for stream window that the client never gives."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    no_window = SettingsFrame(0, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    denied = [
+        HeadersFrame(sid, block("/a"), flags=["END_HEADERS", "END_STREAM"]).serialize()
+        for sid in range(1, 2 * 255, 2)
+    ]
+    writer.write(PREFACE + no_window.serialize() + b"".join(denied))
+
+    async def read_all() -> None:
+        while await reader.read(1 << 20):
+            pass
+
+    reading = asyncio.create_task(read_all())
+    await asyncio.sleep(0.2)
+    data = flood * (600_000 // len(flood))
+    started = time.process_time()
+    writer.write(data + PingFrame(0, b"the-end!").serialize())
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    spent = time.process_time() - started
+    reading.cancel()
+    writer.close()
+    return spent / (len(data) / 1e6)
+
+
+@pytest.mark.parametrize(
+    "flood",
+    [
+        SettingsFrame(0).serialize(),
+        WindowUpdateFrame(0, window_increment=1).serialize(),
+    ],
+    ids=["empty-settings", "connection-window"],
+)
+async def test_frames_that_open_no_window_cost_no_more_than_pings(server, flood):
+    """A body waiting for window is not looked at again for each frame that cannot move it."""
+    ping = await _cpu_per_megabyte(server.port, PingFrame(0, b"12345678").serialize())
+    other = await _cpu_per_megabyte(server.port, flood)
+    assert other < 4 * ping + 0.2, (other, ping)
