@@ -544,6 +544,8 @@ class Http2CheckProtocol(asyncio.Protocol):
                 change, self._initial_window = value - self._initial_window, value
                 for stream in self._streams.values():
                     stream.window += change
+                    if stream.window > _MAX_WINDOW:
+                        raise _ConnectionError(_FLOW_CONTROL_ERROR, "stream window overflow")
                 more_window = more_window or change > 0
             elif key == _MAX_FRAME_SIZE:
                 if not _MAX_FRAME <= value <= 2**24 - 1:

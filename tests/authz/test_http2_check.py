@@ -43,13 +43,8 @@ from tests.support.cases import case_ids
 from tests.support.jwks_server import JwksServer
 from tests.support.tokens import SigningKey, jwks
 
-PROTOCOL_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = (
-    0x1,
-    0x7,
-    0x8,
-    0x9,
-    0xB,
-)
+PROTOCOL_ERROR, FLOW_CONTROL_ERROR, REFUSED_STREAM, CANCEL = 0x1, 0x3, 0x7, 0x8
+COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x9, 0xB
 
 
 @dataclass
@@ -724,3 +719,14 @@ async def test_frames_that_open_no_window_cost_no_more_than_pings(server, flood)
     ping = await _cpu_per_megabyte(server.port, PingFrame(0, b"12345678").serialize())
     other = await _cpu_per_megabyte(server.port, flood)
     assert other < 4 * ping + 0.2, (other, ping)
+
+
+async def test_a_new_initial_window_that_overflows_a_streams_window_ends_the_connection(server):
+    """RFC 9113 6.9.2: the change moves every open stream's window, past 2**31 - 1 an error."""
+    frames = [
+        HeadersFrame(1, block("/check/api/v1/scan/health"), flags=["END_HEADERS"]),
+        WindowUpdateFrame(1, window_increment=2**31 - 1 - 65_535),  # now at the maximum
+        SettingsFrame(0, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 65_536}),
+    ]
+    got = await raw(server.port, [f.serialize() for f in frames])
+    assert [f.error_code for f in got if isinstance(f, GoAwayFrame)] == [FLOW_CONTROL_ERROR]
