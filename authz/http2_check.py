@@ -262,13 +262,15 @@ class Http2CheckProtocol(asyncio.Protocol):
             return
         # Closing with bytes of the client's unread would reset the connection and drop the
         # GOAWAY with it: shut our side, drop what still comes, and close after a second
-        # (nginx's lingering close), or sooner when the client closes.
+        # (nginx's lingering close), or sooner when the client closes. Abort, not close: a
+        # client that has not read what we wrote by then never will, and close() would wait
+        # for it to, holding the socket and our unsent bytes for good.
         try:
             transport.write_eof()
         except OSError:  # the client is gone already
             transport.close()
             return
-        self._loop.call_later(_LINGER_SECONDS, transport.close)
+        self._loop.call_later(_LINGER_SECONDS, transport.abort)
 
     def _flush(self) -> None:
         out, self._out = self._out, None

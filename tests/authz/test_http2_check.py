@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import socket
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -526,7 +527,7 @@ async def test_an_unfinished_header_block_ends_the_connection_after_the_request_
 
 
 async def test_an_idle_connection_gets_a_goaway_and_closes(tmp_path):
-    async with serving(tmp_path, idle_seconds=0.3) as check:
+    async with serving(tmp_path, idle_seconds=1.0) as check:
         client = await Client.open(check.port)
         stream = client.request("/api/v1/scan/health")
         await client.wait([stream])
@@ -730,3 +731,30 @@ async def test_a_new_initial_window_that_overflows_a_streams_window_ends_the_con
     ]
     got = await raw(server.port, [f.serialize() for f in frames])
     assert [f.error_code for f in got if isinstance(f, GoAwayFrame)] == [FLOW_CONTROL_ERROR]
+
+
+async def test_a_client_that_never_reads_is_let_go(tmp_path):
+    """PINGs until our acknowledgements fill every buffer on the way: idle, then GOAWAY, then
+    the connection is dropped although the GOAWAY never left."""
+    async with serving(tmp_path, idle_seconds=1.0) as check:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", check.port))
+        pings = PingFrame(0, b"12345678").serialize() * 4096
+        data, stuck_since = PREFACE + SettingsFrame(0).serialize() + pings, loop.time()
+        try:
+            while loop.time() - stuck_since < 0.3:  # until the server stops reading us
+                try:
+                    sent = sock.send(data)
+                except BlockingIOError:
+                    await asyncio.sleep(0.01)
+                    continue
+                data, stuck_since = data[sent:] or pings, loop.time()
+            assert len(check._connections) == 1
+            async with asyncio.timeout(4):  # idle, then a second's linger
+                while check._connections:  # noqa: ASYNC110 (the server has no event for it)
+                    await asyncio.sleep(0.05)
+        finally:
+            sock.close()
