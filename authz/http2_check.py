@@ -621,11 +621,14 @@ class Http2CheckProtocol(asyncio.Protocol):
         except Exception:
             log.exception("check failed")
             decision = server._internal_error
-        stream.waiting = False
+        finally:
+            # Cancelled too (a key fetch cancelled under it): the stream no longer waits, so its
+            # deadline answers it, and a reset one gives its place back.
+            stream.waiting = False
+            if self._streams.get(sid) is not stream:
+                self._orphans -= 1
         if self._streams.get(sid) is stream:
             self._answer(sid, decision, head, started)
-        else:
-            self._orphans -= 1
 
     def _answer(self, sid: int, decision: Decision, head: bool, started: float) -> None:
         stream = self._streams.get(sid)

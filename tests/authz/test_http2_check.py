@@ -32,6 +32,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
+from authz.check import CheckInput, Decision
 from authz.hpack import encode_headers
 from authz.http2_check import MAX_STREAMS, PREFACE
 from authz.http_check import HEADERS_TO_REMOVE
@@ -758,3 +759,32 @@ async def test_a_client_that_never_reads_is_let_go(tmp_path):
                     await asyncio.sleep(0.05)
         finally:
             sock.close()
+
+
+class _CancelledDecider:
+    """Every check waits on I/O, and that wait is cancelled under it."""
+
+    def decide_now(self, request: CheckInput) -> Decision | None:
+        return None
+
+    async def decide(self, request: CheckInput) -> Decision:
+        await asyncio.sleep(0.05)
+        raise asyncio.CancelledError
+
+
+async def test_a_check_cancelled_under_its_stream_still_gets_an_answer_and_its_place_back():
+    check = HttpCheckServer(_CancelledDecider(), request_seconds=0.3)
+    await check.start("127.0.0.1", 0)
+    try:
+        frames = [
+            HeadersFrame(1, block("/a"), flags=["END_HEADERS", "END_STREAM"]).serialize(),
+            HeadersFrame(3, block("/a"), flags=["END_HEADERS", "END_STREAM"]).serialize(),
+            RstStreamFrame(3, error_code=CANCEL).serialize(),  # reset while its check waits
+        ]
+        got = await raw(check.port, frames, read_for=1.5)
+        (connection,) = check._connections
+        assert connection._orphans == 0
+    finally:
+        await check.shutdown(1)
+    answers = [f for f in got if isinstance(f, HeadersFrame)]
+    assert [f.stream_id for f in answers] == [1]  # its 408, at the deadline
