@@ -21,7 +21,8 @@ Whoever can reach the port is held to limits, the same as over HTTP/1.1 where bo
 - a stream must end within ``request_seconds`` or get 408, and a connection with no stream is
   closed after ``idle_seconds`` with a GOAWAY;
 - a peer that does not read what we write (answers, PING and SETTINGS acknowledgements) is not
-  read either until our write buffer drains;
+  read either until our write buffer drains, and an answer it opens no window for gets
+  ``request_seconds`` to leave before its stream is reset;
 - a malformed request (RFC 9113 8.1.1) is reset with PROTOCOL_ERROR, never decided.
 """
 
