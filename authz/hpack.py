@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-__all__ = ["HeaderListTooLarge", "HpackDecoder", "HpackError", "encode_headers"]
+__all__ = ["MAX_CACHED_BLOCK", "HeaderListTooLarge", "HpackDecoder", "HpackError", "encode_headers"]
 
 
 class HpackError(Exception):
@@ -189,9 +189,12 @@ def _integer(block: bytes, pos: int, mask: int) -> tuple[int, int]:
 _CACHE_BUDGET = 32 * 1024  # encoded octets kept per decoder: ~60 JWTs of 500 octets
 _CACHE_MIN = 64  # shorter strings decode in a few us: not worth an entry
 _CACHE_MAX = 4096
-# Whole blocks kept per decoder, as octets of their encoded form: a few dozen checks' worth.
-_BLOCK_CACHE_BUDGET = 16 * 1024
-_BLOCK_CACHE_MAX = 4096
+# Whole blocks kept per decoder: a few dozen checks' worth. Each is charged its octets and
+# _FIELD_COST per field of its list (a tuple, a list slot, a short string), so that blocks of
+# many tiny fields cannot hold many times the budget: a 3-octet block lists three fields.
+_BLOCK_CACHE_BUDGET = 64 * 1024
+_FIELD_COST = 128
+MAX_CACHED_BLOCK = 4096  # a longer block is decoded afresh every time
 
 
 class HpackDecoder:
@@ -230,7 +233,8 @@ class HpackDecoder:
         # the same bytes decode to the same list. Envoy sends a client's repeated check as the
         # same bytes (indexed fields, :path and the token as literals that index nothing).
         self._generation = 0  # moves on with every change to the table
-        self._blocks: dict[bytes, tuple[int, list[tuple[str, str]]]] = {}  # oldest first
+        # block -> (generation, its list, what it is charged); oldest first
+        self._blocks: dict[bytes, tuple[int, list[tuple[str, str]], int]] = {}
         self._block_bytes = 0
 
     def decode(self, block: bytes) -> list[tuple[str, str]]:
@@ -245,28 +249,34 @@ class HpackDecoder:
             return seen[1]
         generation = self._generation
         headers = self._decode(block)
-        if self._generation == generation and len(block) <= _BLOCK_CACHE_MAX:
+        if self._generation == generation and len(block) <= MAX_CACHED_BLOCK:
             self._remember(block, headers)
         return headers
 
     def _remember(self, block: bytes, headers: list[tuple[str, str]]) -> None:
         stale = self._blocks.pop(block, None)
         if stale is not None:
-            self._block_bytes -= len(block)
-        self._blocks[block] = (self._generation, headers)
-        self._block_bytes += len(block)
+            self._block_bytes -= stale[2]
+        cost = len(block) + _FIELD_COST * (len(headers) + 1)
+        self._blocks[block] = (self._generation, headers, cost)
+        self._block_bytes += cost
         while self._block_bytes > _BLOCK_CACHE_BUDGET:
             oldest = next(iter(self._blocks))
-            self._block_bytes -= len(oldest)
-            del self._blocks[oldest]
+            self._block_bytes -= self._blocks.pop(oldest)[2]
 
     def _decode(self, block: bytes) -> list[tuple[str, str]]:
         headers: list[tuple[str, str]] = []
         room = self._list_size
         end = len(block)
         pos = 0
-        # Size updates may only open a block (RFC 7541 4.2).
+        # Size updates may only open a block, and two say all there is to say: the smallest
+        # size since the last block, then the final one (RFC 7541 4.2). More is a block padded
+        # out with the costliest octets to decode.
+        updates = 0
         while pos < end and block[pos] & 0xE0 == 0x20:
+            updates += 1
+            if updates > 2:
+                raise HpackError("more than two dynamic table size updates")
             size, pos = _integer(block, pos, 0x1F)
             self._resize(size)
         while pos < end:

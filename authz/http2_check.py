@@ -21,7 +21,8 @@ Whoever can reach the port is held to limits, the same as over HTTP/1.1 where bo
 - a stream must end within ``request_seconds`` or get 408, and a connection with no stream is
   closed after ``idle_seconds`` with a GOAWAY;
 - a peer that does not read what we write (answers, PING and SETTINGS acknowledgements) is not
-  read either until our write buffer drains;
+  read either until our write buffer drains, and an answer it opens no window for gets
+  ``request_seconds`` to leave before its stream is reset;
 - a malformed request (RFC 9113 8.1.1) is reset with PROTOCOL_ERROR, never decided.
 """
 
@@ -35,7 +36,13 @@ import time
 from typing import TYPE_CHECKING, cast
 
 from authz.check import CheckInput, Decision
-from authz.hpack import HeaderListTooLarge, HpackDecoder, HpackError, encode_headers
+from authz.hpack import (
+    MAX_CACHED_BLOCK,
+    HeaderListTooLarge,
+    HpackDecoder,
+    HpackError,
+    encode_headers,
+)
 from authz.http_check import HEADERS_TO_REMOVE, check_input
 from authz.tokens import CredentialMemo
 
@@ -54,8 +61,6 @@ _MAX_FRAME = 16_384  # SETTINGS_MAX_FRAME_SIZE: ours stays the default
 _DEFAULT_WINDOW = 65_535
 _MAX_WINDOW = 2**31 - 1
 _LINGER_SECONDS = 1.0
-# The largest header block whose parse is remembered (the decoder remembers no larger one).
-_REMEMBERED_BLOCK = 4096
 
 # Frame types and flags (RFC 9113 6).
 _DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PUSH_PROMISE = 0, 1, 2, 3, 4, 5
@@ -66,7 +71,7 @@ _END_HEADERS, _PADDED, _PRIORITY_FLAG = 0x4, 0x8, 0x20
 # Error codes (RFC 9113 7).
 _NO_ERROR, _PROTOCOL_ERROR, _INTERNAL_ERROR, _FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
 _STREAM_CLOSED, _FRAME_SIZE_ERROR, _REFUSED_STREAM = 0x5, 0x6, 0x7
-_COMPRESSION_ERROR, _ENHANCE_YOUR_CALM = 0x9, 0xB
+_CANCEL, _COMPRESSION_ERROR, _ENHANCE_YOUR_CALM = 0x8, 0x9, 0xB
 
 # Settings (RFC 9113 6.5.2).
 _HEADER_TABLE_SIZE, _ENABLE_PUSH, _MAX_CONCURRENT_STREAMS = 0x1, 0x2, 0x3
@@ -183,7 +188,9 @@ class Http2CheckProtocol(asyncio.Protocol):
         self._valid_names: set[str] = set()
         # Header block -> (its fields, the check they make): the decoder hands back the very
         # list it gave before for a block it has seen, so a repeated check is parsed once.
+        # Bounded in fields as well as entries: the lists are held as long as the entries.
         self._requests: dict[bytes, tuple[list[tuple[str, str]], CheckInput | None]] = {}
+        self._requested_fields = 0
         self._peer_gone = False
         # A header block split over CONTINUATION frames: its stream, bytes so far, END_STREAM.
         self._block_stream = 0
@@ -195,6 +202,9 @@ class Http2CheckProtocol(asyncio.Protocol):
         self._initial_window = _DEFAULT_WINDOW
         self._peer_max_frame = _MAX_FRAME
         self._pending: dict[int, bytes] = {}  # bodies waiting for window
+        # Those of them that wait for the connection's window only, their streams' being open:
+        # a WINDOW_UPDATE of the connection walks these, not every waiting body.
+        self._want_connection_window: dict[int, None] = {}
         # Writes made while reading one chunk leave together, in one system call.
         self._out: list[bytes] | None = None
         self._closing = False
@@ -219,6 +229,7 @@ class Http2CheckProtocol(asyncio.Protocol):
         self._transport = None
         self._streams.clear()
         self._pending.clear()
+        self._want_connection_window.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -236,6 +247,8 @@ class Http2CheckProtocol(asyncio.Protocol):
             self._transport.resume_reading()
 
     def _write(self, data: bytes) -> None:
+        if self._closing:
+            return  # after our GOAWAY nothing more is sent: our side is shut (see _goaway)
         if self._out is not None:
             self._out.append(data)
         elif self._transport is not None:
@@ -245,22 +258,24 @@ class Http2CheckProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._closing:
             return
-        self._closing = True
         payload = self._last_stream.to_bytes(4, "big") + code.to_bytes(4, "big")
         self._write(_frame(_GOAWAY, 0, 0, payload))
+        self._closing = True
         self._flush()
         if not transport.can_write_eof():
             transport.close()
             return
         # Closing with bytes of the client's unread would reset the connection and drop the
         # GOAWAY with it: shut our side, drop what still comes, and close after a second
-        # (nginx's lingering close), or sooner when the client closes.
+        # (nginx's lingering close), or sooner when the client closes. Abort, not close: a
+        # client that has not read what we wrote by then never will, and close() would wait
+        # for it to, holding the socket and our unsent bytes for good.
         try:
             transport.write_eof()
         except OSError:  # the client is gone already
             transport.close()
             return
-        self._loop.call_later(_LINGER_SECONDS, transport.close)
+        self._loop.call_later(_LINGER_SECONDS, transport.abort)
 
     def _flush(self) -> None:
         out, self._out = self._out, None
@@ -280,10 +295,15 @@ class Http2CheckProtocol(asyncio.Protocol):
         late = [
             sid
             for sid, stream in self._streams.items()
-            if stream.started < expired and not stream.waiting and sid not in self._pending
+            if stream.started < expired and not stream.waiting
         ]
         for sid in late:
-            self._answer(sid, _TOO_SLOW, head=False, started=now)
+            if sid in self._pending:
+                # An answer the client gave no window for in a whole deadline: it gives up its
+                # place, or a client that never opens a window would hold its streams forever.
+                self._reset(sid, _CANCEL)
+            else:
+                self._answer(sid, _TOO_SLOW, head=False, started=time.perf_counter())
         if not self._streams and now - self._idle_since >= self._server.idle_seconds:
             self._goaway(_NO_ERROR)
             return
@@ -461,7 +481,13 @@ class Http2CheckProtocol(asyncio.Protocol):
         fields = self._decode(block)
         stream = self._streams[sid]
         if stream.request is not None:
-            # Trailers: read for the table's sake, never headers of the check.
+            # Trailers: read for the table's sake, never headers of the check; with a
+            # pseudo-header field or a name not a lower-case token, malformed (RFC 9113 8.1).
+            if fields is not None and not all(
+                _FIELD_NAME(name) and not name.startswith(":") for name, _ in fields
+            ):
+                self._reset(sid, _PROTOCOL_ERROR)
+                return
             stream.ended = True
             self._decide(sid, stream)
             return
@@ -470,6 +496,7 @@ class Http2CheckProtocol(asyncio.Protocol):
             self._reset(sid, _REFUSED_STREAM)
             return
         if fields is None:
+            stream.ended = ends
             self._answer(sid, _HEAD_TOO_LARGE, head=False, started=time.perf_counter())
             return
         request = self._request(block, fields)
@@ -501,10 +528,13 @@ class Http2CheckProtocol(asyncio.Protocol):
                     # Where HTTP/1.1 carries it: both protocols hand the core the same request.
                     headers.append(("host", value))
             request = check_input(method, path, headers, self._server.path_prefix)
-        if len(block) <= _REMEMBERED_BLOCK:
-            if len(self._requests) >= 64:
-                self._requests.clear()
-            self._requests[block] = (fields, request)
+        if len(block) > MAX_CACHED_BLOCK:
+            return request  # the decoder never hands its list back: nothing to remember
+        if len(self._requests) >= 64 or self._requested_fields + len(fields) > 1024:
+            self._requests.clear()
+            self._requested_fields = 0
+        self._requests[block] = (fields, request)
+        self._requested_fields += len(fields)
         return request
 
     def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
@@ -539,6 +569,7 @@ class Http2CheckProtocol(asyncio.Protocol):
             return
         if len(payload) % 6:
             raise _ConnectionError(_FRAME_SIZE_ERROR, "SETTINGS of the wrong size")
+        more_window = False
         for offset in range(0, len(payload), 6):
             key = int.from_bytes(payload[offset : offset + 2], "big")
             value = int.from_bytes(payload[offset + 2 : offset + 6], "big")
@@ -549,6 +580,9 @@ class Http2CheckProtocol(asyncio.Protocol):
                 change, self._initial_window = value - self._initial_window, value
                 for stream in self._streams.values():
                     stream.window += change
+                    if stream.window > _MAX_WINDOW:
+                        raise _ConnectionError(_FLOW_CONTROL_ERROR, "stream window overflow")
+                more_window = more_window or change > 0
             elif key == _MAX_FRAME_SIZE:
                 if not _MAX_FRAME <= value <= 2**24 - 1:
                     raise _ConnectionError(_PROTOCOL_ERROR, "bad SETTINGS_MAX_FRAME_SIZE")
@@ -557,7 +591,10 @@ class Http2CheckProtocol(asyncio.Protocol):
                 raise _ConnectionError(_PROTOCOL_ERROR, "bad SETTINGS_ENABLE_PUSH")
             # The header table size only bounds an encoder's table; ours never indexes.
         self._write(_SETTINGS_ACK)
-        self._send_pending()
+        if more_window:
+            # Only then can a waiting body move: a SETTINGS frame that changes nothing costs
+            # no walk over the waiting bodies.
+            self._send_pending()
 
     def _on_window_update(self, sid: int, payload: bytes) -> None:
         if len(payload) != 4:
@@ -569,6 +606,10 @@ class Http2CheckProtocol(asyncio.Protocol):
             self._window += increment
             if self._window > _MAX_WINDOW:
                 raise _ConnectionError(_FLOW_CONTROL_ERROR, "connection window overflow")
+            for waiting in list(self._want_connection_window):
+                if self._window <= 0:
+                    break
+                self._send_body(waiting)
         else:
             self._idle_or_known(sid)
             stream = self._streams.get(sid)
@@ -581,7 +622,7 @@ class Http2CheckProtocol(asyncio.Protocol):
             if stream.window > _MAX_WINDOW:
                 self._reset(sid, _FLOW_CONTROL_ERROR)
                 return
-        self._send_pending()
+            self._send_body(sid)
 
     # -- deciding and answering -----------------------------------------------------
     def _decide(self, sid: int, stream: _Stream) -> None:
@@ -614,10 +655,13 @@ class Http2CheckProtocol(asyncio.Protocol):
         except Exception:
             log.exception("check failed")
             decision = server._internal_error
-        stream.waiting = False
-        if stream.orphaned:
-            self._orphans -= 1
-        elif self._streams.get(sid) is stream:
+        finally:
+            # Cancelled too (a key fetch cancelled under it): the stream no longer waits, so its
+            # deadline answers it, and a reset one gives its place back.
+            stream.waiting = False
+            if stream.orphaned:
+                self._orphans -= 1
+        if self._streams.get(sid) is stream:
             self._answer(sid, decision, head, started)
 
     def _answer(self, sid: int, decision: Decision, head: bool, started: float) -> None:
@@ -628,8 +672,9 @@ class Http2CheckProtocol(asyncio.Protocol):
         self._write_headers(sid, block, end_stream=not body)
         if body:
             self._pending[sid] = body
-            self._send_pending()
-        if sid not in self._pending:
+            stream.started = self._loop.time()  # the answer gets a deadline of its own to leave
+            self._send_body(sid)  # finishes the stream once the body is out whole
+        else:
             self._finish(sid, stream)
         metrics = self._server.metrics
         if metrics is not None:
@@ -648,24 +693,32 @@ class Http2CheckProtocol(asyncio.Protocol):
             self._write(_frame(_CONTINUATION, _END_HEADERS if last else 0, sid, chunk))
 
     def _send_pending(self) -> None:
+        """As much of every waiting body as the windows let through."""
         for sid in list(self._pending):
-            stream = self._streams.get(sid)
-            if stream is None:
-                del self._pending[sid]
-                continue
-            body = self._pending[sid]
-            size = min(len(body), self._window, stream.window, self._peer_max_frame)
-            if size <= 0:
-                continue
+            self._send_body(sid)
+
+    def _send_body(self, sid: int) -> None:
+        """As much of the body waiting on ``sid`` as the windows let through."""
+        body = self._pending.get(sid)
+        stream = self._streams.get(sid)
+        if body is None or stream is None:
+            return
+        while (size := min(len(body), self._window, stream.window, self._peer_max_frame)) > 0:
             last = size == len(body)
             self._write(_frame(_DATA, _END_STREAM if last else 0, sid, body[:size]))
             self._window -= size
             stream.window -= size
             if last:
                 del self._pending[sid]
+                self._want_connection_window.pop(sid, None)
                 self._finish(sid, stream)
-            else:
-                self._pending[sid] = body[size:]
+                return
+            body = body[size:]
+        self._pending[sid] = body
+        if stream.window > 0:
+            self._want_connection_window[sid] = None
+        else:
+            self._want_connection_window.pop(sid, None)
 
     def _finish(self, sid: int, stream: _Stream) -> None:
         """Our answer is whole: the stream is done."""
@@ -681,6 +734,7 @@ class Http2CheckProtocol(asyncio.Protocol):
     def _end_stream(self, sid: int) -> None:
         stream = self._streams.pop(sid, None)
         self._pending.pop(sid, None)
+        self._want_connection_window.pop(sid, None)
         if stream is not None and stream.waiting:
             # Still deciding: it keeps its place against MAX_STREAMS until its task ends.
             stream.orphaned = True
@@ -702,7 +756,8 @@ def _unpad(flags: int, payload: bytes) -> bytes:
 def _well_formed(fields: list[tuple[str, str]], valid_names: set[str]) -> bool:
     """RFC 9113 8.2-8.3: a request a check can be made of, else a malformed one.
 
-    ``valid_names`` remembers the names that passed, bounded; values are checked every time.
+    ``valid_names`` remembers the short names that passed, a bounded number of them; values
+    are checked every time.
     """
     seen: set[str] = set()
     regular = False

@@ -214,7 +214,9 @@ class _CheckProtocol(asyncio.Protocol):
         if now < self._deadline:
             self._arm(min(self._deadline, now + self._tick))
         elif not self._in_request:
-            self._transport.close()
+            # Abort, not close: close() would wait for a client that reads nothing to take our
+            # unsent answers, holding the socket for good.
+            self._transport.abort()
         else:
             self._refuse(_TOO_SLOW)
 

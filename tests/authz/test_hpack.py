@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 import tracemalloc
@@ -232,6 +233,7 @@ def test_the_appendix_c4_strings_are_what_the_test_encoder_makes():
         pytest.param(integer(4097, 5, 0x20), 4096, id="size update over the setting"),
         pytest.param(integer(257, 5, 0x20), 256, id="size update over a small setting"),
         pytest.param(b"\x82\x20", 4096, id="size update after a field"),
+        pytest.param(b"\x20\x3f\xe1\x1f\x20\x82", 4096, id="three size updates"),
         pytest.param(b"\xff", 4096, id="integer cut before its continuation"),
         pytest.param(b"\xff\x80", 4096, id="integer cut in its continuation"),
         pytest.param(b"\x3f" + b"\x80" * 5 + b"\x00", 4096, id="overlong integer"),
@@ -395,6 +397,23 @@ def test_the_cache_keeps_the_recently_used_within_its_budget():
         assert decoder._cached <= _CACHE_BUDGET
     assert tokens[0] in decoder._cache.values()
     assert decoder._cached == sum(map(len, decoder._cache))
+
+
+def test_the_block_cache_holds_little_however_small_the_blocks():
+    """Blocks of three indexed fields, each distinct: the cache charges each for its list and
+    its entry, not just its three octets."""
+    decoder = HpackDecoder()
+    triples = itertools.islice(itertools.product(range(1, 62), repeat=3), 20_000)
+    blocks = [bytes(0x80 | index for index in triple) for triple in triples]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for block in blocks:
+            decoder.decode(block)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 128 * 1024
 
 
 def reference_huffman_decode(data: bytes) -> str | None:

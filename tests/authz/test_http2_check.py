@@ -7,7 +7,13 @@ alike, many checks at once on one connection, and a hostile client's frames.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import socket
+import time
+import tracemalloc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import h2.config
@@ -20,10 +26,13 @@ from hyperframe.frame import (
     DataFrame,
     GoAwayFrame,
     HeadersFrame,
+    PingFrame,
     RstStreamFrame,
     SettingsFrame,
+    WindowUpdateFrame,
 )
 
+from authz.check import CheckInput, Decision
 from authz.hpack import encode_headers
 from authz.http2_check import MAX_STREAMS, PREFACE
 from authz.http_check import HEADERS_TO_REMOVE
@@ -36,7 +45,8 @@ from tests.support.cases import case_ids
 from tests.support.jwks_server import JwksServer
 from tests.support.tokens import SigningKey, jwks
 
-PROTOCOL_ERROR, REFUSED_STREAM, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x1, 0x7, 0x9, 0xB
+PROTOCOL_ERROR, FLOW_CONTROL_ERROR, REFUSED_STREAM, CANCEL = 0x1, 0x3, 0x7, 0x8
+COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x9, 0xB
 
 
 @dataclass
@@ -175,10 +185,60 @@ def block(path: str = "/api/v1/scan/health", *extra: tuple[str, str], method: st
     return encode_headers(fields)
 
 
+def header_frames(stream: int, fields: bytes, ends: bool) -> list[bytes]:
+    """A header block of any size as HEADERS and as many CONTINUATION frames as it takes."""
+    size = 16_384
+    pieces = [fields[offset : offset + size] for offset in range(0, len(fields), size)] or [b""]
+    frames = []
+    for index, piece in enumerate(pieces):
+        flags = ["END_HEADERS"] if index == len(pieces) - 1 else []
+        if index:
+            frames.append(ContinuationFrame(stream, piece, flags=flags).serialize())
+        else:
+            flags += ["END_STREAM"] if ends else []
+            frames.append(HeadersFrame(stream, piece, flags=flags).serialize())
+    return frames
+
+
 @pytest.fixture
 async def server(tmp_path):
     async with serving(tmp_path, path_prefix="/check") as check:
         yield check
+
+
+@pytest.fixture
+async def loop_errors() -> list[dict[str, object]]:
+    """What the event loop would log as errors: an exception out of a protocol callback, a task
+    whose exception nobody retrieved."""
+    errors: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+    return errors
+
+
+@asynccontextmanager
+async def fetching_keys(tmp_path, delay: float) -> AsyncIterator[HttpCheckServer]:
+    """A check server whose keys come from a JWKS server answering after ``delay``: a token
+    with an unknown ``kid`` makes its check wait on a fetch."""
+    keys = JwksServer(jwks(KEY))
+    keys.delay = delay
+    (tmp_path / "routes.yaml").write_text(
+        ROUTES.replace(
+            "jwks_file: jwks.json",
+            f"jwks_url: {keys.url}\n      jwks_cache: {{refetch_min_interval_seconds: 0}}",
+        )
+    )
+    stack = build_authz(load_auth_settings(tmp_path / "routes.yaml"))
+    refresher = asyncio.create_task(stack.keep_keys_fresh())
+    await stack.keys_ready.wait()
+    check = HttpCheckServer(stack.authorizer)
+    await check.start("127.0.0.1", 0)
+    try:
+        yield check
+    finally:
+        await check.shutdown(1)
+        refresher.cancel()
+        await stack.http.aclose()
+        keys.close()
 
 
 @pytest.fixture
@@ -487,7 +547,7 @@ async def test_an_unfinished_header_block_ends_the_connection_after_the_request_
 
 
 async def test_an_idle_connection_gets_a_goaway_and_closes(tmp_path):
-    async with serving(tmp_path, idle_seconds=0.3) as check:
+    async with serving(tmp_path, idle_seconds=1.0) as check:
         client = await Client.open(check.port)
         stream = client.request("/api/v1/scan/health")
         await client.wait([stream])
@@ -525,3 +585,225 @@ async def test_the_port_still_speaks_http1(server):
 
     reply = await asyncio.to_thread(send, server.port, "/check/api/v1/scan/health")
     assert reply.status == 200
+
+
+async def test_frames_after_the_clients_goaway_are_dropped_quietly(server, loop_errors):
+    frames = [
+        HeadersFrame(1, block("/check/api/v1/scan/health"), flags=["END_HEADERS", "END_STREAM"]),
+        GoAwayFrame(0),
+        HeadersFrame(3, block("/check/api/v1/scan/health"), flags=["END_HEADERS", "END_STREAM"]),
+        PingFrame(0, b"12345678"),
+    ]
+    got = await raw(server.port, [f.serialize() for f in frames])
+    assert [f.stream_id for f in got if isinstance(f, HeadersFrame)] == [1]
+    assert [f.error_code for f in got if isinstance(f, GoAwayFrame)] == [0]
+    assert not loop_errors
+
+
+@pytest.mark.parametrize("end", ["shutdown", "connection-error"])
+async def test_a_check_that_ends_after_the_goaway_is_dropped_quietly(tmp_path, loop_errors, end):
+    async with fetching_keys(tmp_path, delay=0.5) as check:
+        unknown = ("authorization", f"Bearer {SigningKey().token()}")
+        waiting = HeadersFrame(1, block("/a", unknown), flags=["END_HEADERS", "END_STREAM"])
+        reader, writer = await asyncio.open_connection("127.0.0.1", check.port)
+        writer.write(PREFACE + SettingsFrame(0).serialize() + waiting.serialize())
+        await asyncio.sleep(0.1)
+        if end == "shutdown":
+            await check.shutdown(0.1)  # shorter than the fetch
+        else:
+            writer.write(frame(6, 0, 0, b"12345"))  # a PING of 5 bytes
+        data = b""
+        async with asyncio.timeout(3):
+            while chunk := await reader.read(65536):  # until the server closes
+                data += chunk
+        await asyncio.sleep(0.6)  # the fetch ends, and its check with it
+        writer.close()
+    got = _frames(data)
+    gc.collect()  # a task's unretrieved exception is reported when the task is collected
+    assert [type(f) for f in got if isinstance(f, GoAwayFrame | HeadersFrame)] == [GoAwayFrame]
+    assert not loop_errors
+
+
+@pytest.mark.parametrize("ends", [False, True], ids=["open", "ended"])
+async def test_an_early_answer_resets_a_request_still_open_once_and_an_ended_one_never(
+    server, ends
+):
+    big = block("/check/api/v1/scan/health", *[(f"x-f{i}", "v" * 1000) for i in range(70)])
+    got = await raw(server.port, header_frames(1, big, ends))
+    assert [f.stream_id for f in got if isinstance(f, HeadersFrame)] == [1]  # the 431
+    resets = [f.error_code for f in got if isinstance(f, RstStreamFrame)]
+    assert resets == ([] if ends else [0])
+
+
+async def test_an_answer_the_client_never_opens_a_window_for_gives_up_its_stream(tmp_path):
+    async with serving(tmp_path, request_seconds=0.3, idle_seconds=0.6) as check:
+        reader, writer = await asyncio.open_connection("127.0.0.1", check.port)
+        no_window = SettingsFrame(0, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        denied = HeadersFrame(1, block("/a"), flags=["END_HEADERS", "END_STREAM"])
+        writer.write(PREFACE + no_window.serialize() + denied.serialize())
+        data = b""
+        async with asyncio.timeout(3):  # the stream is reset, then the idle connection closed
+            while chunk := await reader.read(65536):
+                data += chunk
+        writer.close()
+    got = _frames(data)
+    assert [f.stream_id for f in got if isinstance(f, HeadersFrame)] == [1]  # the 401's head
+    assert [(f.stream_id, f.error_code) for f in got if isinstance(f, RstStreamFrame)] == [
+        (1, CANCEL)
+    ]
+    assert [f.error_code for f in got if isinstance(f, GoAwayFrame)] == [0]
+
+
+@pytest.mark.parametrize(
+    "request_block",
+    [
+        # a 60 KB header value
+        lambda i: block("/check/api/v1/scan/health", ("x-big", f"{i:04}" + "a" * 60_000)),
+        # a 60 KB header name, valid and never seen before
+        lambda i: block("/check/api/v1/scan/health", (f"x-{i:04}" + "a" * 60_000, "")),
+    ],
+    ids=["long-value", "long-name"],
+)
+async def test_what_a_connection_remembers_of_its_requests_stays_small(server, request_block):
+    """Forty requests of 60 KB each: once decided, their blocks and names are not kept."""
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(PREFACE + SettingsFrame(0).serialize())
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(40):
+            writer.write(b"".join(header_frames(2 * i + 1, request_block(i), ends=True)))
+            await writer.drain()
+        await asyncio.sleep(0.3)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        writer.close()
+    assert held < 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "trailer", [(":path", "/api/v1/scan/health"), ("X-Upper", "1")], ids=["pseudo", "upper"]
+)
+async def test_malformed_trailers_reset_their_stream_and_the_connection_goes_on(server, trailer):
+    frames = [
+        HeadersFrame(1, block("/check/api/v1/scan/health"), flags=["END_HEADERS"]),
+        HeadersFrame(1, encode_headers([trailer]), flags=["END_HEADERS", "END_STREAM"]),
+        HeadersFrame(3, block("/check/api/v1/scan/health"), flags=["END_HEADERS", "END_STREAM"]),
+    ]
+    got = await raw(server.port, [f.serialize() for f in frames])
+    resets = [(f.stream_id, f.error_code) for f in got if isinstance(f, RstStreamFrame)]
+    assert resets == [(1, PROTOCOL_ERROR)]
+    assert [f.stream_id for f in got if isinstance(f, HeadersFrame)] == [3]
+    assert not [f for f in got if isinstance(f, GoAwayFrame)]
+
+
+async def _cpu_per_megabyte(port: int, flood: bytes) -> float:
+    """CPU seconds per MB of ``flood`` (frames repeated), read and answered by the server while
+    255 denials wait for stream window that the client never gives."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    no_window = SettingsFrame(0, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    denied = [
+        HeadersFrame(sid, block("/a"), flags=["END_HEADERS", "END_STREAM"]).serialize()
+        for sid in range(1, 2 * 255, 2)
+    ]
+    writer.write(PREFACE + no_window.serialize() + b"".join(denied))
+
+    async def read_all() -> None:
+        while await reader.read(1 << 20):
+            pass
+
+    reading = asyncio.create_task(read_all())
+    await asyncio.sleep(0.2)
+    data = flood * (600_000 // len(flood))
+    started = time.process_time()
+    writer.write(data + PingFrame(0, b"the-end!").serialize())
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    spent = time.process_time() - started
+    reading.cancel()
+    writer.close()
+    return spent / (len(data) / 1e6)
+
+
+@pytest.mark.parametrize(
+    "flood",
+    [
+        SettingsFrame(0).serialize(),
+        WindowUpdateFrame(0, window_increment=1).serialize(),
+    ],
+    ids=["empty-settings", "connection-window"],
+)
+async def test_frames_that_open_no_window_cost_no_more_than_pings(server, flood):
+    """A body waiting for window is not looked at again for each frame that cannot move it."""
+    ping = await _cpu_per_megabyte(server.port, PingFrame(0, b"12345678").serialize())
+    other = await _cpu_per_megabyte(server.port, flood)
+    assert other < 4 * ping + 0.2, (other, ping)
+
+
+async def test_a_new_initial_window_that_overflows_a_streams_window_ends_the_connection(server):
+    """RFC 9113 6.9.2: the change moves every open stream's window, past 2**31 - 1 an error."""
+    frames = [
+        HeadersFrame(1, block("/check/api/v1/scan/health"), flags=["END_HEADERS"]),
+        WindowUpdateFrame(1, window_increment=2**31 - 1 - 65_535),  # now at the maximum
+        SettingsFrame(0, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 65_536}),
+    ]
+    got = await raw(server.port, [f.serialize() for f in frames])
+    assert [f.error_code for f in got if isinstance(f, GoAwayFrame)] == [FLOW_CONTROL_ERROR]
+
+
+async def test_a_client_that_never_reads_is_let_go(tmp_path):
+    """PINGs until our acknowledgements fill every buffer on the way: idle, then GOAWAY, then
+    the connection is dropped although the GOAWAY never left."""
+    async with serving(tmp_path, idle_seconds=1.0) as check:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", check.port))
+        pings = PingFrame(0, b"12345678").serialize() * 4096
+        data, stuck_since = PREFACE + SettingsFrame(0).serialize() + pings, loop.time()
+        try:
+            while loop.time() - stuck_since < 0.3:  # until the server stops reading us
+                try:
+                    sent = sock.send(data)
+                except BlockingIOError:
+                    await asyncio.sleep(0.01)
+                    continue
+                data, stuck_since = data[sent:] or pings, loop.time()
+            assert len(check._connections) == 1
+            async with asyncio.timeout(4):  # idle, then a second's linger
+                while check._connections:  # noqa: ASYNC110 (the server has no event for it)
+                    await asyncio.sleep(0.05)
+        finally:
+            sock.close()
+
+
+class _CancelledDecider:
+    """Every check waits on I/O, and that wait is cancelled under it."""
+
+    def decide_now(self, request: CheckInput) -> Decision | None:
+        return None
+
+    async def decide(self, request: CheckInput) -> Decision:
+        await asyncio.sleep(0.05)
+        raise asyncio.CancelledError
+
+
+async def test_a_check_cancelled_under_its_stream_still_gets_an_answer_and_its_place_back():
+    check = HttpCheckServer(_CancelledDecider(), request_seconds=0.3)
+    await check.start("127.0.0.1", 0)
+    try:
+        frames = [
+            HeadersFrame(1, block("/a"), flags=["END_HEADERS", "END_STREAM"]).serialize(),
+            HeadersFrame(3, block("/a"), flags=["END_HEADERS", "END_STREAM"]).serialize(),
+            RstStreamFrame(3, error_code=CANCEL).serialize(),  # reset while its check waits
+        ]
+        got = await raw(check.port, frames, read_for=1.5)
+        (connection,) = check._connections
+        assert connection._orphans == 0
+    finally:
+        await check.shutdown(1)
+    answers = [f for f in got if isinstance(f, HeadersFrame)]
+    assert [f.stream_id for f in answers] == [1]  # its 408, at the deadline

@@ -5,6 +5,7 @@ import contextlib
 import json
 import logging
 import re
+import socket
 
 import pytest
 
@@ -297,3 +298,30 @@ async def test_a_client_that_never_reads_its_answers_stops_being_read(server):
     # Answers wait in the kernel and a bounded buffer, not in the server's memory.
     assert transport.get_write_buffer_size() < 4 * 1024 * 1024
     writer.transport.abort()
+
+
+async def test_a_client_that_never_reads_is_let_go_at_the_idle_deadline(tmp_path):
+    """Its answers fill every buffer on the way and the server stops reading it; idle, it is
+    dropped although its answers never left."""
+    async with serving(tmp_path, request_seconds=1.0, idle_seconds=1.0) as check:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", check.port))
+        checks = b"GET /api/v1/x HTTP/1.1\r\nhost: a\r\n\r\n" * 4096  # 401s with a body
+        data, stuck_since = checks, loop.time()
+        try:
+            while loop.time() - stuck_since < 0.3:  # until the server stops reading us
+                try:
+                    sent = sock.send(data)
+                except BlockingIOError:
+                    await asyncio.sleep(0.01)
+                    continue
+                data, stuck_since = data[sent:] or checks, loop.time()
+            assert len(check._connections) == 1
+            async with asyncio.timeout(4):  # idle (or 408, then a second's linger)
+                while check._connections:  # noqa: ASYNC110 (the server has no event for it)
+                    await asyncio.sleep(0.05)
+        finally:
+            sock.close()
