@@ -196,6 +196,13 @@ class Http2CheckProtocol(asyncio.Protocol):
         self._block_stream = 0
         self._block = bytearray()
         self._block_ends_stream = False
+        self._block_started = 0.0
+        # Streams we reset (or answered before they ended) lately: what the client sent on
+        # them before it saw our RST_STREAM is ignored (RFC 9113 5.1), a header block decoded
+        # for the table's sake only. Bounded: an older one is just closed.
+        self._reset_by_us: dict[int, None] = {}
+        # Tasks deciding checks that wait on I/O: the loop keeps only weak references.
+        self._tasks: set[asyncio.Task[None]] = set()
         # Flow control of what we send: the connection's window, the peer's initial stream
         # window and its largest frame. What we receive is acknowledged as it arrives.
         self._window = _DEFAULT_WINDOW
@@ -288,7 +295,7 @@ class Http2CheckProtocol(asyncio.Protocol):
             return
         now = self._loop.time()
         expired = now - self._server.request_seconds
-        if self._block_stream and self._streams[self._block_stream].started < expired:
+        if self._block_stream and self._block_started < expired:
             # A header block never finished: nothing can be answered on that connection.
             self._goaway(_PROTOCOL_ERROR)
             return
@@ -409,9 +416,13 @@ class Http2CheckProtocol(asyncio.Protocol):
                 raise _ConnectionError(_PROTOCOL_ERROR, "PRIORITY on the connection")
             if len(payload) != 5:
                 self._reset(sid, _FRAME_SIZE_ERROR)
+            elif int.from_bytes(payload[:4], "big") & _MAX_WINDOW == sid:
+                self._reset(sid, _PROTOCOL_ERROR)  # a stream cannot depend on itself (5.3.1)
         elif kind == _GOAWAY:
             if sid:
                 raise _ConnectionError(_PROTOCOL_ERROR, "GOAWAY on a stream")
+            if len(payload) < 8:
+                raise _ConnectionError(_FRAME_SIZE_ERROR, "GOAWAY too short")
             # The client opens no more streams; answer the ones it has, then close.
             self._closing_when_done()
         elif kind in (_PUSH_PROMISE, _CONTINUATION):
@@ -419,7 +430,8 @@ class Http2CheckProtocol(asyncio.Protocol):
         # Any other type is an extension and is ignored (RFC 9113 5.5).
 
     def _idle_or_known(self, sid: int) -> None:
-        if not sid or sid > self._last_stream:
+        # We open no streams: an even one is idle as long as the connection lives.
+        if not sid or sid > self._last_stream or not sid % 2:
             raise _ConnectionError(_PROTOCOL_ERROR, "frame on an idle stream")
 
     def _closing_when_done(self) -> None:
@@ -434,9 +446,14 @@ class Http2CheckProtocol(asyncio.Protocol):
         if flags & _PRIORITY_FLAG:
             if len(payload) < 5:
                 raise _ConnectionError(_FRAME_SIZE_ERROR, "short priority fields")
+            if int.from_bytes(payload[:4], "big") & _MAX_WINDOW == sid:
+                raise _ConnectionError(_PROTOCOL_ERROR, "a stream that depends on itself")
             payload = payload[5:]
         stream = self._streams.get(sid)
         if stream is None:
+            if sid in self._reset_by_us:
+                self._begin_block(sid, flags, payload)
+                return
             if sid <= self._last_stream:
                 raise _ConnectionError(_STREAM_CLOSED, "HEADERS on a closed stream")
             if not sid % 2:
@@ -449,12 +466,16 @@ class Http2CheckProtocol(asyncio.Protocol):
             # Trailers must end the stream (RFC 9113 8.1); treated as a connection error, as
             # RFC 9113 5.4.1 allows, so a block left half-read cannot put the table out of step.
             raise _ConnectionError(_PROTOCOL_ERROR, "trailers that do not end the stream")
+        self._begin_block(sid, flags, payload)
+
+    def _begin_block(self, sid: int, flags: int, payload: bytes) -> None:
         ends = bool(flags & _END_STREAM)
         if flags & _END_HEADERS:
             self._on_block(sid, payload, ends)
             return
         self._block_stream, self._block_ends_stream = sid, ends
         self._block = bytearray(payload)
+        self._block_started = self._loop.time()
 
     def _on_continuation(self, flags: int, payload: bytes) -> None:
         self._block += payload
@@ -479,7 +500,9 @@ class Http2CheckProtocol(asyncio.Protocol):
 
     def _on_block(self, sid: int, block: bytes, ends: bool) -> None:
         fields = self._decode(block)
-        stream = self._streams[sid]
+        stream = self._streams.get(sid)
+        if stream is None:
+            return  # a stream we reset: decoded for the table's sake, then dropped
         if stream.request is not None:
             # Trailers: read for the table's sake, never headers of the check; with a
             # pseudo-header field or a name not a lower-case token, malformed (RFC 9113 8.1).
@@ -644,7 +667,9 @@ class Http2CheckProtocol(asyncio.Protocol):
             self._answer(sid, decision, head, started)
             return
         stream.waiting = True
-        self._loop.create_task(self._decide_later(sid, stream, check, head, started))
+        task = self._loop.create_task(self._decide_later(sid, stream, check, head, started))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _decide_later(
         self, sid: int, stream: _Stream, check: CheckInput, head: bool, started: float
@@ -724,11 +749,15 @@ class Http2CheckProtocol(asyncio.Protocol):
         """Our answer is whole: the stream is done."""
         if not stream.ended:
             # Answered before the request ended: ask for no more of it (RFC 9113 8.1).
-            self._write(_frame(_RST_STREAM, 0, sid, _NO_ERROR.to_bytes(4, "big")))
+            self._reset(sid, _NO_ERROR)
+            return
         self._end_stream(sid)
 
     def _reset(self, sid: int, code: int) -> None:
         self._write(_frame(_RST_STREAM, 0, sid, code.to_bytes(4, "big")))
+        if len(self._reset_by_us) >= 128:
+            del self._reset_by_us[next(iter(self._reset_by_us))]
+        self._reset_by_us[sid] = None
         self._end_stream(sid)
 
     def _end_stream(self, sid: int) -> None:

@@ -136,6 +136,7 @@ class _CheckProtocol(asyncio.Protocol):
         # Checks waiting on I/O, in order, with how to answer each: keep-alive, and HEAD.
         self._queue: deque[tuple[CheckInput, bool, bool]] = deque()
         self._waiting = False
+        self._worker: asyncio.Task[None] | None = None
         # Envoy's pooled connection carries one client's checks after another: a run of checks
         # with one credential skips parsing and hashing it again.
         self._memo = CredentialMemo()
@@ -225,7 +226,11 @@ class _CheckProtocol(asyncio.Protocol):
             # The connection's first bytes tell HTTP/2 with prior knowledge from HTTP/1.1.
             data = self._first + data
             if len(data) < len(PREFACE) and PREFACE.startswith(data):
+                # Bytes of a request have come: the rest has a request deadline, not the idle one.
                 self._first = data
+                if not self._in_request:
+                    self._in_request = True
+                    self._deadline = self._loop.time() + self._server.request_seconds
                 return
             if data.startswith(_HTTP2_REQUEST_LINE):
                 # HTTP/2, with a whole preface or a wrong one that it refuses with a GOAWAY.
@@ -352,7 +357,8 @@ class _CheckProtocol(asyncio.Protocol):
     # -- answering ----------------------------------------------------------------
     def _start_worker(self) -> None:
         self._waiting = True
-        asyncio.get_running_loop().create_task(self._work())
+        # Held here: the loop keeps only a weak reference to a task.
+        self._worker = self._loop.create_task(self._work())
 
     async def _work(self) -> None:
         """Answer queued checks in order; one task per burst of requests on this connection."""

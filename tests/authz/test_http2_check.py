@@ -419,6 +419,9 @@ async def test_an_undecodable_block_ends_the_connection_with_compression_error(s
         frame(8, 0, 0, b"\x00\x00\x00\x00"),  # a zero WINDOW_UPDATE
         frame(6, 0, 0, b"12345"),  # PING of 5 bytes
         frame(0, 0, 1, b"\x00" * 0x4001),  # a frame over 16 KiB
+        frame(7, 0, 0, b"\x00\x00\x00\x00"),  # a GOAWAY of 4 bytes
+        HeadersFrame(5, block(), flags=["END_HEADERS", "END_STREAM"]).serialize()
+        + frame(3, 0, 2, b"\x00\x00\x00\x08"),  # RST_STREAM on an even stream
     ],
     ids=[
         "data-idle",
@@ -429,6 +432,8 @@ async def test_an_undecodable_block_ends_the_connection_with_compression_error(s
         "zero-window",
         "short-ping",
         "oversize",
+        "short-goaway",
+        "even-reset",
     ],
 )
 async def test_a_connection_error_gets_a_goaway_and_the_connection_closes(server, frame):
@@ -453,6 +458,16 @@ async def test_a_bad_preface_is_refused(server):
     writer.close()
     goaway = [f for f in _frames(data) if isinstance(f, GoAwayFrame)]
     assert [f.error_code for f in goaway] == [PROTOCOL_ERROR]
+
+
+async def test_half_a_preface_gets_the_request_deadline_not_the_idle_one(tmp_path):
+    async with serving(tmp_path, request_seconds=0.3, idle_seconds=30) as check:
+        reader, writer = await asyncio.open_connection("127.0.0.1", check.port)
+        writer.write(PREFACE[:16])
+        async with asyncio.timeout(3):
+            while await reader.read(65536):
+                pass
+        writer.close()
 
 
 async def test_a_preface_split_over_many_writes_is_still_http2(server):
@@ -525,6 +540,47 @@ async def test_reset_streams_waiting_on_a_key_fetch_count_against_the_stream_lim
         refresher.cancel()
         await stack.http.aclose()
         keys.close()
+
+
+async def test_a_stream_depending_on_itself_is_reset(server):
+    frames = [
+        HeadersFrame(1, block(), flags=["END_HEADERS"]).serialize(),
+        frame(2, 0, 1, b"\x00\x00\x00\x01\x10"),  # PRIORITY: stream 1 depends on stream 1
+        HeadersFrame(3, block(), flags=["END_HEADERS", "END_STREAM"]).serialize(),
+    ]
+    got = await raw(server.port, frames)
+    resets = [(f.stream_id, f.error_code) for f in got if isinstance(f, RstStreamFrame)]
+    assert resets == [(1, PROTOCOL_ERROR)]
+    assert [f.stream_id for f in got if isinstance(f, HeadersFrame)] == [3]
+
+
+async def test_trailers_on_a_stream_answered_early_are_ignored_and_keep_the_table(tmp_path):
+    # Stream 1 gets its 408 and our RST_STREAM before its trailers come: those are decoded for
+    # the table's sake (they index a field), not taken as a protocol error, and stream 3 refers
+    # to the field they indexed.
+    indexed = b"\x40\x05x-new\x01v"  # literal with incremental indexing: table index 62
+    async with serving(tmp_path, request_seconds=0.2) as check:
+        reader, writer = await asyncio.open_connection("127.0.0.1", check.port)
+        writer.write(PREFACE + SettingsFrame(0).serialize())
+        writer.write(HeadersFrame(1, block(), flags=["END_HEADERS"]).serialize())
+        data = b""
+        async with asyncio.timeout(3):
+            while not any(isinstance(f, RstStreamFrame) for f in _frames(data)):
+                data += await reader.read(65536)
+        writer.write(HeadersFrame(1, indexed, flags=["END_HEADERS", "END_STREAM"]).serialize())
+        writer.write(
+            HeadersFrame(3, block() + b"\xbe", flags=["END_HEADERS", "END_STREAM"]).serialize()
+        )
+        async with asyncio.timeout(3):
+            while not any(
+                isinstance(f, HeadersFrame) and f.stream_id == 3 for f in _frames(data)
+            ) and not any(isinstance(f, GoAwayFrame) for f in _frames(data)):
+                data += await reader.read(65536)
+        writer.close()
+    got = _frames(data)
+    assert not [f for f in got if isinstance(f, GoAwayFrame)]
+    answers = {f.stream_id: f.data for f in got if isinstance(f, HeadersFrame)}
+    assert answers[3][:1] == b"\x88"  # :status 200
 
 
 async def test_a_stream_that_never_ends_gets_408(tmp_path):
