@@ -35,6 +35,7 @@ import re
 import time
 from typing import TYPE_CHECKING, cast
 
+from authz.backpressure import BackPressured
 from authz.check import CheckInput, Decision
 from authz.hpack import (
     MAX_CACHED_BLOCK,
@@ -165,7 +166,7 @@ class _ConnectionError(Exception):
         self.code = code
 
 
-class Http2CheckProtocol(asyncio.Protocol):
+class Http2CheckProtocol(BackPressured):
     """One HTTP/2 connection from Envoy: checks in, answers out, in any order."""
 
     def __init__(self, server: HttpCheckServer):
@@ -244,14 +245,6 @@ class Http2CheckProtocol(asyncio.Protocol):
     def close(self) -> None:
         """Say goodbye (GOAWAY naming the last stream we took), then close."""
         self._goaway(_NO_ERROR)
-
-    def pause_writing(self) -> None:
-        if self._transport is not None:
-            self._transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
 
     def _write(self, data: bytes) -> None:
         if self._closing:

@@ -28,6 +28,7 @@ from typing import cast
 
 import httptools
 
+from authz.backpressure import BackPressured
 from authz.check import CheckInput, Decider, Decision, deny
 from authz.http2_check import PREFACE, Http2CheckProtocol, answer_blocks
 from authz.http_check import check_input, http_reply
@@ -126,7 +127,7 @@ class HttpCheckServer:
         await self._server.wait_closed()
 
 
-class _CheckProtocol(asyncio.Protocol):
+class _CheckProtocol(BackPressured):
     def __init__(self, server: HttpCheckServer):
         self._server = server
         self._parser = httptools.HttpRequestParser(self)
@@ -188,16 +189,6 @@ class _CheckProtocol(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
-
-    # A client that pipelines checks and never reads the answers would have them pile up in
-    # the write buffer: stop reading its checks until the buffer drains.
-    def pause_writing(self) -> None:
-        if self._transport is not None:
-            self._transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
 
     def _arm(self, at: float) -> None:
         if self._timer is not None:

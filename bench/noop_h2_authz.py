@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import signal
 from typing import Any
 
 import uvloop
+
+from bench.noop_http_authz import serve
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
@@ -63,23 +63,10 @@ class NoopCheck(asyncio.Protocol):
             self._transport.write(b"".join(out))
 
 
-async def serve(listen: str) -> None:
-    host, _, port = listen.rpartition(":")
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(NoopCheck, host, int(port))
-    bound = server.sockets[0].getsockname()[1]
-    print(json.dumps({"event": "listening", "http": f"{host}:{bound}"}), flush=True)
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    server.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", default="127.0.0.1:0")
-    uvloop.run(serve(parser.parse_args().listen))
+    uvloop.run(serve(parser.parse_args().listen, NoopCheck))
 
 
 if __name__ == "__main__":

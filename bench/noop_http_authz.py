@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import uvloop
@@ -37,10 +38,11 @@ class NoopCheck(asyncio.Protocol):
             self._transport.write(_OK * heads)
 
 
-async def serve(listen: str) -> None:
+async def serve(listen: str, protocol: Callable[[], asyncio.Protocol] = NoopCheck) -> None:
+    """Serve ``protocol`` at ``listen`` until SIGTERM or SIGINT; announce the port first."""
     host, _, port = listen.rpartition(":")
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(NoopCheck, host, int(port))
+    server = await loop.create_server(protocol, host, int(port))
     bound = server.sockets[0].getsockname()[1]
     print(json.dumps({"event": "listening", "http": f"{host}:{bound}"}), flush=True)
     stop = asyncio.Event()

@@ -12,8 +12,6 @@ import json
 import socket
 import time
 import tracemalloc
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import h2.config
@@ -37,13 +35,9 @@ from authz.hpack import encode_headers
 from authz.http2_check import MAX_STREAMS, PREFACE
 from authz.http_check import HEADERS_TO_REMOVE
 from authz.http_server import HttpCheckServer
-from authz.loader import load_auth_settings
-from doma_gateway.authz_process import build_authz
-from tests.authz.test_grpc_check import ROUTES
-from tests.authz.test_http_check import CASES, KEY, serving
+from tests.authz.test_http_check import CASES, KEY, fetching_keys, serving
 from tests.support.cases import case_ids
-from tests.support.jwks_server import JwksServer
-from tests.support.tokens import SigningKey, jwks
+from tests.support.tokens import SigningKey
 
 PROTOCOL_ERROR, FLOW_CONTROL_ERROR, REFUSED_STREAM, CANCEL = 0x1, 0x3, 0x7, 0x8
 COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x9, 0xB
@@ -215,32 +209,6 @@ async def loop_errors() -> list[dict[str, object]]:
     return errors
 
 
-@asynccontextmanager
-async def fetching_keys(tmp_path, delay: float) -> AsyncIterator[HttpCheckServer]:
-    """A check server whose keys come from a JWKS server answering after ``delay``: a token
-    with an unknown ``kid`` makes its check wait on a fetch."""
-    keys = JwksServer(jwks(KEY))
-    keys.delay = delay
-    (tmp_path / "routes.yaml").write_text(
-        ROUTES.replace(
-            "jwks_file: jwks.json",
-            f"jwks_url: {keys.url}\n      jwks_cache: {{refetch_min_interval_seconds: 0}}",
-        )
-    )
-    stack = build_authz(load_auth_settings(tmp_path / "routes.yaml"))
-    refresher = asyncio.create_task(stack.keep_keys_fresh())
-    await stack.keys_ready.wait()
-    check = HttpCheckServer(stack.authorizer)
-    await check.start("127.0.0.1", 0)
-    try:
-        yield check
-    finally:
-        await check.shutdown(1)
-        refresher.cancel()
-        await stack.http.aclose()
-        keys.close()
-
-
 @pytest.fixture
 async def client(server):
     connection = await Client.open(server.port)
@@ -282,34 +250,19 @@ async def test_many_checks_at_once_on_one_connection_each_get_their_own_answer(c
 
 
 async def test_a_check_waiting_on_a_key_fetch_does_not_hold_back_the_others(tmp_path):
-    keys = JwksServer(jwks(KEY))
-    keys.delay = 0.3
-    (tmp_path / "routes.yaml").write_text(
-        ROUTES.replace(
-            "jwks_file: jwks.json",
-            f"jwks_url: {keys.url}\n      jwks_cache: {{refetch_min_interval_seconds: 0}}",
-        )
-    )
-    stack = build_authz(load_auth_settings(tmp_path / "routes.yaml"))
-    refresher = asyncio.create_task(stack.keep_keys_fresh())
-    await stack.keys_ready.wait()
-    check = HttpCheckServer(stack.authorizer, idle_seconds=0.1)
-    await check.start("127.0.0.1", 0)
-    client = await Client.open(check.port)
-    try:
-        waiting = client.request("/a", [("authorization", f"Bearer {SigningKey().token()}")])
-        quick = client.request("/api/v1/scan/health")
-        replies = await client.wait([waiting, quick])
-        assert replies[quick].status == 200 and replies[quick].order == 1
-        assert replies[waiting].status == 401 and replies[waiting].json()["reason"] == "unknown_key"
-        # Waiting on the fetch (0.3 s) is not idleness (0.1 s): the connection stayed open.
-        assert client.goaway is None
-    finally:
-        client.close()
-        await check.shutdown(1)
-        refresher.cancel()
-        await stack.http.aclose()
-        keys.close()
+    async with fetching_keys(tmp_path, 0.3, idle_seconds=0.1) as check:
+        client = await Client.open(check.port)
+        try:
+            waiting = client.request("/a", [("authorization", f"Bearer {SigningKey().token()}")])
+            quick = client.request("/api/v1/scan/health")
+            replies = await client.wait([waiting, quick])
+            assert replies[quick].status == 200 and replies[quick].order == 1
+            assert replies[waiting].status == 401
+            assert replies[waiting].json()["reason"] == "unknown_key"
+            # Waiting on the fetch (0.3 s) is not idleness (0.1 s): the connection stayed open.
+            assert client.goaway is None
+        finally:
+            client.close()
 
 
 async def test_a_check_with_a_body_and_trailers_is_decided_when_the_request_ends(client):
@@ -507,20 +460,7 @@ async def test_frames_sent_a_byte_at_a_time_are_read_whole(server):
 
 
 async def test_reset_streams_waiting_on_a_key_fetch_count_against_the_stream_limit(tmp_path):
-    keys = JwksServer(jwks(KEY))
-    keys.delay = 1.5
-    (tmp_path / "routes.yaml").write_text(
-        ROUTES.replace(
-            "jwks_file: jwks.json",
-            f"jwks_url: {keys.url}\n      jwks_cache: {{refetch_min_interval_seconds: 0}}",
-        )
-    )
-    stack = build_authz(load_auth_settings(tmp_path / "routes.yaml"))
-    refresher = asyncio.create_task(stack.keep_keys_fresh())
-    await stack.keys_ready.wait()
-    check = HttpCheckServer(stack.authorizer)
-    await check.start("127.0.0.1", 0)
-    try:
+    async with fetching_keys(tmp_path, 1.5) as check:
         unknown = ("authorization", f"Bearer {SigningKey().token()}")
         frames = []
         for sid in range(1, 2 * (MAX_STREAMS + 40), 2):
@@ -531,15 +471,10 @@ async def test_reset_streams_waiting_on_a_key_fetch_count_against_the_stream_lim
             )
             frames.append(RstStreamFrame(sid, error_code=8).serialize())
         got = await raw(check.port, frames, read_for=0.5)
-        refused = [f for f in got if isinstance(f, RstStreamFrame)]
-        # Each reset stream keeps its place while its fetch runs: past the limit, refused.
-        assert len(refused) >= 40
-        assert {f.error_code for f in refused} == {REFUSED_STREAM}
-    finally:
-        await check.shutdown(1)
-        refresher.cancel()
-        await stack.http.aclose()
-        keys.close()
+    refused = [f for f in got if isinstance(f, RstStreamFrame)]
+    # Each reset stream keeps its place while its fetch runs: past the limit, refused.
+    assert len(refused) >= 40
+    assert {f.error_code for f in refused} == {REFUSED_STREAM}
 
 
 async def test_a_stream_depending_on_itself_is_reset(server):

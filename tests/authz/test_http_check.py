@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import socket
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -39,6 +40,32 @@ async def serving(tmp_path, **options):
         await check.shutdown(1)
         keys.cancel()
         await stack.http.aclose()
+
+
+@contextlib.asynccontextmanager
+async def fetching_keys(tmp_path, delay: float, **options) -> AsyncIterator[HttpCheckServer]:
+    """A check server whose keys come from a JWKS server answering after ``delay``: a token
+    with an unknown ``kid`` makes its check wait on a fetch."""
+    keys = JwksServer(jwks(KEY))
+    keys.delay = delay
+    (tmp_path / "routes.yaml").write_text(
+        ROUTES.replace(
+            "jwks_file: jwks.json",
+            f"jwks_url: {keys.url}\n      jwks_cache: {{refetch_min_interval_seconds: 0}}",
+        )
+    )
+    stack = build_authz(load_auth_settings(tmp_path / "routes.yaml"))
+    refresher = asyncio.create_task(stack.keep_keys_fresh())
+    await stack.keys_ready.wait()
+    check = HttpCheckServer(stack.authorizer, **options)
+    await check.start("127.0.0.1", 0)
+    try:
+        yield check
+    finally:
+        await check.shutdown(1)
+        refresher.cancel()
+        await stack.http.aclose()
+        keys.close()
 
 
 @pytest.fixture
@@ -94,36 +121,18 @@ async def test_pipelined_checks_are_answered_in_order(server):
 
 
 async def test_a_check_waiting_on_a_key_fetch_keeps_answers_in_order(tmp_path):
-    keys = JwksServer(jwks(KEY))
-    keys.delay = 0.3
-    (tmp_path / "routes.yaml").write_text(
-        ROUTES.replace(
-            "jwks_file: jwks.json",
-            f"jwks_url: {keys.url}\n      jwks_cache: {{refetch_min_interval_seconds: 0}}",
-        )
-    )
-    stack = build_authz(load_auth_settings(tmp_path / "routes.yaml"))
-    refresher = asyncio.create_task(stack.keep_keys_fresh())
-    await stack.keys_ready.wait()
     # The key fetch (0.3 s) outlasts the idle timeout: a connection waiting on its answer is
     # not idle.
-    check = HttpCheckServer(stack.authorizer, idle_seconds=0.1)
-    await check.start("127.0.0.1", 0)
-    try:
+    async with fetching_keys(tmp_path, 0.3, idle_seconds=0.1) as check:
         unknown = SigningKey().token()
         data = (
             f"GET /a HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {unknown}\r\n\r\n"
             "GET /api/v1/scan/health HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n"
         ).encode()
         answer = await raw_exchange(check.port, data)
-        statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
-        assert statuses == [b"401", b"200"]
-        assert b"unknown_key" in answer
-    finally:
-        await check.shutdown(1)
-        refresher.cancel()
-        await stack.http.aclose()
-        keys.close()
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
+    assert statuses == [b"401", b"200"]
+    assert b"unknown_key" in answer
 
 
 @pytest.mark.parametrize(
