@@ -35,7 +35,7 @@ from authz.hpack import encode_headers
 from authz.http2_check import MAX_STREAMS, PREFACE
 from authz.http_check import HEADERS_TO_REMOVE
 from authz.http_server import HttpCheckServer
-from tests.authz.test_http_check import CASES, KEY, fetching_keys, serving
+from tests.authz.test_http_check import CASES, KEY, fill_until_unread, serving
 from tests.support.cases import case_ids
 from tests.support.tokens import SigningKey
 
@@ -250,7 +250,7 @@ async def test_many_checks_at_once_on_one_connection_each_get_their_own_answer(c
 
 
 async def test_a_check_waiting_on_a_key_fetch_does_not_hold_back_the_others(tmp_path):
-    async with fetching_keys(tmp_path, 0.3, idle_seconds=0.1) as check:
+    async with serving(tmp_path, keys_delay=0.3, idle_seconds=0.1) as check:
         client = await Client.open(check.port)
         try:
             waiting = client.request("/a", [("authorization", f"Bearer {SigningKey().token()}")])
@@ -460,7 +460,7 @@ async def test_frames_sent_a_byte_at_a_time_are_read_whole(server):
 
 
 async def test_reset_streams_waiting_on_a_key_fetch_count_against_the_stream_limit(tmp_path):
-    async with fetching_keys(tmp_path, 1.5) as check:
+    async with serving(tmp_path, keys_delay=1.5) as check:
         unknown = ("authorization", f"Bearer {SigningKey().token()}")
         frames = []
         for sid in range(1, 2 * (MAX_STREAMS + 40), 2):
@@ -593,7 +593,7 @@ async def test_frames_after_the_clients_goaway_are_dropped_quietly(server, loop_
 
 @pytest.mark.parametrize("end", ["shutdown", "connection-error"])
 async def test_a_check_that_ends_after_the_goaway_is_dropped_quietly(tmp_path, loop_errors, end):
-    async with fetching_keys(tmp_path, delay=0.5) as check:
+    async with serving(tmp_path, keys_delay=0.5) as check:
         unknown = ("authorization", f"Bearer {SigningKey().token()}")
         waiting = HeadersFrame(1, block("/a", unknown), flags=["END_HEADERS", "END_STREAM"])
         reader, writer = await asyncio.open_connection("127.0.0.1", check.port)
@@ -754,15 +754,9 @@ async def test_a_client_that_never_reads_is_let_go(tmp_path):
         sock.setblocking(False)
         await loop.sock_connect(sock, ("127.0.0.1", check.port))
         pings = PingFrame(0, b"12345678").serialize() * 4096
-        data, stuck_since = PREFACE + SettingsFrame(0).serialize() + pings, loop.time()
+        sock.send(PREFACE + SettingsFrame(0).serialize())
         try:
-            while loop.time() - stuck_since < 0.3:  # until the server stops reading us
-                try:
-                    sent = sock.send(data)
-                except BlockingIOError:
-                    await asyncio.sleep(0.01)
-                    continue
-                data, stuck_since = data[sent:] or pings, loop.time()
+            await fill_until_unread(sock, pings)
             assert len(check._connections) == 1
             async with asyncio.timeout(4):  # idle, then a second's linger
                 while check._connections:  # noqa: ASYNC110 (the server has no event for it)

@@ -25,12 +25,26 @@ CASES = load_cases(KEY)
 
 
 @contextlib.asynccontextmanager
-async def serving(tmp_path, **options):
-    """The check server on a free port, deciding with a JWKS file of KEY."""
-    (tmp_path / "jwks.json").write_bytes(jwks(KEY))
-    (tmp_path / "routes.yaml").write_text(ROUTES)
+async def serving(
+    tmp_path, keys_delay: float | None = None, **options
+) -> AsyncIterator[HttpCheckServer]:
+    """The check server on a free port, deciding with KEY: from a JWKS file, or with
+    ``keys_delay`` from a JWKS server answering after that delay (a token with an unknown
+    ``kid`` then makes its check wait on a fetch)."""
+    routes = ROUTES
+    keys = None
+    if keys_delay is None:
+        (tmp_path / "jwks.json").write_bytes(jwks(KEY))
+    else:
+        keys = JwksServer(jwks(KEY))
+        keys.delay = keys_delay
+        routes = ROUTES.replace(
+            "jwks_file: jwks.json",
+            f"jwks_url: {keys.url}\n      jwks_cache: {{refetch_min_interval_seconds: 0}}",
+        )
+    (tmp_path / "routes.yaml").write_text(routes)
     stack = build_authz(load_auth_settings(tmp_path / "routes.yaml"))
-    keys = asyncio.create_task(stack.keep_keys_fresh())
+    refresher = asyncio.create_task(stack.keep_keys_fresh())
     await stack.keys_ready.wait()
     check = HttpCheckServer(stack.authorizer, stack.metrics, **options)
     await check.start("127.0.0.1", 0)
@@ -38,34 +52,23 @@ async def serving(tmp_path, **options):
         yield check
     finally:
         await check.shutdown(1)
-        keys.cancel()
-        await stack.http.aclose()
-
-
-@contextlib.asynccontextmanager
-async def fetching_keys(tmp_path, delay: float, **options) -> AsyncIterator[HttpCheckServer]:
-    """A check server whose keys come from a JWKS server answering after ``delay``: a token
-    with an unknown ``kid`` makes its check wait on a fetch."""
-    keys = JwksServer(jwks(KEY))
-    keys.delay = delay
-    (tmp_path / "routes.yaml").write_text(
-        ROUTES.replace(
-            "jwks_file: jwks.json",
-            f"jwks_url: {keys.url}\n      jwks_cache: {{refetch_min_interval_seconds: 0}}",
-        )
-    )
-    stack = build_authz(load_auth_settings(tmp_path / "routes.yaml"))
-    refresher = asyncio.create_task(stack.keep_keys_fresh())
-    await stack.keys_ready.wait()
-    check = HttpCheckServer(stack.authorizer, **options)
-    await check.start("127.0.0.1", 0)
-    try:
-        yield check
-    finally:
-        await check.shutdown(1)
         refresher.cancel()
         await stack.http.aclose()
-        keys.close()
+        if keys is not None:
+            keys.close()
+
+
+async def fill_until_unread(sock: socket.socket, data: bytes) -> None:
+    """Send ``data`` over and over until the server stops reading it for 0.3 s."""
+    loop = asyncio.get_running_loop()
+    pending, stuck_since = data, loop.time()
+    while loop.time() - stuck_since < 0.3:
+        try:
+            sent = sock.send(pending)
+        except BlockingIOError:
+            await asyncio.sleep(0.01)
+            continue
+        pending, stuck_since = pending[sent:] or data, loop.time()
 
 
 @pytest.fixture
@@ -123,7 +126,7 @@ async def test_pipelined_checks_are_answered_in_order(server):
 async def test_a_check_waiting_on_a_key_fetch_keeps_answers_in_order(tmp_path):
     # The key fetch (0.3 s) outlasts the idle timeout: a connection waiting on its answer is
     # not idle.
-    async with fetching_keys(tmp_path, 0.3, idle_seconds=0.1) as check:
+    async with serving(tmp_path, keys_delay=0.3, idle_seconds=0.1) as check:
         unknown = SigningKey().token()
         data = (
             f"GET /a HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {unknown}\r\n\r\n"
@@ -319,15 +322,8 @@ async def test_a_client_that_never_reads_is_let_go_at_the_idle_deadline(tmp_path
         sock.setblocking(False)
         await loop.sock_connect(sock, ("127.0.0.1", check.port))
         checks = b"GET /api/v1/x HTTP/1.1\r\nhost: a\r\n\r\n" * 4096  # 401s with a body
-        data, stuck_since = checks, loop.time()
         try:
-            while loop.time() - stuck_since < 0.3:  # until the server stops reading us
-                try:
-                    sent = sock.send(data)
-                except BlockingIOError:
-                    await asyncio.sleep(0.01)
-                    continue
-                data, stuck_since = data[sent:] or checks, loop.time()
+            await fill_until_unread(sock, checks)
             assert len(check._connections) == 1
             async with asyncio.timeout(4):  # idle (or 408, then a second's linger)
                 while check._connections:  # noqa: ASYNC110 (the server has no event for it)
