@@ -6,7 +6,7 @@ import json
 import logging
 import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import pytest
 
@@ -15,7 +15,7 @@ from authz.http_server import HttpCheckServer
 from authz.loader import load_auth_settings
 from doma_gateway.authz_process import build_authz
 from tests.authz.test_grpc_check import ROUTES
-from tests.support.cases import case_ids, load_cases
+from tests.support.cases import Case, case_ids, load_cases
 from tests.support.http import send
 from tests.support.jwks_server import JwksServer
 from tests.support.tokens import SigningKey, jwks
@@ -83,17 +83,22 @@ async def test_recorded_case(server, case):
     reply = await asyncio.to_thread(
         send, server.port, "/check" + case.path, headers, method=case.method
     )
+    assert_answers(case, reply.status, reply.headers, reply.body)
+
+
+def assert_answers(case: Case, status: int, headers: Mapping[str, str], body: bytes) -> None:
+    """The check listener's answer is the one ``case`` expects, over either protocol."""
     expect = case.expect
-    assert reply.status == expect["status"]
-    if reply.status == 200:
+    assert status == expect["status"]
+    if status == 200:
         for name, value in expect.get("upstream", {}).items():
-            assert reply.headers[name].encode("latin-1") == value.encode()
-        removed = reply.headers.get(HEADERS_TO_REMOVE, "").split(",")
+            assert headers[name].encode("latin-1") == value.encode()
+        removed = headers.get(HEADERS_TO_REMOVE, "").split(",")
         for name in expect.get("upstream_absent", []):
             assert name in removed
         assert not set(removed) & set(expect.get("upstream", {}))
     else:
-        assert json.loads(reply.body)["reason"] == expect["reason"]
+        assert json.loads(body)["reason"] == expect["reason"]
 
 
 async def raw_exchange(port: int, data: bytes) -> bytes:
