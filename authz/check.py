@@ -58,7 +58,14 @@ class Decision:
     wire: dict[object, Any] = field(default_factory=dict, repr=False)
 
 
-_ERRORS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 503: "unavailable"}
+_ERRORS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    408: "request_timeout",
+    431: "request_header_fields_too_large",
+    503: "unavailable",
+}
 _BEARER_CHALLENGE = 'Bearer realm="doma-gateway", error="invalid_token"'
 
 

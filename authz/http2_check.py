@@ -29,14 +29,13 @@ Whoever can reach the port is held to limits, the same as over HTTP/1.1 where bo
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
 from typing import TYPE_CHECKING, cast
 
 from authz.backpressure import BackPressured
-from authz.check import CheckInput, Decision
+from authz.check import CheckInput, Decision, deny
 from authz.hpack import (
     MAX_CACHED_BLOCK,
     HeaderListTooLarge,
@@ -107,19 +106,8 @@ _SERVER_PREFACE = _settings_frame()
 _SETTINGS_ACK = _frame(_SETTINGS, _ACK, 0)
 
 
-def _refusal(status: int, error: str, reason: str) -> Decision:
-    body = json.dumps({"error": error, "reason": reason}).encode()
-    return Decision(
-        allowed=False,
-        status=status,
-        reason=reason,
-        body=body,
-        response_headers=(("content-type", "application/json"),),
-    )
-
-
-_HEAD_TOO_LARGE = _refusal(431, "request_header_fields_too_large", "headers_too_large")
-_TOO_SLOW = _refusal(408, "request_timeout", "request_timeout")
+_HEAD_TOO_LARGE = deny(431, "headers_too_large")
+_TOO_SLOW = deny(408, "request_timeout")
 
 
 def answer_blocks(decision: Decision, head: bool) -> tuple[bytes, bytes]:

@@ -20,7 +20,6 @@ head only; ``Expect: 100-continue`` gets its ``100 Continue`` at once.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
@@ -44,20 +43,10 @@ _HTTP2_REQUEST_LINE = PREFACE[:16]
 _LINGER_SECONDS = 1.0
 
 
-def _refusal(status: str, error: str, reason: str) -> bytes:
-    """A whole refusal: JSON like every denial, then the connection closes."""
-    body = json.dumps({"error": error, "reason": reason}).encode()
-    return (
-        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-    ).encode() + body
-
-
-_BAD_REQUEST = _refusal("400 Bad Request", "bad_request", "invalid_http_request")
-_HEAD_TOO_LARGE = _refusal(
-    "431 Request Header Fields Too Large", "request_header_fields_too_large", "headers_too_large"
-)
-_TOO_SLOW = _refusal("408 Request Timeout", "request_timeout", "request_timeout")
+# Refusals are JSON denials like any other, and close the connection.
+_BAD_REQUEST = http_reply(deny(400, "invalid_http_request"), keep_alive=False)
+_HEAD_TOO_LARGE = http_reply(deny(431, "headers_too_large"), keep_alive=False)
+_TOO_SLOW = http_reply(deny(408, "request_timeout"), keep_alive=False)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
