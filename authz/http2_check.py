@@ -43,7 +43,7 @@ from authz.hpack import (
     HpackError,
     encode_headers,
 )
-from authz.http_check import HEADERS_TO_REMOVE, check_input
+from authz.http_check import answer, check_input
 from authz.tokens import CredentialMemo
 
 if TYPE_CHECKING:
@@ -115,16 +115,7 @@ def answer_blocks(decision: Decision, head: bool) -> tuple[bytes, bytes]:
 
     The same fields as the HTTP/1.1 answer (authz/http_check.py), values in UTF-8 as there.
     """
-    if decision.allowed:
-        body = b""
-        headers = list(decision.headers_to_set)
-        if decision.headers_to_remove:
-            headers.append((HEADERS_TO_REMOVE, ",".join(decision.headers_to_remove)))
-        status = 200
-    else:
-        body = decision.body
-        headers = list(decision.response_headers)
-        status = decision.status
+    status, headers, body = answer(decision)
     fields = [(":status", str(status))]
     # HPACK strings are octets, one code point each (authz/hpack.py): a value's UTF-8 bytes go
     # in as such, so a claim reaches the wire as the same bytes both protocols send.

@@ -16,7 +16,7 @@ from http import HTTPStatus
 from authz.check import CheckInput, Decision
 from authz.tokens import CredentialMemo
 
-__all__ = ["HEADERS_TO_REMOVE", "check_input", "http_reply"]
+__all__ = ["HEADERS_TO_REMOVE", "answer", "check_input", "http_reply"]
 
 HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
 
@@ -39,17 +39,21 @@ def check_input(
     return CheckInput(method=method, path=target, headers=joined, credential_memo=memo)
 
 
-def http_reply(decision: Decision, *, keep_alive: bool, head: bool = False) -> bytes:
-    """The whole HTTP/1.1 response for ``decision``, ready to write; to a HEAD request, the
-    same head without the body (RFC 9110 9.3.2)."""
+def answer(decision: Decision) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The status, headers and body answering ``decision``, whichever HTTP version carries them:
+    an allow is a bodiless 200 with the identity headers and the list of those to remove."""
     if decision.allowed:
-        status, body = 200, b""
         headers = list(decision.headers_to_set)
         if decision.headers_to_remove:
             headers.append((HEADERS_TO_REMOVE, ",".join(decision.headers_to_remove)))
-    else:
-        status, body = decision.status, decision.body
-        headers = list(decision.response_headers)
+        return 200, headers, b""
+    return decision.status, list(decision.response_headers), decision.body
+
+
+def http_reply(decision: Decision, *, keep_alive: bool, head: bool = False) -> bytes:
+    """The whole HTTP/1.1 response for ``decision``, ready to write; to a HEAD request, the
+    same head without the body (RFC 9110 9.3.2)."""
+    status, headers, body = answer(decision)
     phrase = HTTPStatus(status).phrase
     lines = [f"HTTP/1.1 {status} {phrase}"]
     lines.extend(f"{name}: {value}" for name, value in headers)
