@@ -623,18 +623,13 @@ class Http2CheckProtocol(BackPressured):
     def _decide(self, sid: int, stream: _Stream) -> None:
         request = stream.request
         assert request is not None
-        server = self._server
         # A fresh input per check (the core notes its progress on it); the parse is shared.
         check = CheckInput(
             request.method, request.path, request.headers, credential_memo=self._memo
         )
         head = request.method == "HEAD"
         started = time.perf_counter()
-        try:
-            decision = server.authorizer.decide_now(check)
-        except Exception:
-            log.exception("check failed")
-            decision = server._internal_error
+        decision = self._server.decide_now(check)
         if decision is not None:
             self._answer(sid, decision, head, started)
             return
@@ -646,12 +641,8 @@ class Http2CheckProtocol(BackPressured):
     async def _decide_later(
         self, sid: int, stream: _Stream, check: CheckInput, head: bool, started: float
     ) -> None:
-        server = self._server
         try:
-            decision = await server.authorizer.decide(check)
-        except Exception:
-            log.exception("check failed")
-            decision = server._internal_error
+            decision = await self._server.decide(check)
         finally:
             # Cancelled too (a key fetch cancelled under it): the stream no longer waits, so its
             # deadline answers it, and a reset one gives its place back.

@@ -23,7 +23,9 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import cast
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar, cast
 
 import httptools
 
@@ -41,6 +43,7 @@ _MAX_HEAD_BYTES = 64 * 1024
 # The preface's first line: no HTTP/1.1 request starts like this.
 _HTTP2_REQUEST_LINE = PREFACE[:16]
 _LINGER_SECONDS = 1.0
+_T = TypeVar("_T")
 
 
 # Refusals are JSON denials like any other, and close the connection.
@@ -70,32 +73,53 @@ class HttpCheckServer:
         self._connections: set[_CheckProtocol | Http2CheckProtocol] = set()
         self.port: int | None = None
 
+    def decide_now(self, check: CheckInput) -> Decision | None:
+        """The decision when it needs no I/O, else None; a failure is the documented 503."""
+        try:
+            return self.authorizer.decide_now(check)
+        except Exception:
+            log.exception("check failed")
+            return self._internal_error
+
+    async def decide(self, check: CheckInput) -> Decision:
+        """The decision of a check that waits on I/O; a failure is the documented 503."""
+        try:
+            return await self.authorizer.decide(check)
+        except Exception:
+            log.exception("check failed")
+            return self._internal_error
+
     def reply(self, decision: Decision, keep_alive: bool, head: bool = False) -> bytes:
+        """The HTTP/1.1 response answering ``decision``, encoded once per decision."""
         key = ("http", keep_alive, head)
         data: bytes | None = decision.wire.get(key)
         if data is None:
-            try:
-                data = http_reply(decision, keep_alive=keep_alive, head=head)
-            except Exception:
-                # Fail closed with the documented answer, never a dropped or half-written one.
-                log.exception("answer failed")
-                return self.reply(self._internal_error, keep_alive, head)
-            decision.wire[key] = data
+            data = self._encode(
+                decision, key, partial(http_reply, keep_alive=keep_alive, head=head)
+            )
         return data
 
     def reply_h2(self, decision: Decision, head: bool) -> tuple[bytes, bytes]:
-        """The HPACK block and body answering ``decision`` over HTTP/2, cached like
-        :meth:`reply`."""
+        """The HPACK block and body answering ``decision`` over HTTP/2, encoded once."""
         key = ("h2", head)
         blocks: tuple[bytes, bytes] | None = decision.wire.get(key)
         if blocks is None:
-            try:
-                blocks = answer_blocks(decision, head)
-            except Exception:
-                log.exception("answer failed")
-                return self.reply_h2(self._internal_error, head)
-            decision.wire[key] = blocks
+            blocks = self._encode(decision, key, partial(answer_blocks, head=head))
         return blocks
+
+    def _encode(self, decision: Decision, key: object, encode: Callable[[Decision], _T]) -> _T:
+        """``encode(decision)``, kept on the decision under ``key``. Should it fail, the
+        documented 503 instead: fail closed, never a dropped or half-written answer."""
+        try:
+            data = encode(decision)
+        except Exception:
+            log.exception("answer failed")
+            fallback: _T | None = self._internal_error.wire.get(key)
+            if fallback is None:
+                fallback = self._encode(self._internal_error, key, encode)
+            return fallback
+        decision.wire[key] = data
+        return data
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -322,11 +346,7 @@ class _CheckProtocol(BackPressured):
         if not self._waiting:
             # Most checks need no I/O: answer them here, without scheduling a task.
             started = time.perf_counter()
-            try:
-                decision = self._server.authorizer.decide_now(check)
-            except Exception:
-                log.exception("check failed")
-                decision = self._server._internal_error
+            decision = self._server.decide_now(check)
             if decision is not None:
                 self._answer(decision, keep_alive, head, started)
                 return
@@ -342,16 +362,11 @@ class _CheckProtocol(BackPressured):
 
     async def _work(self) -> None:
         """Answer queued checks in order; one task per burst of requests on this connection."""
-        server = self._server
         try:
             while self._queue:
                 check, keep_alive, head = self._queue.popleft()
                 started = time.perf_counter()
-                try:
-                    decision = await server.authorizer.decide(check)
-                except Exception:
-                    log.exception("check failed")
-                    decision = server._internal_error
+                decision = await self._server.decide(check)
                 self._answer(decision, keep_alive, head, started)
         finally:
             self._waiting = False
