@@ -21,6 +21,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 import httptools
 import httpx
 
+from gateway.routes_model import IDEMPOTENT_METHODS
+
 __all__ = ["Http1Response", "Http1Transport"]
 
 _HIGH_WATER = 1024 * 1024
@@ -29,7 +31,6 @@ _TARGET_CACHE_SIZE = 4096
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 # Answers that end with their head whatever their headers say (RFC 9110 15.3.5, 15.4.5).
 _NO_BODY = frozenset({204, 304})
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 class _Connection(asyncio.Protocol):
@@ -516,7 +517,7 @@ def _replayable(connection: _Connection, method: str, body: bytes | AsyncIterabl
     return (
         connection.reused
         and not connection.answered
-        and method in _IDEMPOTENT
+        and method in IDEMPOTENT_METHODS
         and isinstance(body, bytes)
     )
 
