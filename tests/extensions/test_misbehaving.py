@@ -12,7 +12,7 @@ import pytest
 from doma_gateway.echo import EchoServer
 from tests.support import processes
 from tests.support.http import send
-from tests.support.tokens import AUDIENCE, ISSUER, SigningKey, jwks
+from tests.support.tokens import AUTH_SECTION, SigningKey, jwks
 
 KEY = SigningKey()
 FAKES = "tests.support.extensions"
@@ -20,11 +20,7 @@ FAKES = "tests.support.extensions"
 
 def routes(echo: int) -> str:
     return f"""\
-auth:
-  issuers:
-    - issuer: {ISSUER}
-      audiences: [{AUDIENCE}]
-      jwks_file: jwks.json
+{AUTH_SECTION}
 layers: [product]
 domains:
   rides:

@@ -9,7 +9,7 @@ import pytest
 
 from tests.gateway.conftest import Gateway, StartGateway
 from tests.support.routes import scan_catch_all
-from tests.support.tokens import AUDIENCE, ISSUER, SigningKey, jwks
+from tests.support.tokens import AUTH_SECTION, SigningKey, jwks
 from tests.support.upstreams import ScriptedUpstream
 
 KEY = SigningKey()
@@ -17,11 +17,7 @@ KEY = SigningKey()
 
 def authed_routes(upstream: ScriptedUpstream) -> str:
     return f"""\
-auth:
-  issuers:
-    - issuer: {ISSUER}
-      audiences: [{AUDIENCE}]
-      jwks_file: jwks.json
+{AUTH_SECTION}
   claims_to_headers:
     sub: x-user-id
 layers: [product]
@@ -127,11 +123,7 @@ def test_the_gateway_runs_the_revocation_machinery_of_its_auth_section(
     (tmp_path / "jwks.json").write_bytes(jwks(KEY))
     gateway = start_gateway(
         f"""\
-auth:
-  issuers:
-    - issuer: {ISSUER}
-      audiences: [{AUDIENCE}]
-      jwks_file: jwks.json
+{AUTH_SECTION}
   revocation: {{store: 'memory://gateway', bus: 'memory://gateway'}}
 """
         + scan_catch_all(upstream.url)

@@ -14,6 +14,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 ISSUER = "https://issuer.test"
 AUDIENCE = "doma-api"
+# A routes file's auth section trusting ISSUER for AUDIENCE, its keys in jwks.json beside it;
+# more auth keys may follow, indented by two.
+AUTH_SECTION = f"""\
+auth:
+  issuers:
+    - issuer: {ISSUER}
+      audiences: [{AUDIENCE}]
+      jwks_file: jwks.json"""
 
 
 @dataclass

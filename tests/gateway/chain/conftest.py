@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.support.services import shared_redis_url
-from tests.support.tokens import AUDIENCE, ISSUER, SigningKey, jwks
+from tests.support.tokens import AUTH_SECTION, SigningKey, jwks
 
 KEY = SigningKey()
 
@@ -21,11 +21,7 @@ def auth_section(tmp_path: Path, bypass: tuple[str, ...] = ()) -> str:
     (tmp_path / "jwks.json").write_bytes(jwks(KEY))
     lines = "".join(f"    - {pattern}\n" for pattern in bypass)
     return f"""\
-auth:
-  issuers:
-    - issuer: {ISSUER}
-      audiences: [{AUDIENCE}]
-      jwks_file: jwks.json
+{AUTH_SECTION}
   claims_to_headers:
     sub: x-user-id
 {"  bypass:" + chr(10) + lines if bypass else ""}"""
