@@ -62,6 +62,11 @@ class GatewayApp:
 
         status = 0
         response_started = 0.0
+        # What the route's policies add to its answer (CORS, RateLimit), whichever answer it is:
+        # the upstream's, a policy's refusal, or an error the gateway answers itself (a page can
+        # only read an error, or its Retry-After, with its CORS headers).
+        added: list[tuple[bytes, bytes]] = []
+        scope[POLICY_RESPONSE_HEADERS] = added
 
         # Not a coroutine: it hands back send's awaitable, one frame fewer per response message.
         def capture(message: Message) -> Awaitable[None]:
@@ -69,6 +74,8 @@ class GatewayApp:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = time.perf_counter()
+                if added:
+                    message["headers"] = [*message.get("headers", ()), *added]
             return send(message)
 
         domain = version = route = ""
@@ -100,10 +107,7 @@ class GatewayApp:
         except GatewayError as exc:
             if status:
                 raise
-            # The headers the route's policies meant for its answer (CORS, RateLimit): this
-            # answer goes out through the raw send, past the wrapper that would add them, and a
-            # page can only read an error, or its Retry-After, with them.
-            await send_error(capture, exc, request_id, scope.get(POLICY_RESPONSE_HEADERS, ()))
+            await send_error(capture, exc, request_id)
         except ClientDisconnected:
             status = status or 499
         except asyncio.CancelledError as exc:

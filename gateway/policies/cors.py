@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from authz.yamlnodes import Node
 from gateway.asgi import ASGIApp, Receive, Scope, Send
 from gateway.policies.denial import Denial
-from gateway.policies.response_headers import with_response_headers
+from gateway.policies.response_headers import SCOPE_KEY as RESPONSE_HEADERS
 from gateway.policies.spec import ChainContext, PolicySpec, header_names, listed, method_names
 
 __all__ = ["SPEC", "CorsPolicy", "CorsSettings"]
@@ -190,14 +190,15 @@ class CorsPolicy:
             if self._echo:
                 # The answer still depends on Origin (another one would get CORS headers): a
                 # shared cache must not hand this copy to an allowed page.
-                return self.app(scope, receive, with_response_headers(scope, send, _VARY))
+                scope[RESPONSE_HEADERS].extend(_VARY)
             return self.app(scope, receive, send)
         added = self._added.get(origin)
         if added is None:
             if len(self._added) >= 1024:
                 self._added.clear()
             added = self._added[origin] = (*self._origin_headers(origin), *self._simple)
-        return self.app(scope, receive, with_response_headers(scope, send, added))
+        scope[RESPONSE_HEADERS].extend(added)
+        return self.app(scope, receive, send)
 
     async def _answer_preflight(
         self,

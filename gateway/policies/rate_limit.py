@@ -24,7 +24,7 @@ from gateway.policies.buckets import LocalBuckets, Verdict
 from gateway.policies.client_ip import ClientAddress
 from gateway.policies.denial import Denial
 from gateway.policies.rate_limit_redis import RedisBuckets
-from gateway.policies.response_headers import with_response_headers
+from gateway.policies.response_headers import SCOPE_KEY as RESPONSE_HEADERS
 from gateway.policies.spec import ChainContext, PolicySpec, header_name
 
 __all__ = ["SPEC", "RateLimitPolicy", "RateLimitSettings"]
@@ -218,7 +218,7 @@ class RateLimitPolicy:
             )
         if not self._headers:
             return self.app(scope, receive, send)
-        send = with_response_headers(scope, send, (self._policy_header, self._state(verdict)))
+        scope[RESPONSE_HEADERS].extend((self._policy_header, self._state(verdict)))
         return self.app(scope, receive, send)
 
     def _state(self, verdict: Verdict) -> tuple[bytes, bytes]:

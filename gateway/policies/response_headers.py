@@ -1,37 +1,14 @@
-"""Headers policies add to the response, collected per request and sent by one wrapper.
+"""Headers policies add to the response, collected per request and sent once by the gateway.
 
-CORS and rate limits both add headers to the answer. Each wrapping ``send`` would cost every
-response message one more layer per policy; instead the first policy that needs it wraps
-``send`` once and keeps the list in the scope, and later ones append to that list. The errors
-the gateway answers itself (:mod:`gateway.app`) read the same list, so they carry the headers too.
+CORS and rate limits both add headers to the answer. Wrapping ``send`` would cost every response
+message one more layer per policy; instead :class:`gateway.app.GatewayApp` gives each request
+one list under :data:`SCOPE_KEY` (shared by shallow copies of the scope), policies extend it,
+and the app adds it to the response start, whichever answer that is. So these headers come after
+any ``headers`` policy's response rules, which do not see them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
-
-from gateway.asgi import Message, Scope, Send
-
-__all__ = ["SCOPE_KEY", "with_response_headers"]
+__all__ = ["SCOPE_KEY"]
 
 SCOPE_KEY = "doma.response_headers"
-RawHeaders = list[tuple[bytes, bytes]]
-
-
-def with_response_headers(scope: Scope, send: Send, headers: Iterable[tuple[bytes, bytes]]) -> Send:
-    """``send`` that adds ``headers`` (and any later policy's) to the response start."""
-    pending: RawHeaders | None = scope.get(SCOPE_KEY)
-    if pending is not None:
-        pending.extend(headers)
-        return send
-    added: RawHeaders = list(headers)
-    scope[SCOPE_KEY] = added
-
-    # Not a coroutine: it hands back the wrapped send's awaitable, so each response message
-    # passes through one coroutine frame fewer.
-    def sender(message: Message) -> Awaitable[None]:
-        if message["type"] == "http.response.start":
-            message["headers"] = [*message["headers"], *added]
-        return send(message)
-
-    return sender

@@ -94,3 +94,62 @@ async def test_policies_run_in_yaml_order(tmp_path: Path, monkeypatch: pytest.Mo
             reply = await client.get("/api/v1/scan/x")
     assert reply.status_code == 204
     assert route.calls.last.request.headers["x-chain"] == "first,second"
+
+
+POLICY_HEADERS_ROUTES = """\
+layers: [product]
+domains:
+  scan:
+    layer: product
+    owner: team
+    upstream: api
+    auth: bypass
+    versions:
+      v1:
+        routes:
+          - path: /**
+            policies:
+              - stamp: {mark: first}
+              - headers: {response: {remove: [vary, ratelimit-policy, x-upstream]}}
+              - cors: {allow_origins: [https://app.example]}
+              - rate_limit: {requests: 5, period_seconds: 60, limit_by: route}
+upstreams:
+  api:
+    endpoints: [http://scan.internal]
+"""
+
+
+async def test_policy_response_headers_reach_every_answer_after_the_header_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # stamp hands the rest of the chain a copy of the scope: the headers cors and rate_limit add
+    # there still reach the answer, and the headers policy's rules, which run on the upstream's
+    # answer, leave them alone (it removes x-upstream only).
+    monkeypatch.setitem(POLICIES, "stamp", STAMP)
+    (tmp_path / "routes.yaml").write_text(POLICY_HEADERS_ROUTES)
+    config = load_routes(tmp_path / "routes.yaml")
+    with respx.mock() as mock:
+        mock.get("http://scan.internal/api/v1/scan/ok").mock(
+            return_value=httpx.Response(200, headers={"x-upstream": "1", "vary": "Accept"})
+        )
+        mock.get("http://scan.internal/api/v1/scan/down").mock(
+            side_effect=httpx.ConnectError("refused")
+        )
+        metrics = GatewayMetrics(CollectorRegistry())
+        transport = httpx.MockTransport(mock.async_handler)
+        app = GatewayApp(
+            RuntimeHolder(build_runtime(config, transport=transport, metrics=metrics)), metrics
+        )
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://edge"
+        ) as client:
+            origin = {"origin": "https://app.example"}
+            ok = await client.get("/api/v1/scan/ok", headers=origin)
+            down = await client.get("/api/v1/scan/down", headers=origin)
+    assert ok.status_code == 200 and "x-upstream" not in ok.headers
+    assert ok.headers.get_list("vary") == ["Origin"]
+    for reply in (ok, down):
+        assert reply.headers.get_list("access-control-allow-origin") == ["https://app.example"]
+        assert reply.headers["ratelimit-policy"] == '"default";q=5;w=60'
+        assert reply.headers["ratelimit"].startswith('"default";r=')
+    assert down.status_code == 503 and down.json()["reason"] == "upstream_connect_failed"
