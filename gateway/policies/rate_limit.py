@@ -151,15 +151,14 @@ class RateLimitPolicy:
         self._fallbacks = fallbacks
         self._by = settings.limit_by
         self._header = settings.header_name.encode() if settings.header_name else b""
-        self._name = settings.name
         self._headers = settings.headers
         self._policy_header = (
             b"ratelimit-policy",
             f'"{settings.name}";q={settings.requests};w={_seconds(settings.period)}'.encode(),
         )
-        # The RateLimit header per (remaining, seconds to full): a steady client meets the same
-        # few pairs over and over, so each is formatted once.
-        self._states: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+        # Formatted per answer: remaining falls with every request a client makes, so a cache of
+        # these values would miss nearly every time, and a miss cost twice the formatting.
+        self._state_format = f'"{settings.name}";r=%d;t=%d'.encode()
 
     def _key(self, scope: Scope) -> str:
         by = self._by
@@ -222,17 +221,7 @@ class RateLimitPolicy:
         return self.app(scope, receive, send)
 
     def _state(self, verdict: Verdict) -> tuple[bytes, bytes]:
-        key = (verdict.remaining, _seconds(verdict.reset))
-        state = self._states.get(key)
-        if state is None:
-            if len(self._states) >= 1024:
-                self._states.clear()
-            remaining, seconds = key
-            state = self._states[key] = (
-                b"ratelimit",
-                f'"{self._name}";r={remaining};t={seconds}'.encode(),
-            )
-        return state
+        return (b"ratelimit", self._state_format % (verdict.remaining, _seconds(verdict.reset)))
 
 
 def _seconds(value: float) -> int:
