@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from authz.tokens import CredentialMemo
 
-__all__ = ["CheckInput", "Decider", "Decision", "allow", "deny"]
+__all__ = ["CheckInput", "Decider", "Decision", "RepeatDecider", "allow", "deny"]
 
 
 # Not frozen: every check builds one, and a frozen dataclass's __init__ (one object.__setattr__
@@ -77,6 +77,13 @@ class Decider(Protocol):
         ...
 
     async def decide(self, request: CheckInput) -> Decision: ...
+
+
+class RepeatDecider(Decider, Protocol):
+    """A decider that also answers a connection's repeated credential without a CheckInput (the
+    core's ``decide_repeat``), for requests that name no mesh caller."""
+
+    def decide_repeat(self, memo: CredentialMemo, header: str, path: str) -> Decision | None: ...
 
 
 def deny(status: int, reason: str) -> Decision:

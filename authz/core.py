@@ -20,7 +20,7 @@ from authz.check import CheckInput, Decision, allow, deny
 from authz.paths import normalize
 from authz.revocation import RevocationCheck
 from authz.settings import AuthSettings
-from authz.tokens import TokenError, TokenVerifier, VerifiedToken, bearer_token
+from authz.tokens import CredentialMemo, TokenError, TokenVerifier, VerifiedToken, bearer_token
 
 __all__ = ["DENY_STATUS", "Authorizer"]
 
@@ -84,7 +84,9 @@ class Authorizer:
             return header
         memo = request.credential_memo
         verified = self._verifier.recall(memo, header) if memo is not None else None
-        if verified is None:
+        if verified is not None:
+            self._verifier.count_hit()
+        else:
             try:
                 verified = self._verifier.verify_now(
                     bearer_token(header, self.settings.max_token_bytes)
@@ -103,6 +105,32 @@ class Authorizer:
                 return None
             if reason is not None:
                 return self._denials[reason]
+        return self._allow(verified)
+
+    def decide_repeat(self, memo: CredentialMemo, header: str, path: str) -> Decision | None:
+        """:meth:`decide_now` without a :class:`CheckInput`, for a credential its connection
+        sent before: the same decision when ``memo`` still holds the verification of ``header``
+        and the revocation cache knows its token, else None (then build the CheckInput and call
+        ``decide_now``, which takes it from there).
+
+        For an adapter that has refused an invalid or ambiguous target already and passes the
+        normalized ``path``, and whose request carries one ``Authorization`` value, ``header``:
+        everything ``decide_now`` would check of a recalled credential is checked here too (the
+        bypass rules, ``exp``, the key, revocation).
+        """
+        if self._bypass.matches(path):
+            return self._bypass_decision
+        verified = self._verifier.recall(memo, header)
+        if verified is None:
+            return None
+        if self._revocation is not None:
+            known, reason = self._revocation.check_cached(verified.claims)
+            if not known:
+                return None
+            if reason is not None:
+                self._verifier.count_hit()
+                return self._denials[reason]
+        self._verifier.count_hit()
         return self._allow(verified)
 
     async def decide(self, request: CheckInput) -> Decision:

@@ -175,16 +175,20 @@ class TokenVerifier:
 
     def recall(self, memo: CredentialMemo, header: str) -> VerifiedToken | None:
         """``memo``'s verification if it was made by this verifier for ``header`` and is still
-        good as a cache hit would be (before ``exp`` plus leeway, its key still published)."""
+        good as a cache hit would be (before ``exp`` plus leeway, its key still published).
+        Not counted: the caller counts the hit (:meth:`count_hit`) once it answers with it."""
         verified = memo.verified
         if verified is None or memo.verifier is not self or memo.header != header:
             return None
         if not self._still_good(verified):
             memo.header = memo.verified = None
             return None
+        return verified
+
+    def count_hit(self) -> None:
+        """One check answered from a verification made earlier (a memo recalled)."""
         with self._cache_lock:
             self.cache_hits += 1
-        return verified
 
     def remember(self, memo: CredentialMemo, header: str, verified: VerifiedToken) -> None:
         """Keep ``verified`` in ``memo`` for ``header``, unless the token cache is off: then

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from authz.check import CheckInput, Decision
 from authz.errors import ConfigError
+from authz.tokens import CredentialMemo
 from doma_gateway.addresses import host_port
 from doma_gateway.gateway_process import (
     ServeOptions,
@@ -244,6 +245,9 @@ class _NoAuthorizer:
         raise RuntimeError("the supervisor does not serve requests")
 
     async def decide(self, request: CheckInput) -> Decision:
+        raise RuntimeError("the supervisor does not serve requests")
+
+    def decide_repeat(self, memo: CredentialMemo, header: str, path: str) -> Decision | None:
         raise RuntimeError("the supervisor does not serve requests")
 
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from authz.check import CheckInput, Decider, Decision
+from authz.check import CheckInput, Decision, RepeatDecider
 from authz.errors import ConfigError
 from authz.tokens import CredentialMemo
 from authz.yamlnodes import Node
@@ -46,8 +46,9 @@ _EXT_AUTHZ_KEYS = (
 )
 
 
-# The decision core's port: a cached token is decided without scheduling a coroutine.
-Authorizer = Decider
+# The decision core's port: a cached token is decided without scheduling a coroutine, and a
+# connection's repeated credential without building a CheckInput.
+Authorizer = RepeatDecider
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,17 @@ def check_input(scope: Scope) -> CheckInput:
     return CheckInput(scope["method"], target, RequestHeaders(scope["headers"]), "", memo)
 
 
+def _only_authorization(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The request's ``Authorization`` value as the core reads it, when it sent exactly one."""
+    found: bytes | None = None
+    for name, value in headers:
+        if name == b"authorization":
+            if found is not None:
+                return None
+            found = value
+    return found.decode("latin-1") if found is not None else None
+
+
 class AuthPolicy:
     """In-process authentication of a route that requires a token."""
 
@@ -172,6 +184,16 @@ class AuthPolicy:
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
             return self.app(scope, receive, send)
+        state = scope.get(CONNECTION)
+        memo = state.get(CredentialMemo) if state is not None else None
+        if memo is not None:
+            # The connection's credential again, most likely: decided without a CheckInput.
+            header = _only_authorization(scope["headers"])
+            if header is not None:
+                path = scope["doma.match"].path
+                decision = self._authorizer.decide_repeat(memo, header, path)
+                if decision is not None:
+                    return self._pass(decision, scope, receive, send)
         check = check_input(scope)
         decision = self._authorizer.decide_now(check)
         if decision is None:

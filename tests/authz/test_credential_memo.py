@@ -140,3 +140,88 @@ async def test_a_memo_filled_by_another_verifier_is_not_recalled():
     elsewhere = check(token, memo)
     decision = other.authorizer.decide_now(elsewhere) or await other.authorizer.decide(elsewhere)
     assert decision.reason == "unknown_key"
+
+
+# decide_repeat: the gateway's way to decide a connection's repeated credential (its only
+# Authorization value, the target already refused if invalid) without building a CheckInput.
+PATH = "/api/v1/scan/x"
+
+
+def repeat(core, token: str, memo: CredentialMemo, path: str = PATH):
+    return core.authorizer.decide_repeat(memo, f"Bearer {token}", path)
+
+
+async def test_a_repeat_gets_the_decision_decide_now_gives_and_one_hit_each():
+    core = await build_core()
+    memo, token = CredentialMemo(), core.key.token(sub="alice")
+    assert repeat(core, token, memo) is None  # nothing recalled yet: build the CheckInput
+    first = core.authorizer.decide_now(check(token, memo))
+    seen = parses(core)
+    for _ in range(3):
+        assert repeat(core, token, memo) is first
+    assert seen == [] and (core.verifier.cache_misses, core.verifier.cache_hits) == (1, 3)
+
+
+async def test_a_repeat_of_another_credential_or_another_verifier_is_not_answered():
+    core, other = await build_core(), await build_core()
+    memo, token = CredentialMemo(), core.key.token(sub="alice")
+    assert core.authorizer.decide_now(check(token, memo)).allowed  # type: ignore[union-attr]
+    assert repeat(core, core.key.token(sub="bob"), memo) is None
+    assert core.authorizer.decide_repeat(memo, f"bearer {token}", PATH) is None
+    assert repeat(other, token, memo) is None
+    assert core.verifier.cache_hits == 0
+
+
+async def test_a_repeat_is_not_answered_past_expiry_nor_once_its_key_is_pulled():
+    kept, pulled = SigningKey(), SigningKey()
+    core = await build_core(kept, pulled)
+    now = [time.time()]
+    core.verifier._clock = lambda: now[0]
+    memo, token = CredentialMemo(), pulled.token(exp=int(now[0]) + 600)
+    assert core.authorizer.decide_now(check(token, memo)).allowed  # type: ignore[union-attr]
+    core.fetcher.document = jwks(kept)
+    await core.key_cache.refresh()
+    assert repeat(core, token, memo) is None and memo.verified is None
+    memo, token = CredentialMemo(), kept.token(exp=int(now[0]) + 600)
+    assert core.authorizer.decide_now(check(token, memo)).allowed  # type: ignore[union-attr]
+    seen = parses(core)
+    now[0] += 600 + 30 + 1  # past exp plus leeway, on the caches' clock
+    assert repeat(core, token, memo) is None and memo.verified is None
+    core.authorizer.decide_now(check(token, memo))
+    assert seen == [token]  # read and judged again, not recalled
+
+
+async def test_a_repeat_on_a_bypassed_path_gets_the_bypass_decision():
+    core = await build_core()
+    memo, token = CredentialMemo(), core.key.token()
+    bypassed = repeat(core, token, memo, "/api/v1/scan/health")
+    assert bypassed is core.authorizer.decide_now(check(token, memo, "/api/v1/scan/health"))
+    assert bypassed is not None and bypassed.reason == "bypass"
+
+
+async def test_a_repeat_is_checked_for_revocation_and_waits_for_the_store_like_decide_now():
+    core = await build_core()
+    store = MemoryStore()
+    revocation = RevocationCache(store, cache=RevocationCacheSettings())
+    revocation.bus_connected_changed(True)
+    revocation.epoch_checked(0)
+    core.authorizer._revocation = revocation
+    memo, token = CredentialMemo(), core.key.token(sub="carol", jti="carol-1")
+    first = check(token, memo)
+    assert core.authorizer.decide_now(first) is None
+    assert (await core.authorizer.decide(first)).allowed
+    assert repeat(core, token, memo).allowed  # type: ignore[union-attr]
+    exp = time.time() + 3600
+    epoch = await store.revoke_token("carol-1", exp)
+    revocation.apply(RevocationEvent("jti", "carol-1", exp, epoch, time.time()))
+    revoked = repeat(core, token, memo)
+    assert revoked is not None and revoked.reason == "token_revoked"
+    # Once the cache no longer knows the token (flushed: the bus was lost), a repeat is left to
+    # decide_now and the store read, and its hit is counted once, there.
+    revocation.bus_connected_changed(False)
+    hits = core.verifier.cache_hits
+    assert repeat(core, token, memo) is None and core.verifier.cache_hits == hits
+    again = check(token, memo)
+    assert core.authorizer.decide_now(again) is None
+    assert (await core.authorizer.decide(again)).reason == "token_revoked"
+    assert core.verifier.cache_hits == hits + 1

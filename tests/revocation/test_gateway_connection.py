@@ -33,13 +33,19 @@ class Client:
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
 
     def get(self, token: str) -> tuple[int, str]:
-        self.connection.request(
-            "GET", "/api/v1/scan/x", headers={"authorization": f"Bearer {token}"}
-        )
+        status, body = self.send([("authorization", f"Bearer {token}")])
+        return status, body.get("reason") or body["headers"]["x-user-id"]
+
+    def send(self, headers: list[tuple[str, str]]) -> tuple[int, dict]:
+        """GET with ``headers`` as given, repeats included; the status and the JSON body."""
+        self.connection.putrequest("GET", "/api/v1/scan/x")
+        for name, value in headers:
+            self.connection.putheader(name, value)
+        self.connection.endheaders()
         reply = self.connection.getresponse()
         body = json.loads(reply.read() or b"{}")
         assert not reply.will_close, "the gateway closed the connection"
-        return reply.status, body.get("reason") or body["headers"]["x-user-id"]
+        return reply.status, body
 
     def close(self) -> None:
         self.connection.close()
@@ -106,4 +112,30 @@ def test_a_pulled_key_denies_the_next_request_on_the_same_connection(gateway):
     assert client.get(SigningKey().token())[0] == 401
     assert client.get(token) == (401, "unknown_key")
     assert client.get(KEY.token(sub="grace")) == (200, "grace")
+    client.close()
+
+
+def test_a_recalled_credential_sent_twice_is_refused(gateway):
+    server, _, _ = gateway
+    token = KEY.token(sub="heidi")
+    client = warmed(server, token, "heidi")
+    twice = [("authorization", f"Bearer {token}")] * 2
+    status, body = client.send(twice)
+    assert (status, body["reason"]) == (401, "multiple_authorization_headers")
+    assert client.get(token) == (200, "heidi")
+    client.close()
+
+
+def test_identity_headers_sent_with_a_recalled_credential_never_reach_the_upstream(gateway):
+    server, _, _ = gateway
+    token = KEY.token(sub="ivan")
+    client = warmed(server, token, "ivan")
+    status, body = client.send(
+        [("x-user-id", "admin"), ("authorization", f"Bearer {token}"), ("x_user_id", "admin"),
+         ("x-user_id", "admin")]
+    )  # fmt: skip
+    assert status == 200
+    received = body["headers"]
+    assert received["x-user-id"] == "ivan"
+    assert "x_user_id" not in received and "x-user_id" not in received
     client.close()
