@@ -311,6 +311,8 @@ RATIOS = (
     ("ours-http/(b) no-op grpc", "i", "b"),
     ("fresh-http/(h) no-op http", "j", "h"),
     ("noop-http/(b) no-op grpc", "h", "b"),
+    ("noop-http/(c) jwt_authn", "h", "c"),
+    ("noop-h2/(c) jwt_authn", "k", "c"),
     ("ours-h2/(k) no-op h2", "l", "k"),
     ("ours-h2/(c) jwt_authn", "l", "c"),
     ("ours-h2/(i) ours-http", "l", "i"),

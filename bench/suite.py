@@ -184,6 +184,14 @@ def _notes(measured: dict[str, dict[str, Any]], settings: dict[str, Any]) -> lis
     ]
     if "authz" in measured:
         notes.append(f"authz layout: {measured['authz']['machine']['layout']}")
+        ratios = measured["authz"].get("ratios", {})
+        ours, floor = ratios.get("ours-http/(c) jwt_authn"), ratios.get("noop-http/(c) jwt_authn")
+        if ours is not None and floor is not None:
+            notes.append(
+                f"HTTP/1.1 against Envoy jwt_authn (c): doma-http (i) {ours:.2f}x, the no-op "
+                f"HTTP/1.1 (h) {floor:.2f}x; Envoy's HTTP/1.1 check client bounds both (the "
+                "HTTP rows above are the shipped HTTP/2)."
+            )
     envoy_added = measured.get("gateway", {}).get("p99_added_ms_envoy")
     if envoy_added is not None:
         notes.append(
