@@ -148,7 +148,7 @@ class CorsPolicy:
                 (b"access-control-expose-headers", ", ".join(settings.expose_headers).encode())
             )
         self._simple = tuple(simple)
-        # Response headers per allowed origin: a browser app sends one origin over and over.
+        # Response headers per allowed origin (only allowed ones enter).
         self._added: dict[bytes, tuple[tuple[bytes, bytes], ...]] = {}
         self._preflight = (
             (b"access-control-allow-methods", ", ".join(settings.allow_methods).encode()),
@@ -186,14 +186,15 @@ class CorsPolicy:
                 if name == b"origin":
                     origin = value
                     break
-        if origin is None or not self._allowed(origin):
-            if self._echo:
-                # The answer still depends on Origin (another one would get CORS headers): a
-                # shared cache must not hand this copy to an allowed page.
-                scope[RESPONSE_HEADERS].extend(_VARY)
-            return self.app(scope, receive, send)
-        added = self._added.get(origin)
+        # An origin allowed before has its headers ready: a page sends one origin over and over.
+        added = self._added.get(origin) if origin is not None else None
         if added is None:
+            if origin is None or not self._allowed(origin):
+                if self._echo:
+                    # The answer still depends on Origin (another one would get CORS headers): a
+                    # shared cache must not hand this copy to an allowed page.
+                    scope[RESPONSE_HEADERS].extend(_VARY)
+                return self.app(scope, receive, send)
             if len(self._added) >= 1024:
                 self._added.clear()
             added = self._added[origin] = (*self._origin_headers(origin), *self._simple)
