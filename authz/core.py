@@ -131,7 +131,8 @@ class Authorizer:
                 self._verifier.count_hit()
                 return self._denials[reason]
         self._verifier.count_hit()
-        return self._allow(verified)
+        # Decisions are always truthy: the one kept with the token, else built and kept.
+        return verified.derived.get(self) or self._allow(verified)
 
     async def decide(self, request: CheckInput) -> Decision:
         verified = self._pending(request)
