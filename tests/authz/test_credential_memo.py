@@ -103,22 +103,34 @@ async def test_the_path_is_judged_on_every_request():
     assert invalid is not None and invalid.reason == "invalid_path"
 
 
-async def test_a_recalled_token_is_still_checked_for_revocation():
-    core = await build_core()
+async def revocation_of(core) -> tuple[MemoryStore, RevocationCache]:
+    """A revocation cache on ``core``, trusted as with the bus connected and the epoch read
+    (answers come from the local cache), that knows ``carol-1``'s token is not revoked: checked
+    once through the store, as a first request's check is."""
     store = MemoryStore()
     revocation = RevocationCache(store, cache=RevocationCacheSettings())
-    # Trusted, as with the bus connected and the epoch read: answers come from the local cache.
     revocation.bus_connected_changed(True)
     revocation.epoch_checked(0)
     core.authorizer._revocation = revocation
-    memo, token = CredentialMemo(), core.key.token(sub="carol", jti="carol-1")
-    first = check(token, memo)
+    first = check(core.key.token(sub="carol", jti="carol-1"), CredentialMemo())
     assert core.authorizer.decide_now(first) is None  # the store is asked once
     assert (await core.authorizer.decide(first)).allowed
-    assert core.authorizer.decide_now(check(token, memo)).allowed  # type: ignore[union-attr]
+    return store, revocation
+
+
+async def revoke(store: MemoryStore, revocation: RevocationCache, jti: str) -> None:
     exp = time.time() + 3600
-    epoch = await store.revoke_token("carol-1", exp)
-    revocation.apply(RevocationEvent("jti", "carol-1", exp, epoch, time.time()))
+    epoch = await store.revoke_token(jti, exp)
+    revocation.apply(RevocationEvent("jti", jti, exp, epoch, time.time()))
+
+
+async def test_a_recalled_token_is_still_checked_for_revocation():
+    core = await build_core()
+    store, revocation = await revocation_of(core)
+    memo, token = CredentialMemo(), core.key.token(sub="carol", jti="carol-1")
+    assert core.authorizer.decide_now(check(token, memo)).allowed  # type: ignore[union-attr]
+    assert core.authorizer.decide_now(check(token, memo)).allowed  # type: ignore[union-attr]
+    await revoke(store, revocation, "carol-1")
     decision = core.authorizer.decide_now(check(token, memo))
     assert decision is not None and decision.reason == "token_revoked"
 
@@ -201,19 +213,11 @@ async def test_a_repeat_on_a_bypassed_path_gets_the_bypass_decision():
 
 async def test_a_repeat_is_checked_for_revocation_and_waits_for_the_store_like_decide_now():
     core = await build_core()
-    store = MemoryStore()
-    revocation = RevocationCache(store, cache=RevocationCacheSettings())
-    revocation.bus_connected_changed(True)
-    revocation.epoch_checked(0)
-    core.authorizer._revocation = revocation
+    store, revocation = await revocation_of(core)
     memo, token = CredentialMemo(), core.key.token(sub="carol", jti="carol-1")
-    first = check(token, memo)
-    assert core.authorizer.decide_now(first) is None
-    assert (await core.authorizer.decide(first)).allowed
+    assert core.authorizer.decide_now(check(token, memo)).allowed  # type: ignore[union-attr]
     assert repeat(core, token, memo).allowed  # type: ignore[union-attr]
-    exp = time.time() + 3600
-    epoch = await store.revoke_token("carol-1", exp)
-    revocation.apply(RevocationEvent("jti", "carol-1", exp, epoch, time.time()))
+    await revoke(store, revocation, "carol-1")
     revoked = repeat(core, token, memo)
     assert revoked is not None and revoked.reason == "token_revoked"
     # Once the cache no longer knows the token (flushed: the bus was lost), a repeat is left to

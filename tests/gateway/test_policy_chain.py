@@ -18,7 +18,11 @@ from gateway.policies import POLICIES, ChainContext, PolicySpec
 from gateway.routes_loader import load_routes
 from gateway.runtime import RuntimeHolder, build_runtime
 
-ROUTES = """\
+
+def routes(*policies: str) -> str:
+    """One catch-all route of the scan domain with ``policies`` (YAML flow items), in order."""
+    listed = "".join(f"              - {policy}\n" for policy in policies)
+    return f"""\
 layers: [product]
 domains:
   scan:
@@ -31,12 +35,25 @@ domains:
         routes:
           - path: /**
             policies:
-              - stamp: {mark: first}
-              - stamp_again: {mark: second}
-upstreams:
+{listed}upstreams:
   api:
     endpoints: [http://scan.internal]
 """
+
+
+ROUTES = routes("stamp: {mark: first}", "stamp_again: {mark: second}")
+
+
+def client(tmp_path: Path, text: str, mock: respx.MockRouter) -> httpx.AsyncClient:
+    """A client of the gateway app serving ``text``, its upstream ``mock``."""
+    (tmp_path / "routes.yaml").write_text(text)
+    config = load_routes(tmp_path / "routes.yaml")
+    metrics = GatewayMetrics(CollectorRegistry())
+    transport = httpx.MockTransport(mock.async_handler)
+    app = GatewayApp(
+        RuntimeHolder(build_runtime(config, transport=transport, metrics=metrics)), metrics
+    )
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://edge")
 
 
 class StampPolicy:
@@ -77,46 +94,22 @@ def test_an_unknown_policy_is_a_config_error_naming_the_line(tmp_path: Path):
 async def test_policies_run_in_yaml_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setitem(POLICIES, "stamp", STAMP)
     monkeypatch.setitem(POLICIES, "stamp_again", STAMP)
-    (tmp_path / "routes.yaml").write_text(ROUTES)
-    config = load_routes(tmp_path / "routes.yaml")
     with respx.mock() as mock:
         route = mock.get("http://scan.internal/api/v1/scan/x").mock(
             return_value=httpx.Response(204)
         )
-        metrics = GatewayMetrics(CollectorRegistry())
-        transport = httpx.MockTransport(mock.async_handler)
-        app = GatewayApp(
-            RuntimeHolder(build_runtime(config, transport=transport, metrics=metrics)), metrics
-        )
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://edge"
-        ) as client:
-            reply = await client.get("/api/v1/scan/x")
+        async with client(tmp_path, ROUTES, mock) as edge:
+            reply = await edge.get("/api/v1/scan/x")
     assert reply.status_code == 204
     assert route.calls.last.request.headers["x-chain"] == "first,second"
 
 
-POLICY_HEADERS_ROUTES = """\
-layers: [product]
-domains:
-  scan:
-    layer: product
-    owner: team
-    upstream: api
-    auth: bypass
-    versions:
-      v1:
-        routes:
-          - path: /**
-            policies:
-              - stamp: {mark: first}
-              - headers: {response: {remove: [vary, ratelimit-policy, x-upstream]}}
-              - cors: {allow_origins: [https://app.example]}
-              - rate_limit: {requests: 5, period_seconds: 60, limit_by: route}
-upstreams:
-  api:
-    endpoints: [http://scan.internal]
-"""
+POLICY_HEADERS_ROUTES = routes(
+    "stamp: {mark: first}",
+    "headers: {response: {remove: [vary, ratelimit-policy, x-upstream]}}",
+    "cors: {allow_origins: [https://app.example]}",
+    "rate_limit: {requests: 5, period_seconds: 60, limit_by: route}",
+)
 
 
 async def test_policy_response_headers_reach_every_answer_after_the_header_rules(
@@ -126,8 +119,6 @@ async def test_policy_response_headers_reach_every_answer_after_the_header_rules
     # there still reach the answer, and the headers policy's rules, which run on the upstream's
     # answer, leave them alone (it removes x-upstream only).
     monkeypatch.setitem(POLICIES, "stamp", STAMP)
-    (tmp_path / "routes.yaml").write_text(POLICY_HEADERS_ROUTES)
-    config = load_routes(tmp_path / "routes.yaml")
     with respx.mock() as mock:
         mock.get("http://scan.internal/api/v1/scan/ok").mock(
             return_value=httpx.Response(200, headers={"x-upstream": "1", "vary": "Accept"})
@@ -135,17 +126,10 @@ async def test_policy_response_headers_reach_every_answer_after_the_header_rules
         mock.get("http://scan.internal/api/v1/scan/down").mock(
             side_effect=httpx.ConnectError("refused")
         )
-        metrics = GatewayMetrics(CollectorRegistry())
-        transport = httpx.MockTransport(mock.async_handler)
-        app = GatewayApp(
-            RuntimeHolder(build_runtime(config, transport=transport, metrics=metrics)), metrics
-        )
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://edge"
-        ) as client:
+        async with client(tmp_path, POLICY_HEADERS_ROUTES, mock) as edge:
             origin = {"origin": "https://app.example"}
-            ok = await client.get("/api/v1/scan/ok", headers=origin)
-            down = await client.get("/api/v1/scan/down", headers=origin)
+            ok = await edge.get("/api/v1/scan/ok", headers=origin)
+            down = await edge.get("/api/v1/scan/down", headers=origin)
     assert ok.status_code == 200 and "x-upstream" not in ok.headers
     assert ok.headers.get_list("vary") == ["Origin"]
     for reply in (ok, down):
