@@ -38,10 +38,7 @@ async def send_json(
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(
-    send: Send, exc: GatewayError, request_id: str, extra: Iterable[tuple[bytes, bytes]] = ()
-) -> None:
+async def send_error(send: Send, exc: GatewayError, request_id: str) -> None:
     headers = [(name.encode(), value.encode()) for name, value in exc.headers]
     headers.append((b"x-request-id", request_id.encode()))
-    headers.extend(extra)
     await send_json(send, exc.status, error_body(exc, request_id), headers)
