@@ -97,15 +97,11 @@ class Authorizer:
                 return None
             if memo is not None:
                 self._verifier.remember(memo, header, verified)
-        if self._revocation is not None:
-            known, reason = self._revocation.check_cached(verified.claims)
-            if not known:
-                # decide() goes on from here: only the store read is left to do.
-                request.pending = (self, verified)
-                return None
-            if reason is not None:
-                return self._denials[reason]
-        return self._allow(verified)
+        decision = self._settled(verified)
+        if decision is None:
+            # decide() goes on from here: only the store read is left to do.
+            request.pending = (self, verified)
+        return decision
 
     def decide_repeat(self, memo: CredentialMemo, header: str, path: str) -> Decision | None:
         """:meth:`decide_now` without a :class:`CheckInput`, for a credential its connection
@@ -123,16 +119,23 @@ class Authorizer:
         verified = self._verifier.recall(memo, header)
         if verified is None:
             return None
+        decision = self._settled(verified)
+        if decision is not None:
+            # Counted once decided: a token the revocation cache does not know is counted by
+            # decide_now, which the adapter calls next.
+            self._verifier.count_hit()
+        return decision
+
+    def _settled(self, verified: VerifiedToken) -> Decision | None:
+        """The decision for a verified token when the revocation cache knows its state, else
+        None (the store must be read)."""
         if self._revocation is not None:
             known, reason = self._revocation.check_cached(verified.claims)
             if not known:
                 return None
             if reason is not None:
-                self._verifier.count_hit()
                 return self._denials[reason]
-        self._verifier.count_hit()
-        # Decisions are always truthy: the one kept with the token, else built and kept.
-        return verified.derived.get(self) or self._allow(verified)
+        return self._allow(verified)
 
     async def decide(self, request: CheckInput) -> Decision:
         verified = self._pending(request)

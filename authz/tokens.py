@@ -180,8 +180,7 @@ class TokenVerifier:
         verified = memo.verified
         if verified is None or memo.verifier is not self or memo.header != header:
             return None
-        # _still_good, inline: this runs for nearly every request a client connection makes.
-        if self._clock() > verified.valid_until or not verified.key_still_published():
+        if not self._still_good(verified):
             memo.header = memo.verified = None
             return None
         return verified
